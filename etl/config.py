@@ -1,0 +1,28 @@
+"""MigrationConfig: everything a run needs, decided before it starts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_SOURCE = "./mlruns"
+DEFAULT_TARGET = "sqlite:///mlflow.db"
+DEFAULT_WORKERS = 8
+DEFAULT_BATCH_SIZE = 50_000
+DEFAULT_QUEUE_SIZE = 8
+# Runs per work unit: enough that per-unit overhead (a round trip to a worker process) is small
+# beside the work, few enough that one unit's rows stay a few MB.
+RUNS_PER_UNIT = 16
+
+
+@dataclass(frozen=True)
+class MigrationConfig:
+    source: Path = Path(DEFAULT_SOURCE)
+    target: str = DEFAULT_TARGET
+    workers: int = DEFAULT_WORKERS
+    batch_size: int = DEFAULT_BATCH_SIZE
+    queue_size: int = DEFAULT_QUEUE_SIZE
+    verify: bool = True
+    keep_failed: bool = False
+    report_path: Path | None = None
+    runs_per_unit: int = RUNS_PER_UNIT

@@ -1,0 +1,48 @@
+"""Errors that end a run, each with the exit status the CLI documents."""
+
+from __future__ import annotations
+
+from etl.rows import Problem
+
+
+class MigrationError(Exception):
+    exit_code = 4  # anything not classified below: I/O errors, disk full, internal errors
+
+
+class TargetError(MigrationError):
+    """The target cannot be used: wrong URI, missing folder, holds data, locked."""
+
+    exit_code = 2
+
+
+class InvalidSourceError(MigrationError):
+    """The source tree has files that cannot be migrated; every one is listed."""
+
+    exit_code = 3
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        listed = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(
+            f"the source tree has {len(problems)} problem(s); nothing was written:\n{listed}"
+        )
+
+
+class VerificationFailed(MigrationError):
+    exit_code = 1
+
+    def __init__(self, report):
+        self.report = report
+        super().__init__(f"verification found {len(report.mismatches)} mismatch(es)")
+
+
+EXIT_CODES = {
+    0: "success: migrated and verified (or verification skipped with --no-verify)",
+    1: "verification failed: the database differs from the source; target untouched",
+    2: "usage or target error: bad option, target not sqlite:///, folder missing, "
+    "target holds data, or another etl-migrate runs on it",
+    3: "invalid input: the source tree has files that cannot be migrated (all listed)",
+    4: "migration failed: I/O error (e.g. disk full) or internal error; target untouched",
+    130: "interrupted (Ctrl-C); target untouched",
+    143: "terminated (SIGTERM); target untouched",
+}

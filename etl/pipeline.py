@@ -1,0 +1,196 @@
+"""The async orchestration: discover -> N producers -> one writer -> verify -> promote.
+
+    discover ──units──▶ producers (x --workers, parsing in worker processes)
+                              │ RowBatch, bounded stream (back-pressure)
+                              ▼
+                      writer (the staging file's only connection)
+
+Both streams are bounded, so memory follows --queue-size, not the size of the tree.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+import anyio.to_process
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from etl.config import MigrationConfig
+from etl.errors import InvalidSourceError, TargetError, VerificationFailed
+from etl.observe import log
+from etl.rows import Problem, RowBatch, RowCounter
+from etl.sink.schema import create_schema
+from etl.sink.staging import StagingArea, check_target_is_free, target_path
+from etl.sink.writer import StagingWriter
+from etl.source.extract import extract
+from etl.source.layout import (
+    LayoutError,
+    RegisteredModelUnit,
+    WorkUnit,
+    experiment_dirs,
+    experiment_units,
+    registered_model_dirs,
+    resolve_mlruns,
+)
+from etl.verify.compare import verify_experiments, verify_registry, verify_runs
+from etl.verify.report import VerificationReport
+
+# Runs per verification task: one read-only query set per chunk on the target side.
+VERIFY_CHUNK = 32
+
+
+@dataclass
+class LoadStats:
+    rows: RowCounter = field(default_factory=RowCounter)
+    files: int = 0
+    units: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+
+@dataclass
+class MigrationResult:
+    source: Path
+    target: Path
+    load: LoadStats
+    phases: dict[str, float]
+    report: VerificationReport | None
+
+
+def process_count(workers: int) -> int:
+    """Parsing is CPU-bound Python: more processes than cores only adds memory."""
+    return max(1, min(workers, os.cpu_count() or 1))
+
+
+async def migrate(config: MigrationConfig) -> MigrationResult:
+    try:
+        mlruns = resolve_mlruns(config.source)
+    except LayoutError as e:
+        raise TargetError(str(e)) from None
+    target = target_path(config.target)
+    check_target_is_free(target)
+    phases: dict[str, float] = {}
+    with StagingArea(target, keep_failed=config.keep_failed) as area:
+        check_target_is_free(target)  # again, now that we hold the lock
+        log.info("migration started", source=str(mlruns), target=str(target), staging=str(area.staging))
+
+        started = time.monotonic()
+        await anyio.to_thread.run_sync(create_schema, area.staging)
+        phases["schema"] = time.monotonic() - started
+
+        started = time.monotonic()
+        writer = StagingWriter(area.staging, config.batch_size)
+        try:
+            stats = await load(mlruns, writer, config)
+            await anyio.to_thread.run_sync(writer.finish)
+        except BaseException:
+            writer.abort()
+            raise
+        phases["load"] = time.monotonic() - started
+        log.info("load finished", rows=sum(stats.rows.values()), files=stats.files, seconds=round(phases["load"], 2))
+        if stats.problems:
+            raise InvalidSourceError(stats.problems)
+
+        report = None
+        if config.verify:
+            started = time.monotonic()
+            report = await verify(mlruns, area.staging, config.workers)
+            phases["verify"] = time.monotonic() - started
+            if not report.ok:
+                raise VerificationFailed(report)
+        else:
+            log.warning("verification skipped (--no-verify): the database was NOT compared with the source")
+
+        started = time.monotonic()
+        area.promote()
+        phases["promote"] = time.monotonic() - started
+    return MigrationResult(mlruns, target, stats, phases, report)
+
+
+async def load(mlruns: Path, writer: StagingWriter, config: MigrationConfig) -> LoadStats:
+    stats = LoadStats()
+    limiter = anyio.CapacityLimiter(process_count(config.workers))
+    units_send, units_recv = anyio.create_memory_object_stream[WorkUnit](config.queue_size)
+    rows_send, rows_recv = anyio.create_memory_object_stream[RowBatch](config.queue_size)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(discover, mlruns, config.runs_per_unit, units_send)
+        async with units_recv, rows_send:
+            for _ in range(config.workers):
+                tg.start_soon(produce, units_recv.clone(), rows_send.clone(), limiter)
+        tg.start_soon(consume, rows_recv, writer, stats)
+    return stats
+
+
+async def discover(mlruns: Path, runs_per_unit: int, send: MemoryObjectSendStream[WorkUnit]) -> None:
+    async with send:
+        for path, deleted in await anyio.to_thread.run_sync(experiment_dirs, mlruns):
+            for unit in await anyio.to_thread.run_sync(experiment_units, path, deleted, runs_per_unit):
+                await send.send(unit)
+        for path in await anyio.to_thread.run_sync(registered_model_dirs, mlruns):
+            await send.send(RegisteredModelUnit(path))
+
+
+async def produce(
+    units: MemoryObjectReceiveStream[WorkUnit],
+    rows: MemoryObjectSendStream[RowBatch],
+    limiter: anyio.CapacityLimiter,
+) -> None:
+    async with units, rows:
+        async for unit in units:
+            batch = await anyio.to_process.run_sync(extract, unit, cancellable=True, limiter=limiter)
+            await rows.send(batch)
+
+
+async def consume(rows: MemoryObjectReceiveStream[RowBatch], writer: StagingWriter, stats: LoadStats) -> None:
+    seen_runs: dict[str, int] = {}
+    seen_experiments: set[int] = set()
+    async with rows:
+        async for batch in rows:
+            stats.units += 1
+            stats.files += batch.files
+            stats.problems.extend(batch.problems)
+            clashes = _clashes(batch, seen_runs, seen_experiments)
+            if clashes:
+                # The run will fail as invalid input; writing would only trip the primary key.
+                stats.problems.extend(clashes)
+                continue
+            stats.rows.add_batch(batch)
+            await anyio.to_thread.run_sync(writer.write, batch)
+
+
+def _clashes(batch: RowBatch, seen_runs: dict[str, int], seen_experiments: set[int]) -> list[Problem]:
+    """Ids that the tree holds twice: the FileStore's folders cannot stop that, a primary key does."""
+    problems = []
+    for row in batch.rows.get("experiments", ()):
+        if row[0] in seen_experiments:
+            problems.append(Problem(f"experiment {row[0]}", "the experiment id appears twice (in mlruns/ and in .trash/)"))
+        seen_experiments.add(row[0])
+    for row in batch.rows.get("runs", ()):
+        run_id, exp_id = row[0], row[-1]
+        if run_id in seen_runs:
+            problems.append(
+                Problem(f"run {run_id}", f"the run id appears in two experiments: {seen_runs[run_id]} and {exp_id}")
+            )
+        seen_runs.setdefault(run_id, exp_id)
+    return problems
+
+
+async def verify(mlruns: Path, staging: Path, workers: int) -> VerificationReport:
+    limiter = anyio.CapacityLimiter(process_count(workers))
+    root, db = str(mlruns), str(staging)
+    report, runs_by_experiment = await anyio.to_process.run_sync(
+        verify_experiments, root, db, cancellable=True, limiter=limiter
+    )
+
+    async def one(func, *args) -> None:
+        report.merge(await anyio.to_process.run_sync(func, *args, cancellable=True, limiter=limiter))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(one, verify_registry, root, db)
+        for exp_id, run_ids in runs_by_experiment.items():
+            for start in range(0, len(run_ids), VERIFY_CHUNK):
+                tg.start_soon(one, verify_runs, root, db, exp_id, run_ids[start : start + VERIFY_CHUNK])
+    return report

@@ -1,0 +1,128 @@
+"""The installed MLflow's schema, made by MLflow's own migrations, copied into the staging file.
+
+Running MLflow's ~70 alembic migrations takes seconds; a migrated empty database is a pure
+function of the MLflow release, so it is built once per release into a cache and copied after.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import logging
+import os
+import shutil
+import sqlite3
+import tempfile
+from pathlib import Path
+
+from etl.errors import MigrationError
+from etl.rows import COLUMNS
+
+# Tables MLflow's migrations fill themselves; the rest of an empty target holds no rows.
+SCHEMA_SEED_TABLES = frozenset({"alembic_version", "workspaces"})
+
+
+def cache_dir() -> Path:
+    explicit = os.environ.get("ETL_MIGRATE_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "etl-migrate"
+
+
+def schema_key() -> str:
+    """MLflow's version plus its migration file names: a new migration means a new template."""
+    spec = importlib.util.find_spec("mlflow")
+    assert spec is not None and spec.origin is not None
+    versions = Path(spec.origin).parent / "store" / "db_migrations" / "versions"
+    names = sorted(p.name for p in versions.glob("*.py"))
+    digest = hashlib.sha256("\n".join(names).encode()).hexdigest()[:12]
+    return f"mlflow-{importlib.metadata.version('mlflow')}-{digest}"
+
+
+def build_schema(path: Path) -> None:
+    """An empty database at path, migrated to MLflow's alembic head by MLflow itself."""
+    from sqlalchemy import create_engine
+
+    # _initialize_tables is what MLflow's SqlAlchemyStore runs on a new database: create the
+    # tables and stamp the alembic head. Its INFO chatter would only confuse our output.
+    from mlflow.store.db.utils import _initialize_tables
+
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    engine = create_engine(f"sqlite:///{path}")
+    try:
+        _initialize_tables(engine)
+    finally:
+        engine.dispose()
+
+
+def template_path() -> Path:
+    """The cached template for the installed MLflow, built on first use."""
+    folder = cache_dir()
+    template = folder / f"schema-{schema_key()}.db"
+    if template.is_file():
+        return template
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".schema-", suffix=".db", dir=folder)
+    os.close(fd)
+    try:
+        os.unlink(tmp)
+        build_schema(Path(tmp))
+        # Two first runs at once both build; the rename makes whichever lands last win whole.
+        os.replace(tmp, template)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return template
+
+
+def create_schema(staging: Path) -> None:
+    """Put MLflow's empty schema into the (not yet existing) staging file."""
+    try:
+        template = template_path()
+    except OSError:
+        # No writable cache (read-only home, say): pay for the migrations in place instead.
+        build_schema(staging)
+    else:
+        shutil.copyfile(template, staging)
+    check_columns(staging)
+
+
+def table_columns(conn: sqlite3.Connection, table: str) -> list[tuple[str, bool, bool]]:
+    """(name, not_null, has_default) for each column of a staged table."""
+    rows = conn.execute(f'PRAGMA table_info("{table}")').fetchall()
+    return [(r[1], bool(r[3]), r[4] is not None) for r in rows]
+
+
+def check_columns(staging: Path) -> None:
+    """Every column we fill exists, and every column we do not fill can be left to its default.
+
+    This is what keeps ``etl.rows.COLUMNS`` honest against the installed MLflow: a release that
+    adds a required column, or drops one we fill, stops the run here with the table named.
+    """
+    conn = sqlite3.connect(staging)
+    try:
+        for table, ours in COLUMNS.items():
+            staged = table_columns(conn, table)
+            if not staged:
+                raise MigrationError(f"the installed MLflow's schema has no table {table!r}")
+            names = {name for name, _, _ in staged}
+            missing = [c for c in ours if c not in names]
+            if missing:
+                raise MigrationError(
+                    f"the installed MLflow's {table!r} table has no column(s) {missing}; "
+                    "this MLflow version is not supported"
+                )
+            unfilled = [
+                name for name, not_null, has_default in staged
+                if not_null and not has_default and name not in ours
+            ]
+            if unfilled:
+                raise MigrationError(
+                    f"the installed MLflow's {table!r} table requires column(s) {unfilled} "
+                    "that etl-migrate does not fill; this MLflow version is not supported"
+                )
+    finally:
+        conn.close()

@@ -1,0 +1,130 @@
+"""Where things live in a FileStore tree, and the work units a migration is cut into.
+
+Path conventions follow MLflow's ``mlflow/store/tracking/file_store.py`` and
+``mlflow/store/model_registry/file_store.py``:
+
+    mlruns/<experiment_id>/meta.yaml, tags/            an experiment
+    mlruns/<experiment_id>/<run_id>/                   a run (any other folder)
+    mlruns/<experiment_id>/{datasets,traces,models}/   experiment-level entities
+    mlruns/.trash/<experiment_id>/                     a deleted experiment
+    mlruns/models/<name>/                              a registered model (registry store)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+META = "meta.yaml"
+TRASH = ".trash"
+REGISTRY = "models"
+# Folders inside an experiment that are not runs (FileStore.RESERVED_EXPERIMENT_FOLDERS).
+EXPERIMENT_RESERVED = frozenset({"tags", "datasets", "traces", "models"})
+
+
+class LayoutError(Exception):
+    """The source is not an MLflow FileStore tree at all."""
+
+
+@dataclass(frozen=True)
+class ExperimentUnit:
+    path: str
+    deleted: bool
+
+    @property
+    def kind(self) -> str:
+        return "experiment"
+
+
+@dataclass(frozen=True)
+class RunsUnit:
+    """Several runs of one experiment: batching them keeps per-unit overhead small."""
+
+    experiment_path: str
+    experiment_id: str
+    run_dirs: tuple[str, ...]
+
+    @property
+    def kind(self) -> str:
+        return "runs"
+
+
+@dataclass(frozen=True)
+class RegisteredModelUnit:
+    path: str
+
+    @property
+    def kind(self) -> str:
+        return "registered_model"
+
+
+WorkUnit = ExperimentUnit | RunsUnit | RegisteredModelUnit
+
+
+def resolve_mlruns(source: Path) -> Path:
+    """The mlruns folder itself, given it or a folder that contains one."""
+    if not source.is_dir():
+        raise LayoutError(f"{source}: source folder does not exist")
+    nested = source / "mlruns"
+    if nested.is_dir():
+        return nested
+    if looks_like_mlruns(source):
+        return source
+    raise LayoutError(
+        f"{source}: not an MLflow FileStore tree (no mlruns/ folder, and no experiment "
+        "folders with a meta.yaml, .trash/ or models/ inside)"
+    )
+
+
+def looks_like_mlruns(folder: Path) -> bool:
+    for entry in os.scandir(folder):
+        if not entry.is_dir():
+            continue
+        if entry.name in (TRASH, REGISTRY):
+            return True
+        if entry.name.isdigit() and os.path.isfile(os.path.join(entry.path, META)):
+            return True
+    return False
+
+
+def experiment_dirs(mlruns: Path) -> list[tuple[str, bool]]:
+    """(path, deleted) of every experiment folder, active first, each group sorted by id."""
+    found = [(p, False) for p in _digit_dirs(str(mlruns))]
+    found += [(p, True) for p in _digit_dirs(str(mlruns / TRASH))]
+    return found
+
+
+def _digit_dirs(folder: str) -> list[str]:
+    try:
+        entries = [e for e in os.scandir(folder) if e.is_dir() and e.name.isdigit()]
+    except FileNotFoundError:
+        return []
+    return [e.path for e in sorted(entries, key=lambda e: int(e.name))]
+
+
+def run_dirs(experiment_path: str) -> list[str]:
+    """Names of the run folders of an experiment folder, sorted."""
+    return sorted(
+        e.name
+        for e in os.scandir(experiment_path)
+        if e.is_dir() and e.name not in EXPERIMENT_RESERVED
+    )
+
+
+def registered_model_dirs(mlruns: Path) -> list[str]:
+    registry = mlruns / REGISTRY
+    try:
+        return sorted(e.path for e in os.scandir(registry) if e.is_dir())
+    except FileNotFoundError:
+        return []
+
+
+def experiment_units(path: str, deleted: bool, runs_per_unit: int) -> list[WorkUnit]:
+    """The experiment itself, then its runs in chunks of ``runs_per_unit``."""
+    units: list[WorkUnit] = [ExperimentUnit(path, deleted)]
+    names = run_dirs(path)
+    exp_id = os.path.basename(path)
+    for start in range(0, len(names), runs_per_unit):
+        units.append(RunsUnit(path, exp_id, tuple(names[start : start + runs_per_unit])))
+    return units

@@ -1,0 +1,149 @@
+"""Reading FileStore files: YAML meta files, key/value folders and metric lines.
+
+Pure functions over paths. Every failure becomes a ``SourceError`` that names the file (and the
+line, for metric files) and the reason, so a caller can collect them instead of stopping at the
+first one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import yaml
+
+# MLflow's own reader uses the C loader when libyaml is present; it is ~10x faster than the
+# pure-Python one and gives the same results for the plain mappings MLflow writes.
+_YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+# MLflow's SQL store cannot hold IEEE infinities and stores the largest finite doubles instead.
+FLOAT_MAX = 1.7976931348623157e308
+
+
+class SourceError(Exception):
+    """A file of the source tree that cannot be migrated as it is."""
+
+    def __init__(self, path: str, reason: str, line: int | None = None):
+        super().__init__(f"{path}{'' if line is None else f':{line}'}: {reason}")
+        self.path = path
+        self.reason = reason
+        self.line = line
+
+
+def read_text(path: str) -> str:
+    """A param/tag/alias file's exact value.
+
+    MLflow reads these with ``codecs.open`` (binary underneath), so no newline translation
+    happens and the value is the file's bytes decoded as UTF-8, trailing newlines included.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise SourceError(path, f"cannot read file: {e.strerror or e}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SourceError(path, f"not valid UTF-8 (byte {e.start})") from None
+
+
+def read_yaml(path: str) -> dict[str, Any]:
+    """A meta file as a mapping; an empty, unreadable or non-mapping file is an error."""
+    text = read_text(path)
+    try:
+        data = yaml.load(text, Loader=_YamlLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SourceError(path, f"malformed YAML: {problem}", line) from None
+    if data is None:
+        raise SourceError(path, "empty file")
+    if not isinstance(data, dict):
+        raise SourceError(path, f"expected a YAML mapping, found {type(data).__name__}")
+    return data
+
+
+def read_key_folder(folder: str) -> dict[str, str]:
+    """A params/ or tags/ folder as {key: value}; keys containing '/' are nested files.
+
+    A missing folder is an empty mapping (a run with no params has no params folder).
+    """
+    result: dict[str, str] = {}
+    _read_key_folder_into(folder, "", result, set())
+    return result
+
+
+def _read_key_folder_into(folder: str, prefix: str, out: dict[str, str], seen: set) -> None:
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise SourceError(folder, f"cannot list folder: {e.strerror or e}") from None
+    for entry in entries:
+        key = prefix + entry.name
+        if entry.is_dir():
+            real = os.path.realpath(entry.path)
+            if real in seen:
+                raise SourceError(entry.path, "symlink loop")
+            seen.add(real)
+            _read_key_folder_into(entry.path, key + "/", out, seen)
+        else:
+            out[key] = read_text(entry.path)
+
+
+def list_files(folder: str) -> list[str]:
+    """Relative posix paths of the files under folder (nested keys), [] if it is absent."""
+    out: list[str] = []
+    for root, _dirs, files in os.walk(folder, followlinks=False):
+        rel = os.path.relpath(root, folder)
+        for name in files:
+            out.append(name if rel == "." else f"{rel}/{name}".replace(os.sep, "/"))
+    return out
+
+
+def metric_db_value(value: float) -> tuple[float, int]:
+    """(value, is_nan) the way MLflow's SQL store stores a metric value."""
+    if value != value:  # NaN; cheaper than math.isnan on the hot path
+        return 0.0, 1
+    if math.isinf(value):
+        return (FLOAT_MAX if value > 0 else -FLOAT_MAX), 0
+    return value, 0
+
+
+def parse_metric_lines(path: str) -> list[tuple[int, int, float, int]]:
+    """A run metric file as [(timestamp, step, db_value, is_nan), ...] in file order.
+
+    Lines are ``timestamp value [step [dataset_name dataset_digest]]``. The step of a 5-field
+    line is the third field: the file holds it, even though MLflow's FileStore reader reports 0.
+    """
+    text = read_text(path)
+    points = []
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    for number, line in enumerate(lines, 1):
+        # MLflow strips each line before splitting on single spaces; do the same so exactly the
+        # lines it accepts are accepted.
+        parts = line.strip().split(" ")
+        n = len(parts)
+        try:
+            if n == 3:
+                ts, raw, step = int(parts[0]), float(parts[1]), int(parts[2])
+            elif n == 2:
+                ts, raw, step = int(parts[0]), float(parts[1]), 0
+            elif n == 5:
+                ts, raw, step = int(parts[0]), float(parts[1]), int(parts[2])
+            else:
+                raise SourceError(
+                    path, f"metric line has {n} fields, expected 2, 3 or 5: {line[:80]!r}", number
+                )
+        except ValueError:
+            raise SourceError(
+                path, f"metric line is not 'timestamp value [step]': {line[:80]!r}", number
+            ) from None
+        value, is_nan = metric_db_value(raw)
+        points.append((ts, step, value, is_nan))
+    return points

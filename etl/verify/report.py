@@ -1,0 +1,108 @@
+"""VerificationReport: per-entity pass counts and every mismatch, as text or JSON."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Report order and display names; an entity appears once something of it was checked.
+ENTITY_NAMES = {
+    "experiments": "Experiments",
+    "runs": "Runs",
+    "params": "Params",
+    "tags": "Tags",
+    "metrics": "Metrics",
+    "latest_metrics": "Latest metrics",
+    "registered_models": "Registered models",
+    "model_versions": "Model versions",
+}
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    entity: str
+    id: str
+    field: str
+    source: object
+    target: object
+
+
+@dataclass
+class EntityResult:
+    checked: int = 0
+    failed_ids: set = field(default_factory=set)
+
+    @property
+    def passed(self) -> int:
+        return self.checked - len(self.failed_ids)
+
+
+@dataclass
+class VerificationReport:
+    results: dict[str, EntityResult] = field(default_factory=dict)
+    mismatches: list[Mismatch] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches
+
+    def checked(self, entity: str, n: int = 1) -> None:
+        self.results.setdefault(entity, EntityResult()).checked += n
+
+    def mismatch(self, entity: str, id_: str, field_: str, source, target) -> None:
+        self.results.setdefault(entity, EntityResult()).failed_ids.add(id_)
+        self.mismatches.append(Mismatch(entity, str(id_), field_, source, target))
+
+    def merge(self, other: VerificationReport) -> None:
+        for entity, result in other.results.items():
+            mine = self.results.setdefault(entity, EntityResult())
+            mine.checked += result.checked
+            mine.failed_ids |= result.failed_ids
+        self.mismatches.extend(other.mismatches)
+
+    def _ordered(self):
+        known = [e for e in ENTITY_NAMES if e in self.results]
+        other = sorted(e for e in self.results if e not in ENTITY_NAMES)
+        return [(e, self.results[e]) for e in known + other]
+
+    def to_text(self) -> str:
+        lines = ["Migration Verification Report", "============================="]
+        for entity, result in self._ordered():
+            name = ENTITY_NAMES.get(entity, entity)
+            lines.append(f"{name}: {result.passed}/{result.checked} passed")
+        by_entity: dict[tuple[str, str], list[Mismatch]] = {}
+        for m in self.mismatches:
+            by_entity.setdefault((m.entity, m.id), []).append(m)
+        for (entity, id_), items in by_entity.items():
+            singular = ENTITY_NAMES.get(entity, entity).rstrip("s")
+            lines.append(f"FAILED: {singular} {id_}")
+            for m in items:
+                lines.append(f"  - Field '{m.field}': source={m.source!r}, target={m.target!r}")
+        lines.append(f"Status: {'SUCCESS' if self.ok else 'FAILED'}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {
+            "status": "SUCCESS" if self.ok else "FAILED",
+            "entities": {
+                entity: {"checked": r.checked, "passed": r.passed}
+                for entity, r in self._ordered()
+            },
+            "mismatches": [
+                {
+                    "entity": m.entity,
+                    "id": m.id,
+                    "field": m.field,
+                    "source": _jsonable(m.source),
+                    "target": _jsonable(m.target),
+                }
+                for m in self.mismatches
+            ],
+        }
+
+
+def _jsonable(value):
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else repr(value)
+    return repr(value)

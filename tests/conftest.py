@@ -1,0 +1,64 @@
+"""Shared set-up: hermetic MLflow environment, the CLI as a user runs it, tree helpers."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--fixtures-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="A fixture tree made by scripts/generate_migration_fixtures.py; integration tests "
+        "marked 'fixtures' run on each one given (repeatable).",
+    )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _hermetic_environment(tmp_path_factory):
+    """File stores allowed, no stray mlflow.db, a private schema cache for this session."""
+    cache = tmp_path_factory.mktemp("etl-cache")
+    saved = dict(os.environ)
+    os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+    os.environ["ETL_MIGRATE_CACHE_DIR"] = str(cache)
+    # A bare MlflowClient() inside MLflow must never land in the working folder.
+    os.environ["MLFLOW_TRACKING_URI"] = (tmp_path_factory.mktemp("stray") / "mlruns").as_uri()
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def run_cli(*args: str, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
+    """etl-migrate as a user runs it: a separate process, its exit status and output."""
+    return subprocess.run(
+        [sys.executable, "-m", "etl", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
+    )
+
+
+def tree_fingerprint(root: Path) -> dict[str, tuple[str, int]]:
+    """Every file under root: content hash and mtime, to prove a run did not write there."""
+    result = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            stat = path.stat()
+            result[str(path.relative_to(root))] = (
+                hashlib.sha256(path.read_bytes()).hexdigest(),
+                stat.st_mtime_ns,
+            )
+        elif path.is_dir():
+            result[str(path.relative_to(root)) + "/"] = ("dir", path.stat().st_mtime_ns)
+    return result

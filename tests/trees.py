@@ -1,0 +1,85 @@
+"""Small FileStore trees made through MLflow's public API, for targeted tests."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+LONG_PARAM = "p" * 6000  # MLflow's param value limit (MAX_PARAM_VAL_LENGTH)
+LONG_TAG = "t" * 8000
+
+
+def file_client(mlruns: Path):
+    from mlflow import MlflowClient
+
+    uri = mlruns.as_uri()
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def sql_client(db: Path):
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{db}"
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def build_core_tree(mlruns: Path) -> dict:
+    """Every core entity and the edge cases of the foundation issue. Returns ids worth naming."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    client = file_client(mlruns)
+    ids: dict = {}
+    exp = client.create_experiment("核心 experiment 🚀", tags={"team": "数据", "nested/key": "v"})
+    ids["experiment"] = exp
+    ids["s3_experiment"] = client.create_experiment(
+        "remote artifacts", artifact_location="s3://bucket/some/path"
+    )
+
+    def run(name, status="FINISHED", **kw):
+        r = client.create_run(exp, run_name=name, tags=kw.get("tags"))
+        if status != "RUNNING":
+            client.set_terminated(r.info.run_id, status=status)
+        return r.info.run_id
+
+    full = run("full run ✓", tags={"owner": "ゆき 🌸", "path/like/key": "x", "long": LONG_TAG})
+    client.log_batch(
+        full,
+        params=[Param("alpha", "0.1"), Param("nested/param", "n"), Param("long", LONG_PARAM),
+                Param("empty", "")],
+        metrics=[
+            Metric("loss", 1.5, 1000, 0), Metric("loss", 0.5, 1001, 1), Metric("loss", 0.25, 1002, 2),
+            Metric("nan_metric", math.nan, 1000, 0),
+            Metric("pos_inf", math.inf, 1000, 0), Metric("neg_inf", -math.inf, 1000, 0),
+            Metric("nested/metric", 3.0, 1000, 0),
+        ],
+    )
+    # The same point logged twice (the FileStore appends both lines; SQL keeps one row), and a
+    # second value at one step.
+    client.log_metric(full, "dup", 7.0, timestamp=5000, step=3)
+    client.log_metric(full, "dup", 7.0, timestamp=5000, step=3)
+    client.log_metric(full, "dup", 8.0, timestamp=5001, step=3)
+    ids["full_run"] = full
+    ids["failed_run"] = run("failed", "FAILED")
+    ids["killed_run"] = run("killed", "KILLED")
+    ids["running_run"] = run("still running", "RUNNING")
+    ids["empty_run"] = run("empty")
+    deleted_run = run("deleted run")
+    client.log_param(deleted_run, "x", "1")
+    client.delete_run(deleted_run)
+    ids["deleted_run"] = deleted_run
+
+    gone = client.create_experiment("deleted experiment", tags={"why": "obsolete"})
+    gone_run = client.create_run(gone, run_name="in the trash").info.run_id
+    client.log_metric(gone_run, "m", 1.0, timestamp=1, step=0)
+    client.set_terminated(gone_run)
+    client.delete_experiment(gone)
+    ids["deleted_experiment"] = gone
+    ids["trash_run"] = gone_run
+
+    client.create_registered_model("model-α", tags={"stage": "prod"}, description="the model")
+    client.create_model_version("model-α", "s3://bucket/model/1", run_id=full, tags={"v": "1"})
+    client.create_model_version("model-α", "s3://bucket/model/2", description="no run id")
+    client.set_registered_model_alias("model-α", "champion", "1")
+    client.set_registered_model_alias("model-α", "challenger", "2")
+    client.create_registered_model("bare model")
+    return ids
