@@ -1,0 +1,85 @@
+"""The file readers on the inputs MLflow writes and on damaged ones.
+
+Damaged files cannot be made through MLflow's API, so these tests write them by hand.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from etl.source.read import FLOAT_MAX, SourceError, parse_metric_lines, read_key_folder, read_text, read_yaml
+
+
+def write(path, data: bytes | str):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    return str(path)
+
+
+def test_metric_lines_two_three_and_five_fields(tmp_path):
+    path = write(tmp_path / "m", "100 1.5\n101 2.5 7\n102 3.5 9 train abc123\n")
+    assert parse_metric_lines(path) == [(100, 0, 1.5, 0), (101, 7, 2.5, 0), (102, 9, 3.5, 0)]
+
+
+def test_metric_special_values_stored_like_the_sql_store(tmp_path):
+    path = write(tmp_path / "m", "1 nan 0\n2 inf 0\n3 -inf 0\n")
+    assert parse_metric_lines(path) == [(1, 0, 0.0, 1), (2, 0, FLOAT_MAX, 0), (3, 0, -FLOAT_MAX, 0)]
+    assert not math.isinf(FLOAT_MAX)
+
+
+@pytest.mark.parametrize(
+    "content, line",
+    [
+        ("100\n", 1),  # one field
+        ("100 abc 0\n", 1),  # non-numeric value
+        ("1.5e3 1.0 0\n", 1),  # non-integer timestamp
+        ("100 1.0 0\n\n101 1.0 1\n", 2),  # empty line inside
+        ("100 1.0 0 garbage\n", 1),  # four fields
+        ("100 1.0 0\n1017", 2),  # truncated last line
+    ],
+)
+def test_malformed_metric_lines_name_file_and_line(tmp_path, content, line):
+    path = write(tmp_path / "metrics" / "loss", content)
+    with pytest.raises(SourceError) as info:
+        parse_metric_lines(path)
+    assert info.value.path == path
+    assert info.value.line == line
+    assert path in str(info.value)
+
+
+def test_text_values_are_exact_bytes(tmp_path):
+    assert read_text(write(tmp_path / "v", "a\r\nb\n")) == "a\r\nb\n"
+    assert read_text(write(tmp_path / "e", "")) == ""
+
+
+def test_non_utf8_value_is_an_error(tmp_path):
+    path = write(tmp_path / "tags" / "bad", b"\xff\xfe ok")
+    with pytest.raises(SourceError, match="not valid UTF-8"):
+        read_text(path)
+
+
+def test_key_folder_nested_keys(tmp_path):
+    write(tmp_path / "params" / "a", "1")
+    write(tmp_path / "params" / "x" / "y" / "z", "2")
+    assert read_key_folder(str(tmp_path / "params")) == {"a": "1", "x/y/z": "2"}
+    assert read_key_folder(str(tmp_path / "absent")) == {}
+
+
+def test_key_folder_symlink_loop_is_an_error(tmp_path):
+    folder = tmp_path / "tags"
+    (folder / "d").mkdir(parents=True)
+    (folder / "d" / "loop").symlink_to(folder / "d", target_is_directory=True)
+    with pytest.raises(SourceError, match="symlink loop"):
+        read_key_folder(str(folder))
+
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [("", "empty file"), ("name: [unclosed\n", "malformed YAML"), ("- a\n- b\n", "expected a YAML mapping")],
+)
+def test_bad_yaml_is_an_error(tmp_path, content, reason):
+    path = write(tmp_path / "meta.yaml", content)
+    with pytest.raises(SourceError, match=reason):
+        read_yaml(path)
