@@ -286,7 +286,9 @@ def verify_registry(mlruns: str, staging: str) -> VerificationReport:
             continue
         src = {f: getattr(model, f) for f in MODEL_FIELDS}
         _compare_fields(report, "registered_models", model.name, MODEL_FIELDS, src, row)
-        _compare_dict(report, "registered_models", model.name, dict(model.tags), t_tags.get(model.name, {}))
+        # RegisteredModel.tags hides mlflow.prompt.is_prompt from users; the store keeps it, and
+        # so must the database (it is what makes a registered model a prompt).
+        _compare_dict(report, "registered_models", model.name, dict(model._tags), t_tags.get(model.name, {}))
         aliases = {a.alias: str(a.version) for a in model.aliases} if isinstance(model.aliases, list) else dict(model.aliases)
         _compare_dict(report, "registered_models", model.name, aliases, t_aliases.get(model.name, {}))
         for mv in store._list_file_model_versions_under_path(path):
