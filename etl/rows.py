@@ -41,6 +41,76 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "tags": ("run_uuid", "key", "value"),
     "metrics": ("run_uuid", "key", "timestamp", "step", "value", "is_nan"),
     "latest_metrics": ("run_uuid", "key", "timestamp", "step", "value", "is_nan"),
+    "datasets": (
+        "dataset_uuid",
+        "experiment_id",
+        "name",
+        "digest",
+        "dataset_source_type",
+        "dataset_source",
+        "dataset_schema",
+        "dataset_profile",
+    ),
+    "inputs": ("input_uuid", "source_type", "source_id", "destination_type", "destination_id", "step"),
+    "input_tags": ("input_uuid", "name", "value"),
+    "logged_models": (
+        "model_id",
+        "experiment_id",
+        "name",
+        "artifact_location",
+        "creation_timestamp_ms",
+        "last_updated_timestamp_ms",
+        "status",
+        "lifecycle_stage",
+        "model_type",
+        "source_run_id",
+        "status_message",
+    ),
+    "logged_model_params": ("model_id", "experiment_id", "param_key", "param_value"),
+    "logged_model_tags": ("model_id", "experiment_id", "tag_key", "tag_value"),
+    "logged_model_metrics": (
+        "model_id",
+        "metric_name",
+        "metric_timestamp_ms",
+        "metric_step",
+        "metric_value",
+        "experiment_id",
+        "run_id",
+        "dataset_uuid",
+        "dataset_name",
+        "dataset_digest",
+    ),
+    # Trace rows are dicts (see DICT_TABLES); these are the columns every MLflow 3.x schema has.
+    "trace_info": (
+        "request_id",
+        "experiment_id",
+        "timestamp_ms",
+        "execution_time_ms",
+        "status",
+        "client_request_id",
+        "request_preview",
+        "response_preview",
+    ),
+    "trace_tags": ("request_id", "key", "value"),
+    "trace_request_metadata": ("request_id", "key", "value"),
+    "assessments": (
+        "assessment_id",
+        "trace_id",
+        "name",
+        "assessment_type",
+        "value",
+        "error",
+        "created_timestamp",
+        "last_updated_timestamp",
+        "source_type",
+        "source_id",
+        "run_id",
+        "span_id",
+        "rationale",
+        "overrides",
+        "valid",
+        "assessment_metadata",
+    ),
     "registered_models": ("name", "creation_time", "last_updated_time", "description"),
     "registered_model_tags": ("name", "key", "value"),
     "registered_model_aliases": ("name", "alias", "version"),
@@ -66,9 +136,16 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 # in the same order a reader would expect, and the report lists entities in a natural order.
 TABLES: tuple[str, ...] = tuple(COLUMNS)
 
-# Tables whose primary key spans every column: a second identical row is the same fact logged
-# twice (MLflow's FileStore appends a metric line per log call), so it collapses to one row.
-DEDUPLICATED_TABLES = frozenset({"metrics"})
+# Tables where a second row with the same primary key is the same fact logged again: MLflow's
+# FileStore appends a line per log call, while its SQL store keeps the first row of a key. For run
+# metrics the key spans every column (exact duplicates collapse); for logged-model metrics the SQL
+# store also keeps the first point of a (model, name, timestamp, step, run).
+DEDUPLICATED_TABLES = frozenset({"metrics", "logged_model_metrics"})
+
+# Tables whose rows are dicts: their columns depend on the installed MLflow (trace analytics
+# columns such as session_id or token counts, derived by MLflow's own code), so each row names
+# its columns. Low volume: one row per trace or assessment.
+DICT_TABLES = frozenset({"trace_info", "assessments"})
 
 
 @dataclass(frozen=True)
@@ -92,7 +169,7 @@ class RowBatch:
     files: int = 0
     problems: list[Problem] = field(default_factory=list)
 
-    def add(self, table: str, row: tuple) -> None:
+    def add(self, table: str, row: tuple | dict) -> None:
         self.rows.setdefault(table, []).append(row)
 
     def extend(self, table: str, rows: list[tuple]) -> None:

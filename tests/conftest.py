@@ -62,3 +62,20 @@ def tree_fingerprint(root: Path) -> dict[str, tuple[str, int]]:
         elif path.is_dir():
             result[str(path.relative_to(root)) + "/"] = ("dir", path.stat().st_mtime_ns)
     return result
+
+
+def pytest_generate_tests(metafunc):
+    if "fixture_tree_dir" in metafunc.fixturenames:
+        dirs = metafunc.config.getoption("--fixtures-dir") or ["<generated>"]
+        metafunc.parametrize("fixture_tree_dir", dirs, scope="session", ids=[Path(d).name for d in dirs])
+
+
+def generate_fixture_tree(out: Path, size: str = "small") -> Path:
+    """A fixture tree made by the installed MLflow through scripts/generate_migration_fixtures.py."""
+    result = subprocess.run(
+        [sys.executable, "-I", str(REPO / "scripts" / "generate_migration_fixtures.py"),
+         "--output", str(out), "--size", size],
+        capture_output=True, text=True, timeout=600, cwd=out.parent,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out

@@ -12,7 +12,15 @@ import sqlite3
 from pathlib import Path
 
 from etl.errors import MigrationError
-from etl.rows import COLUMNS, DEDUPLICATED_TABLES, TABLES, RowBatch
+from etl.rows import COLUMNS, DEDUPLICATED_TABLES, DICT_TABLES, TABLES, RowBatch
+from etl.sink.schema import table_columns
+
+# Columns that extractors fill when they can but that older MLflow schemas do not have; such a
+# value is left out when the staged table lacks the column. Any other unknown column is an error.
+OPTIONAL_COLUMNS = {
+    "trace_info": frozenset({"trace_name"}),
+    "assessments": frozenset({"experiment_id", "trace_timestamp_ms"}),
+}
 
 LOAD_PRAGMAS = (
     "PRAGMA journal_mode=OFF",
@@ -24,8 +32,7 @@ LOAD_PRAGMAS = (
 )
 
 
-def insert_sql(table: str) -> str:
-    columns = COLUMNS[table]
+def insert_sql(table: str, columns: tuple[str, ...]) -> str:
     verb = "INSERT OR IGNORE" if table in DEDUPLICATED_TABLES else "INSERT"
     quoted = ", ".join(f'"{c}"' for c in columns)
     marks = ", ".join("?" * len(columns))
@@ -40,7 +47,11 @@ class StagingWriter:
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         for pragma in LOAD_PRAGMAS:
             self.conn.execute(pragma)
-        self._sql = {table: insert_sql(table) for table in TABLES}
+        self._sql = {table: insert_sql(table, COLUMNS[table]) for table in TABLES}
+        self._staged = {
+            table: {name for name, _, _ in table_columns(self.conn, table)} for table in DICT_TABLES
+        }
+        self._dict_sql: dict[tuple[str, tuple[str, ...]], tuple[str, tuple[str, ...]]] = {}
         self._pending = 0
         self._in_transaction = False
 
@@ -51,13 +62,36 @@ class StagingWriter:
         try:
             for table in TABLES:
                 rows = batch.rows.get(table)
-                if rows:
+                if not rows:
+                    continue
+                if table in DICT_TABLES:
+                    self._write_dicts(table, rows)
+                else:
                     self.conn.executemany(self._sql[table], rows)
-                    self._pending += len(rows)
+                self._pending += len(rows)
         except sqlite3.IntegrityError as e:
             raise MigrationError(f"the source holds two entities with the same key: {e}") from e
         if self._pending >= self.batch_size:
             self.commit()
+
+    def _write_dicts(self, table: str, rows: list[dict]) -> None:
+        groups: dict[tuple[str, ...], list[dict]] = {}
+        for row in rows:
+            groups.setdefault(tuple(row), []).append(row)
+        for keys, group in groups.items():
+            sql, kept = self._dict_statement(table, keys)
+            self.conn.executemany(sql, [tuple(row[k] for k in kept) for row in group])
+
+    def _dict_statement(self, table: str, keys: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+        cached = self._dict_sql.get((table, keys))
+        if cached is None:
+            staged = self._staged[table]
+            unknown = [k for k in keys if k not in staged and k not in OPTIONAL_COLUMNS.get(table, ())]
+            if unknown:
+                raise MigrationError(f"the installed MLflow's {table!r} table has no column(s) {unknown}")
+            kept = tuple(k for k in keys if k in staged)
+            cached = self._dict_sql[(table, keys)] = (insert_sql(table, kept), kept)
+        return cached
 
     def commit(self) -> None:
         if self._in_transaction:

@@ -7,19 +7,27 @@ is bad, the whole entity is left out and a Problem naming the file is reported i
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import uuid
+from datetime import datetime
 
 from etl.rows import Problem, RowBatch
+from etl.source import derived
 from etl.source.layout import (
     META,
     ExperimentUnit,
+    LoggedModelsUnit,
     RegisteredModelUnit,
     RunsUnit,
+    TracesUnit,
     WorkUnit,
 )
 from etl.source.read import (
     SourceError,
     list_files,
+    metric_db_value,
     parse_metric_lines,
     read_key_folder,
     read_text,
@@ -33,6 +41,17 @@ RUN_STATUS = {1: "RUNNING", 2: "SCHEDULED", 3: "FINISHED", 4: "FAILED", 5: "KILL
 SOURCE_TYPE = {1: "NOTEBOOK", 2: "JOB", 3: "PROJECT", 4: "LOCAL", 1000: "UNKNOWN"}
 LIFECYCLE_STAGES = ("active", "deleted")
 RUN_NAME_TAG = "mlflow.runName"
+# MLflow 2.x trace status names -> the TraceState values MLflow 3.x stores (TraceStatus.to_state).
+TRACE_V2_STATUS = {"UNSPECIFIED": "STATE_UNSPECIFIED", "OK": "OK", "ERROR": "ERROR", "IN_PROGRESS": "IN_PROGRESS"}
+LOGGED_MODEL_STATUS = {"UNSPECIFIED": 0, "PENDING": 1, "READY": 2, "FAILED": 3}
+
+# The FileStore keeps no ids for datasets and run inputs (the SQL store makes uuid4s). Ours are
+# uuid5s of the folders that hold them, so the same tree always gives the same rows.
+ID_NAMESPACE = uuid.UUID("6f1d2a3e-5b7c-4e8f-9a0b-1c2d3e4f5a6b")
+
+
+def stable_id(*parts: str) -> str:
+    return str(uuid.uuid5(ID_NAMESPACE, "/".join(parts)))
 
 
 def extract(unit: WorkUnit) -> RowBatch:
@@ -42,6 +61,13 @@ def extract(unit: WorkUnit) -> RowBatch:
             _guarded(batch, _extract_run, unit.experiment_path, unit.experiment_id, name)
     elif isinstance(unit, ExperimentUnit):
         _guarded(batch, _extract_experiment, unit.path, unit.deleted)
+        _extract_datasets(batch, unit.path)
+    elif isinstance(unit, TracesUnit):
+        for name in unit.trace_dirs:
+            _guarded(batch, _extract_trace, unit.experiment_path, unit.experiment_id, name)
+    elif isinstance(unit, LoggedModelsUnit):
+        for name in unit.model_dirs:
+            _guarded(batch, _extract_logged_model, unit.experiment_path, unit.experiment_id, name)
     elif isinstance(unit, RegisteredModelUnit):
         _guarded(batch, _extract_registered_model, unit.path)
     else:  # pragma: no cover - a new unit kind without an extractor is a programming error
@@ -173,6 +199,256 @@ def _extract_run(batch: RowBatch, exp_path: str, exp_id: str, name: str) -> None
     batch.extend("tags", [(run_id, k, v) for k, v in tags.items()])
     batch.extend("metrics", metric_rows)
     batch.extend("latest_metrics", latest_rows)
+    _run_inputs(batch, exp_path, exp_id, run_path, run_id)
+    _run_outputs(batch, run_path, run_id)
+
+
+def _run_inputs(batch: RowBatch, exp_path: str, exp_id: str, run_path: str, run_id: str) -> None:
+    folder = os.path.join(run_path, "inputs")
+    for name in _subdirs(folder):
+        meta = _meta(batch, os.path.join(folder, name), "run input")
+        meta_path = os.path.join(folder, name, META)
+        source_type = meta.get("source_type")
+        source_id = str(_required(meta, "source_id", meta_path))
+        input_uuid = stable_id(run_id, "inputs", name)
+        if source_type == "DATASET":
+            if not os.path.isfile(os.path.join(exp_path, "datasets", source_id, META)):
+                raise SourceError(meta_path, f"input refers to dataset {source_id}, which does not exist")
+            # destination_id in the file repeats the dataset id (a FileStore writer slip);
+            # the run is the folder the input sits in.
+            batch.add("inputs", (input_uuid, "DATASET", stable_id(exp_id, "datasets", source_id), "RUN", run_id, 0))
+            tags = meta.get("tags") or {}
+            batch.extend("input_tags", [(input_uuid, str(k), str(v)) for k, v in tags.items()])
+        elif source_type == "MODEL":
+            batch.add("inputs", (input_uuid, "RUN_INPUT", run_id, "MODEL_INPUT", source_id, 0))
+        else:
+            raise SourceError(meta_path, f"unknown input source_type {source_type!r}")
+
+
+def _run_outputs(batch: RowBatch, run_path: str, run_id: str) -> None:
+    folder = os.path.join(run_path, "outputs")
+    for model_id in _subdirs(folder):
+        meta = _meta(batch, os.path.join(folder, model_id), "run output")
+        step = meta.get("step") or 0
+        batch.add(
+            "inputs",
+            (stable_id(run_id, "outputs", model_id), "RUN_OUTPUT", run_id, "MODEL_OUTPUT", model_id, int(step)),
+        )
+
+
+def _subdirs(folder: str) -> list[str]:
+    try:
+        return sorted(e.name for e in os.scandir(folder) if e.is_dir())
+    except FileNotFoundError:
+        return []
+
+
+def _extract_datasets(batch: RowBatch, exp_path: str) -> None:
+    exp_id = os.path.basename(exp_path)
+    folder = os.path.join(exp_path, "datasets")
+    for name in _subdirs(folder):
+        _guarded(batch, _extract_dataset, folder, exp_id, name)
+
+
+def _extract_dataset(batch: RowBatch, folder: str, exp_id: str, name: str) -> None:
+    meta = _meta(batch, os.path.join(folder, name), "dataset")
+    meta_path = os.path.join(folder, name, META)
+    batch.add(
+        "datasets",
+        (
+            stable_id(exp_id, "datasets", name),
+            int(exp_id),
+            str(_required(meta, "name", meta_path)),
+            str(_required(meta, "digest", meta_path)),
+            meta.get("source_type") or "",
+            meta.get("source") or "",
+            meta.get("schema"),
+            meta.get("profile"),
+        ),
+    )
+
+
+# --- traces -----------------------------------------------------------------------------------
+
+_ISO = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?")
+
+
+def iso_to_ms(text: str, path: str) -> int:
+    """A protobuf JSON timestamp as epoch ms, truncating sub-ms digits as protobuf does."""
+    match = _ISO.fullmatch(str(text))
+    if match is None:
+        raise SourceError(path, f"timestamp {text!r} is not ISO 8601")
+    zone = match[3] or "Z"
+    seconds = datetime.fromisoformat(match[1] + ("+00:00" if zone == "Z" else zone)).timestamp()
+    return int(seconds) * 1000 + int((match[2] or "0")[:3].ljust(3, "0"))
+
+
+def _extract_trace(batch: RowBatch, exp_path: str, exp_id: str, name: str) -> None:
+    trace_dir = os.path.join(exp_path, "traces", name)
+    info_path = os.path.join(trace_dir, "trace_info.yaml")
+    if not os.path.isfile(info_path):
+        raise SourceError(trace_dir, "trace folder without trace_info.yaml")
+    meta = read_yaml(info_path)
+    batch.files += 1
+    if "request_id" in meta:  # MLflow 2.x layout
+        trace_id = str(meta["request_id"])
+        timestamp = _required(meta, "timestamp_ms", info_path)
+        duration = meta.get("execution_time_ms")
+        status = TRACE_V2_STATUS.get(str(meta.get("status")))
+        if status is None:
+            raise SourceError(info_path, f"unknown trace status {meta.get('status')!r}")
+        previews = (None, None, None)
+    else:
+        trace_id = str(_required(meta, "trace_id", info_path))
+        timestamp = iso_to_ms(_required(meta, "request_time", info_path), info_path)
+        duration = meta.get("execution_duration_ms")
+        status = str(meta.get("state") or "STATE_UNSPECIFIED")
+        previews = (meta.get("client_request_id"), meta.get("request_preview"), meta.get("response_preview"))
+    if trace_id != name:
+        raise SourceError(info_path, f"trace id {trace_id!r} disagrees with its folder name {name!r}")
+
+    tags = _key_folder(batch, os.path.join(trace_dir, "tags"))
+    metadata = _key_folder(batch, os.path.join(trace_dir, "request_metadata"))
+    row = {
+        "request_id": trace_id,
+        "experiment_id": int(exp_id),
+        "timestamp_ms": int(timestamp),
+        # 0 is a real duration (2.x writes it for fast traces); only a missing one is None.
+        "execution_time_ms": None if duration is None else int(duration),
+        "status": status,
+        "client_request_id": previews[0],
+        "request_preview": previews[1],
+        "response_preview": previews[2],
+    }
+    row.update(derived.trace_columns(tags, metadata))
+    batch.add("trace_info", row)
+    batch.extend("trace_tags", [(trace_id, k, v) for k, v in tags.items()])
+    batch.extend("trace_request_metadata", [(trace_id, k, v) for k, v in metadata.items()])
+
+    folder = os.path.join(trace_dir, "assessments")
+    for file_name in sorted(list_files(folder)):
+        _extract_assessment(batch, os.path.join(folder, file_name), trace_id, int(exp_id), int(timestamp))
+
+
+def _extract_assessment(batch: RowBatch, path: str, trace_id: str, exp_id: int, trace_ms: int) -> None:
+    meta = read_yaml(path)
+    batch.files += 1
+    if meta.get("feedback"):
+        kind, body = "feedback", meta["feedback"]
+        value = body.get("value")
+        error = body.get("error")
+        error_json = (
+            json.dumps({"error_code": error.get("error_code"), "error_message": error.get("error_message"),
+                        "stack_trace": error.get("stack_trace")})
+            if error else None
+        )
+    elif meta.get("expectation"):
+        kind, body = "expectation", meta["expectation"]
+        error_json = None
+        serialized = body.get("serialized_value")
+        if serialized is not None:
+            # Dict and list expectations are stored as a JSON string; the value is what it holds.
+            if serialized.get("serialization_format") != "JSON_FORMAT":
+                raise SourceError(path, f"unknown serialization_format {serialized.get('serialization_format')!r}")
+            try:
+                value = json.loads(serialized["value"])
+            except (KeyError, TypeError, ValueError) as e:
+                raise SourceError(path, f"serialized expectation value is not JSON: {e}") from None
+        else:
+            value = body.get("value")
+    else:
+        raise SourceError(path, "assessment has neither feedback nor expectation")
+    source = meta.get("source") or {}
+    if not isinstance(source, dict) or not source.get("source_type"):
+        raise SourceError(path, "required field 'source.source_type' is missing")
+    created = iso_to_ms(_required(meta, "create_time", path), path)
+    updated = iso_to_ms(meta.get("last_update_time") or meta["create_time"], path)
+    metadata = meta.get("metadata")
+    row = {
+        "assessment_id": str(meta.get("assessment_id") or os.path.basename(path).rsplit(".", 1)[0]),
+        "trace_id": trace_id,
+        "name": str(_required(meta, "assessment_name", path)),
+        "assessment_type": kind,
+        "value": json.dumps(value),
+        "error": error_json,
+        "created_timestamp": created,
+        "last_updated_timestamp": updated,
+        "source_type": source["source_type"],
+        "source_id": source.get("source_id"),
+        "run_id": meta.get("run_id"),
+        "span_id": meta.get("span_id"),
+        "rationale": meta.get("rationale"),
+        "overrides": meta.get("overrides"),
+        "valid": bool(meta.get("valid", True)),
+        "assessment_metadata": json.dumps(metadata) if metadata else None,
+        "experiment_id": exp_id,
+        "trace_timestamp_ms": trace_ms,
+    }
+    row.update(derived.assessment_columns(value))
+    batch.add("assessments", row)
+
+
+# --- logged models ----------------------------------------------------------------------------
+
+
+def _extract_logged_model(batch: RowBatch, exp_path: str, exp_id: str, name: str) -> None:
+    model_dir = os.path.join(exp_path, "models", name)
+    meta = _meta(batch, model_dir, "logged model")
+    meta_path = os.path.join(model_dir, META)
+    model_id = str(_required(meta, "model_id", meta_path))
+    if model_id != name:
+        raise SourceError(meta_path, f"model_id {model_id!r} disagrees with its folder name {name!r}")
+    status = meta.get("status", 0)
+    if isinstance(status, str):
+        if status not in LOGGED_MODEL_STATUS:
+            raise SourceError(meta_path, f"unknown logged model status {status!r}")
+        status = LOGGED_MODEL_STATUS[status]
+    experiment = int(exp_id)
+    batch.add(
+        "logged_models",
+        (
+            model_id,
+            experiment,
+            str(_required(meta, "name", meta_path)),
+            meta.get("artifact_location") or "",
+            int(meta.get("creation_timestamp") or 0),
+            int(meta.get("last_updated_timestamp") or meta.get("creation_timestamp") or 0),
+            int(status),
+            _lifecycle(meta, meta_path, "active"),
+            meta.get("model_type"),
+            meta.get("source_run_id"),
+            meta.get("status_message"),
+        ),
+    )
+    params = _key_folder(batch, os.path.join(model_dir, "params"))
+    batch.extend("logged_model_params", [(model_id, experiment, k, v) for k, v in params.items()])
+    tags = _key_folder(batch, os.path.join(model_dir, "tags"))
+    batch.extend("logged_model_tags", [(model_id, experiment, k, v) for k, v in tags.items()])
+    folder = os.path.join(model_dir, "metrics")
+    for key in list_files(folder):
+        path = os.path.join(folder, key)
+        batch.files += 1
+        batch.extend("logged_model_metrics", _logged_model_metric_rows(path, model_id, key, experiment))
+
+
+def _logged_model_metric_rows(path: str, model_id: str, key: str, exp_id: int) -> list[tuple]:
+    """Lines ``timestamp value step run_id [dataset_name dataset_digest]``."""
+    rows = []
+    for number, line in enumerate(read_text(path).splitlines(), 1):
+        parts = line.strip().split(" ")
+        if len(parts) not in (4, 6):
+            raise SourceError(path, f"model metric line has {len(parts)} fields, expected 4 or 6", number)
+        try:
+            ts, raw, step = int(parts[0]), float(parts[1]), int(parts[2])
+        except ValueError:
+            raise SourceError(path, f"model metric line is not 'timestamp value step run_id': {line[:80]!r}", number) from None
+        # The SQL store sanitizes the value as for run metrics but keeps no NaN flag here.
+        value, _ = metric_db_value(raw)
+        dataset = (parts[4], parts[5]) if len(parts) == 6 else (None, None)
+        rows.append((model_id, key, ts, step, value, exp_id, parts[3], None) + dataset)
+    if not rows:
+        raise SourceError(path, "metric file holds no data")
+    return rows
 
 
 def _run_metrics(batch: RowBatch, folder: str, run_id: str) -> tuple[list, list]:

@@ -51,6 +51,28 @@ class RunsUnit:
 
 
 @dataclass(frozen=True)
+class TracesUnit:
+    experiment_path: str
+    experiment_id: str
+    trace_dirs: tuple[str, ...]
+
+    @property
+    def kind(self) -> str:
+        return "traces"
+
+
+@dataclass(frozen=True)
+class LoggedModelsUnit:
+    experiment_path: str
+    experiment_id: str
+    model_dirs: tuple[str, ...]
+
+    @property
+    def kind(self) -> str:
+        return "logged_models"
+
+
+@dataclass(frozen=True)
 class RegisteredModelUnit:
     path: str
 
@@ -59,7 +81,7 @@ class RegisteredModelUnit:
         return "registered_model"
 
 
-WorkUnit = ExperimentUnit | RunsUnit | RegisteredModelUnit
+WorkUnit = ExperimentUnit | RunsUnit | TracesUnit | LoggedModelsUnit | RegisteredModelUnit
 
 
 def resolve_mlruns(source: Path) -> Path:
@@ -120,11 +142,26 @@ def registered_model_dirs(mlruns: Path) -> list[str]:
         return []
 
 
-def experiment_units(path: str, deleted: bool, runs_per_unit: int) -> list[WorkUnit]:
-    """The experiment itself, then its runs in chunks of ``runs_per_unit``."""
-    units: list[WorkUnit] = [ExperimentUnit(path, deleted)]
-    names = run_dirs(path)
+def _subdirs(folder: str) -> list[str]:
+    try:
+        return sorted(e.name for e in os.scandir(folder) if e.is_dir())
+    except FileNotFoundError:
+        return []
+
+
+def _chunks(names: list[str], size: int):
+    for start in range(0, len(names), size):
+        yield tuple(names[start : start + size])
+
+
+def experiment_units(path: str, deleted: bool, per_unit: int) -> list[WorkUnit]:
+    """The experiment itself (with its datasets), then its runs, traces and logged models in
+    chunks of ``per_unit`` folders."""
     exp_id = os.path.basename(path)
-    for start in range(0, len(names), runs_per_unit):
-        units.append(RunsUnit(path, exp_id, tuple(names[start : start + runs_per_unit])))
+    units: list[WorkUnit] = [ExperimentUnit(path, deleted)]
+    units += [RunsUnit(path, exp_id, chunk) for chunk in _chunks(run_dirs(path), per_unit)]
+    traces = _subdirs(os.path.join(path, "traces"))
+    units += [TracesUnit(path, exp_id, chunk) for chunk in _chunks(traces, per_unit)]
+    models = _subdirs(os.path.join(path, "models"))
+    units += [LoggedModelsUnit(path, exp_id, chunk) for chunk in _chunks(models, per_unit)]
     return units
