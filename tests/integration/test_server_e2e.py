@@ -22,6 +22,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from mlflow.exceptions import MlflowException
 
 from tests.client_compare import assert_fields, assert_mapping, compare_experiments, compare_registry, compare_runs
 from tests.conftest import REPO, run_cli, tree_fingerprint
@@ -227,8 +228,14 @@ def test_prompts_equal_over_rest(clients, migrated):
         a, b = src.get_prompt(name), dst.get_prompt(name)
         assert_fields(f"prompt {name}", a, b, ["name", "description", "creation_timestamp"])
         assert_mapping(f"prompt {name} tags", a.tags, b.tags)
-        pa = {v.version: v for v in src.search_prompt_versions(name, max_results=1000)}
-        pb = {v.version: v for v in dst.search_prompt_versions(name, max_results=1000)}
+        try:
+            pa = {v.version: v for v in src.search_prompt_versions(name, max_results=1000)}
+            pb = {v.version: v for v in dst.search_prompt_versions(name, max_results=1000)}
+        except MlflowException as e:
+            # Older MLflow clients offer prompt version search only against Unity Catalog.
+            if "only available in Unity Catalog" in str(e):
+                pytest.skip(f"this MLflow cannot list prompt versions over REST: {e}")
+            raise
         assert set(pa) == set(pb), f"versions of prompt {name} differ: {set(pa) ^ set(pb)}"
         for version in pa:
             v, w = src.get_prompt_version(name, version), dst.get_prompt_version(name, version)

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The cross-version matrix, one script for .ci/run and .github/workflows/migration-tests.yml:
+#   fixtures   generate the fixture trees of each MLflow era (full size) with uv
+#   newest     the suite on the newest supported MLflow, integration tests on every fixture tree
+#   oldest     the suite on the oldest supported MLflow, integration tests on every fixture tree
+# Usage: scripts/ci_matrix.sh [fixtures|newest|oldest|all]   (default: all)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+FIXTURE_VERSIONS=(2.22.5 3.2.0 3.17.2)
+OLDEST_MLFLOW=3.10.1
+FIXTURES=${FIXTURES:-.ci-work/fixtures}
+
+# MLflow 2.22.5 and 3.2.0 silently write no traces with opentelemetry >= 1.45 (and 3.2.0 is
+# noisy below 1.41); the generator fails loudly if that happens, these pins keep it from happening.
+otel_pins() {
+  case "$1" in
+    2.*) echo "--with opentelemetry-sdk<1.45 --with opentelemetry-api<1.45" ;;
+    3.2.*) echo "--with opentelemetry-sdk<1.41 --with opentelemetry-api<1.41" ;;
+    *) echo "" ;;
+  esac
+}
+
+fixtures() {
+  mkdir -p "$FIXTURES"
+  for v in "${FIXTURE_VERSIONS[@]}"; do
+    rm -rf "$FIXTURES/mlflow-$v"
+    echo "== fixture tree: MLflow $v"
+    # shellcheck disable=SC2046
+    uv run --quiet --no-project --with "mlflow==$v" $(otel_pins "$v") \
+      python -I scripts/generate_migration_fixtures.py --output "$FIXTURES/mlflow-$v" --size full \
+      >"$FIXTURES/mlflow-$v.json" 2>"$FIXTURES/mlflow-$v.log" \
+      || { tail -n 40 "$FIXTURES/mlflow-$v.log"; echo "fixture generation failed for MLflow $v" >&2; exit 1; }
+  done
+}
+
+fixture_args() {
+  for v in "${FIXTURE_VERSIONS[@]}"; do printf -- "--fixtures-dir %s " "$FIXTURES/mlflow-$v"; done
+}
+
+newest() {
+  echo "== suite on the newest MLflow, integration tests on every fixture tree"
+  # shellcheck disable=SC2046
+  uv run --extra test pytest tests $(fixture_args)
+}
+
+oldest() {
+  echo "== suite on MLflow $OLDEST_MLFLOW (oldest supported)"
+  uv venv --quiet --allow-existing .ci-work/venv-oldest
+  uv pip install --quiet -p .ci-work/venv-oldest -e ".[test]" "mlflow==$OLDEST_MLFLOW"
+  # shellcheck disable=SC2046
+  .ci-work/venv-oldest/bin/python -m pytest -p no:cacheprovider tests $(fixture_args)
+}
+
+case "${1:-all}" in
+  fixtures) fixtures ;;
+  newest) newest ;;
+  oldest) oldest ;;
+  all) fixtures; newest; oldest ;;
+  *) echo "usage: $0 [fixtures|newest|oldest|all]" >&2; exit 2 ;;
+esac
