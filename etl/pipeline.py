@@ -36,7 +36,13 @@ from etl.source.layout import (
     registered_model_dirs,
     resolve_mlruns,
 )
-from etl.verify.compare import verify_experiments, verify_registry, verify_runs
+from etl.verify.compare import (
+    verify_experiments,
+    verify_logged_models,
+    verify_registry,
+    verify_runs,
+    verify_traces,
+)
 from etl.verify.report import VerificationReport
 
 # Runs per verification task: one read-only query set per chunk on the target side.
@@ -181,7 +187,7 @@ def _clashes(batch: RowBatch, seen_runs: dict[str, int], seen_experiments: set[i
 async def verify(mlruns: Path, staging: Path, workers: int) -> VerificationReport:
     limiter = anyio.CapacityLimiter(process_count(workers))
     root, db = str(mlruns), str(staging)
-    report, runs_by_experiment = await anyio.to_process.run_sync(
+    report, plan = await anyio.to_process.run_sync(
         verify_experiments, root, db, cancellable=True, limiter=limiter
     )
 
@@ -190,7 +196,8 @@ async def verify(mlruns: Path, staging: Path, workers: int) -> VerificationRepor
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(one, verify_registry, root, db)
-        for exp_id, run_ids in runs_by_experiment.items():
-            for start in range(0, len(run_ids), VERIFY_CHUNK):
-                tg.start_soon(one, verify_runs, root, db, exp_id, run_ids[start : start + VERIFY_CHUNK])
+        for exp_id, ids in plan.items():
+            for func, key in ((verify_runs, "runs"), (verify_traces, "traces"), (verify_logged_models, "models")):
+                for start in range(0, len(ids[key]), VERIFY_CHUNK):
+                    tg.start_soon(one, func, root, db, exp_id, ids[key][start : start + VERIFY_CHUNK])
     return report

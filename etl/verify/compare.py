@@ -12,7 +12,13 @@ import sqlite3
 from collections import defaultdict
 
 from etl.source.read import FLOAT_MAX
-from etl.verify.oracle import registry_store, tracking_store, true_steps
+from etl.verify.oracle import (
+    expectation_flags,
+    registry_store,
+    sql_store,
+    tracking_store,
+    true_steps,
+)
 from etl.verify.report import VerificationReport
 
 PAGE = 1000
@@ -60,7 +66,9 @@ def _compare_dict(report, entity, id_, source: dict, target: dict) -> None:
 EXPERIMENT_FIELDS = ("name", "artifact_location", "lifecycle_stage", "creation_time", "last_update_time")
 
 
-def verify_experiments(mlruns: str, staging: str) -> tuple[VerificationReport, dict[str, list[str]]]:
+def verify_experiments(mlruns: str, staging: str) -> tuple[VerificationReport, dict[str, dict]]:
+    """Experiments, their tags and datasets; and, per experiment, the runs, traces and logged
+    models MLflow's reader lists, for the chunked checks that follow."""
     from mlflow.entities import ViewType
 
     store = tracking_store(mlruns)
@@ -87,13 +95,23 @@ def verify_experiments(mlruns: str, staging: str) -> tuple[VerificationReport, d
         target_tags = defaultdict(dict)
         for exp_id, key, value in conn.execute("SELECT experiment_id, key, value FROM experiment_tags"):
             target_tags[str(exp_id)][key] = value
-        target_runs = defaultdict(set)
+        target_runs, target_traces, target_models = defaultdict(set), defaultdict(set), defaultdict(set)
         for exp_id, run_id in conn.execute("SELECT experiment_id, run_uuid FROM runs"):
             target_runs[str(exp_id)].add(run_id)
+        for exp_id, trace_id in conn.execute("SELECT experiment_id, request_id FROM trace_info"):
+            target_traces[str(exp_id)].add(trace_id)
+        for exp_id, model_id in conn.execute("SELECT experiment_id, model_id FROM logged_models"):
+            target_models[str(exp_id)].add(model_id)
+        target_datasets = defaultdict(dict)
+        for row in conn.execute(
+            "SELECT experiment_id, name, digest, dataset_source_type, dataset_source, "
+            "dataset_schema, dataset_profile FROM datasets"
+        ):
+            target_datasets[str(row[0])][(row[1], row[2])] = row[3:]
     finally:
         conn.close()
 
-    runs_by_experiment: dict[str, list[str]] = {}
+    plan: dict[str, dict] = {}
     for exp_id in sorted(source.keys() | target.keys()):
         report.checked("experiments")
         exp = source.get(exp_id)
@@ -106,11 +124,53 @@ def verify_experiments(mlruns: str, staging: str) -> tuple[VerificationReport, d
         _compare_dict(report, "experiments", exp_id, dict(exp.tags), target_tags.get(exp_id, {}))
 
         run_ids = sorted(info.run_id for info in store._list_run_infos(exp_id, ViewType.ALL))
-        runs_by_experiment[exp_id] = run_ids
-        for run_id in sorted(target_runs.get(exp_id, set()) - set(run_ids)):
-            report.checked("runs")
-            report.mismatch("runs", run_id, "presence", False, True)
-    return report, runs_by_experiment
+        trace_ids = sorted(t.trace_id for t in store._list_trace_infos(exp_id))
+        model_ids = _logged_model_ids(store, exp_id)
+        plan[exp_id] = {"runs": run_ids, "traces": trace_ids, "models": model_ids}
+        for entity, source_ids, target_ids in (
+            ("runs", run_ids, target_runs), ("traces", trace_ids, target_traces),
+            ("logged_models", model_ids, target_models),
+        ):
+            for extra in sorted(target_ids.get(exp_id, set()) - set(source_ids)):
+                report.checked(entity)
+                report.mismatch(entity, extra, "presence", False, True)
+        _verify_datasets(report, store, exp_id, target_datasets.get(exp_id, {}))
+    return report, plan
+
+
+def _logged_model_ids(store, exp_id: str) -> list[str]:
+    import os
+
+    folder = os.path.join(store._get_experiment_path(exp_id, assert_exists=True), "models")
+    if not os.path.isdir(folder):
+        return []
+    return sorted(store._get_model_from_dir(os.path.join(folder, d)).model_id for d in os.listdir(folder))
+
+
+DATASET_FIELDS = ("source_type", "source", "schema", "profile")
+
+
+def _verify_datasets(report, store, exp_id: str, target: dict) -> None:
+    import os
+
+    folder = os.path.join(store._get_experiment_path(exp_id, assert_exists=True), "datasets")
+    names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+    seen = set()
+    for name in names:
+        dataset = store._get_dataset_from_dir(folder, name)
+        key = (dataset.name, dataset.digest)
+        seen.add(key)
+        id_ = f"{exp_id}/{dataset.name}@{dataset.digest}"
+        report.checked("datasets")
+        row = target.get(key)
+        if row is None:
+            report.mismatch("datasets", id_, "presence", True, False)
+            continue
+        _compare_fields(report, "datasets", id_, DATASET_FIELDS,
+                        {f: getattr(dataset, f) for f in DATASET_FIELDS}, dict(zip(DATASET_FIELDS, row)))
+    for name, digest in sorted(target.keys() - seen):
+        report.checked("datasets")
+        report.mismatch("datasets", f"{exp_id}/{name}@{digest}", "presence", False, True)
 
 
 # --- runs: info, params, tags, metric history, latest metrics ------------------------------------
@@ -167,7 +227,37 @@ def _target_runs(conn: sqlite3.Connection, run_ids: list[str]) -> dict:
         run_ids,
     ):
         latest[run_id][key] = (ts, step, value, is_nan)
-    return {"runs": runs, "params": params, "tags": tags, "history": history, "latest": latest}
+    input_tags = defaultdict(list)
+    for input_uuid, name, value in conn.execute(
+        f"SELECT t.input_uuid, t.name, t.value FROM input_tags t JOIN inputs i "
+        f"ON i.input_uuid = t.input_uuid WHERE i.destination_id IN ({marks})",
+        run_ids,
+    ):
+        input_tags[input_uuid].append((name, value))
+    inputs = defaultdict(list)
+    for run_id, input_uuid, *dataset in conn.execute(
+        f"SELECT i.destination_id, i.input_uuid, d.name, d.digest, d.dataset_source_type, "
+        f"d.dataset_source, d.dataset_schema, d.dataset_profile FROM inputs i "
+        f"LEFT JOIN datasets d ON d.dataset_uuid = i.source_id "
+        f"WHERE i.source_type = 'DATASET' AND i.destination_type = 'RUN' "
+        f"AND i.destination_id IN ({marks})",
+        run_ids,
+    ):
+        inputs[run_id].append(tuple(dataset) + (tuple(sorted(input_tags[input_uuid])),))
+    model_inputs, outputs = defaultdict(list), defaultdict(list)
+    for source_type, run_id, model_id, step in conn.execute(
+        f"SELECT source_type, source_id, destination_id, step FROM inputs "
+        f"WHERE source_type IN ('RUN_INPUT', 'RUN_OUTPUT') AND source_id IN ({marks})",
+        run_ids,
+    ):
+        if source_type == "RUN_INPUT":
+            model_inputs[run_id].append(model_id)
+        else:
+            outputs[run_id].append((model_id, step))
+    return {
+        "runs": runs, "params": params, "tags": tags, "history": history, "latest": latest,
+        "inputs": inputs, "model_inputs": model_inputs, "outputs": outputs,
+    }
 
 
 def _verify_run(report, store, mlruns, experiment_id, run_id, target) -> None:
@@ -190,6 +280,8 @@ def _verify_run(report, store, mlruns, experiment_id, run_id, target) -> None:
     report.checked("tags")
     _compare_dict(report, "tags", run_id, dict(run.data.tags), target["tags"].get(run_id, {}))
 
+    _verify_run_inputs(report, run, target)
+
     report.checked("latest_metrics")
     target_latest = target["latest"].get(run_id, {})
     keys = set(run.data.metrics)
@@ -201,6 +293,24 @@ def _verify_run(report, store, mlruns, experiment_id, run_id, target) -> None:
         points = [(m.timestamp, step, m.value) for m, step in zip(history, steps)]
         _verify_history(report, f"{run_id}/{key}", points, target["history"].get((run_id, key), []))
         _verify_latest(report, run_id, key, points, target_latest.get(key))
+
+
+def _verify_run_inputs(report, run, target) -> None:
+    run_id = run.info.run_id
+    report.checked("inputs")
+    datasets = sorted(
+        (d.dataset.name, d.dataset.digest, d.dataset.source_type, d.dataset.source, d.dataset.schema,
+         d.dataset.profile, tuple(sorted((t.key, t.value) for t in d.tags)))
+        for d in run.inputs.dataset_inputs
+    )
+    if datasets != sorted(target["inputs"].get(run_id, [])):
+        report.mismatch("inputs", run_id, "dataset_inputs", datasets, sorted(target["inputs"].get(run_id, [])))
+    models = sorted(m.model_id for m in run.inputs.model_inputs or [])
+    if models != sorted(target["model_inputs"].get(run_id, [])):
+        report.mismatch("inputs", run_id, "model_inputs", models, sorted(target["model_inputs"].get(run_id, [])))
+    outputs = sorted((m.model_id, m.step) for m in (run.outputs.model_outputs if run.outputs else []))
+    if outputs != sorted(target["outputs"].get(run_id, [])):
+        report.mismatch("inputs", run_id, "model_outputs", outputs, sorted(target["outputs"].get(run_id, [])))
 
 
 def _verify_history(report, id_, points, target) -> None:
@@ -309,4 +419,121 @@ def verify_registry(mlruns: str, staging: str) -> VerificationReport:
     for name, version in sorted(t_versions.keys() - seen_versions):
         report.checked("model_versions")
         report.mismatch("model_versions", f"{name}/{version}", "presence", False, True)
+    return report
+
+
+# --- traces and assessments -------------------------------------------------------------------
+
+TRACE_FIELDS = (
+    "request_time", "execution_duration", "state", "client_request_id", "request_preview",
+    "response_preview",
+)
+ASSESSMENT_FIELDS = (
+    "name", "trace_id", "run_id", "span_id", "rationale", "metadata", "create_time_ms",
+    "last_update_time_ms", "overrides", "valid",
+)
+
+
+def verify_traces(mlruns: str, staging: str, experiment_id: str, trace_ids: list[str]) -> VerificationReport:
+    store, target = tracking_store(mlruns), sql_store(staging)
+    report = VerificationReport()
+    for trace_id in trace_ids:
+        report.checked("traces")
+        source = store.get_trace_info(trace_id)
+        try:
+            other = target.get_trace_info(trace_id)
+        except Exception:
+            report.mismatch("traces", trace_id, "presence", True, False)
+            continue
+        src = {f: getattr(source, f) for f in TRACE_FIELDS}
+        src["state"] = str(source.state)
+        dst = {f: getattr(other, f) for f in TRACE_FIELDS}
+        dst["state"] = str(other.state)
+        _compare_fields(report, "traces", trace_id, TRACE_FIELDS, src, dst)
+        _compare_dict(report, "traces", trace_id, dict(source.tags), dict(other.tags))
+        _compare_dict(report, "traces", trace_id, dict(source.trace_metadata), dict(other.trace_metadata))
+        _verify_assessments(
+            report, store._find_trace_dir(trace_id, assert_exists=True), source.assessments, other.assessments
+        )
+    return report
+
+
+def _assessment_view(a, trace_dir: str | None = None) -> dict:
+    view = {f: getattr(a, f) for f in ASSESSMENT_FIELDS}
+    if a.feedback is not None:
+        view["type"], view["value"] = "feedback", a.feedback.value
+        view["error"] = a.feedback.error.to_dictionary() if a.feedback.error else None
+    else:
+        view["type"], view["value"], view["error"] = "expectation", a.expectation.value, None
+        if trace_dir is not None:
+            view["valid"], view["overrides"] = expectation_flags(trace_dir, a.assessment_id)
+    view["source"] = (a.source.source_type, a.source.source_id)
+    return view
+
+
+def _verify_assessments(report, trace_dir, source: list, target: list) -> None:
+    import json
+
+    by_id = {a.assessment_id: a for a in target}
+    for a in source:
+        report.checked("assessments")
+        other = by_id.pop(a.assessment_id, None)
+        if other is None:
+            report.mismatch("assessments", a.assessment_id, "presence", True, False)
+            continue
+        src, dst = _assessment_view(a, trace_dir), _assessment_view(other)
+        for field in sorted(src):
+            s_val, t_val = src[field], dst[field]
+            # Values and errors compare as JSON documents: 4 and 4.0, key order, are equal.
+            same = (
+                json.dumps(s_val, sort_keys=True) == json.dumps(t_val, sort_keys=True)
+                if field in ("value", "error", "metadata") else s_val == t_val
+            )
+            if not same:
+                report.mismatch("assessments", a.assessment_id, field, s_val, t_val)
+    for extra in sorted(by_id):
+        report.checked("assessments")
+        report.mismatch("assessments", extra, "presence", False, True)
+
+
+# --- logged models ----------------------------------------------------------------------------
+
+LOGGED_MODEL_FIELDS = (
+    "name", "experiment_id", "artifact_location", "creation_timestamp", "last_updated_timestamp",
+    "status", "status_message", "model_type", "source_run_id",
+)
+
+
+def _model_metrics(model) -> list:
+    return sorted(
+        (m.key, m.timestamp, m.step, m.run_id, m.dataset_name, m.dataset_digest, m.value)
+        for m in model.metrics or []
+    )
+
+
+def verify_logged_models(mlruns: str, staging: str, experiment_id: str, model_ids: list[str]) -> VerificationReport:
+    import os
+
+    store, target = tracking_store(mlruns), sql_store(staging)
+    report = VerificationReport()
+    folder = os.path.join(store._get_experiment_path(experiment_id, assert_exists=True), "models")
+    for model_id in model_ids:
+        report.checked("logged_models")
+        source = store._get_model_from_dir(os.path.join(folder, model_id))
+        try:
+            other = target.get_logged_model(model_id, allow_deleted=True)
+        except Exception:
+            report.mismatch("logged_models", model_id, "presence", True, False)
+            continue
+        _compare_fields(
+            report, "logged_models", model_id, LOGGED_MODEL_FIELDS,
+            {f: getattr(source, f) for f in LOGGED_MODEL_FIELDS},
+            {f: getattr(other, f) for f in LOGGED_MODEL_FIELDS},
+        )
+        _compare_dict(report, "logged_models", model_id, dict(source.tags), dict(other.tags))
+        _compare_dict(report, "logged_models", model_id, dict(source.params), dict(other.params))
+        # The SQL store sanitizes model metric values (NaN -> 0, +-Inf -> +-max) with no flag.
+        src_metrics = [m[:-1] + _sql_value(m[-1])[:1] for m in _model_metrics(source)]
+        if src_metrics != _model_metrics(other):
+            report.mismatch("logged_models", model_id, "metrics", src_metrics, _model_metrics(other))
     return report

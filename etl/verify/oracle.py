@@ -10,6 +10,11 @@ verify itself. MLflow's readers have three habits that matter here, all handled 
    We point that default at a scratch file store in our cache folder.
 3. For 5-field run metric lines (``ts value step dataset_name dataset_digest``) the tracking
    reader reports step 0 although the file holds the step; ``true_steps`` recovers it.
+4. The tracking reader builds expectations without the ``valid`` and ``overrides`` the file
+   holds (``Expectation.from_dictionary`` ignores them); ``expectation_flags`` reads them.
+
+The target side of traces and logged models is read through MLflow's own SqlAlchemyStore on a
+read-only connection (``sql_store``): what its client would show, derived columns included.
 """
 
 from __future__ import annotations
@@ -70,3 +75,28 @@ def true_steps(mlruns: str, experiment_id: str, run_id: str, key: str, metrics: 
         int(line.strip().split(" ")[2]) if m.dataset_name is not None else m.step
         for m, line in zip(metrics, lines)
     ]
+
+
+def expectation_flags(trace_dir: str, assessment_id: str) -> tuple[bool, str | None]:
+    """(valid, overrides) of an expectation as its file holds them."""
+    from mlflow.utils.yaml_utils import read_yaml
+
+    data = read_yaml(os.path.join(trace_dir, "assessments"), f"{assessment_id}.yaml")
+    return bool(data.get("valid", True)), data.get("overrides")
+
+
+@cache
+def sql_store(staging: str):
+    """MLflow's SQL store on the staging file, read-only: the verifier never writes."""
+    _allow_file_store()
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    logging_off()
+    return SqlAlchemyStore(f"sqlite:///file:{staging}?mode=ro&uri=true", "file:///nonexistent-artifacts")
+
+
+def logging_off() -> None:
+    import logging
+
+    for name in ("mlflow.store.db.utils", "alembic", "mlflow.store.tracking.sqlalchemy_store"):
+        logging.getLogger(name).setLevel(logging.WARNING)

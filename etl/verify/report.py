@@ -12,6 +12,11 @@ ENTITY_NAMES = {
     "tags": "Tags",
     "metrics": "Metrics",
     "latest_metrics": "Latest metrics",
+    "datasets": "Datasets",
+    "inputs": "Run inputs and outputs",
+    "traces": "Traces",
+    "assessments": "Assessments",
+    "logged_models": "Logged models",
     "registered_models": "Registered models",
     "model_versions": "Model versions",
 }
