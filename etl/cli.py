@@ -4,97 +4,115 @@ from __future__ import annotations
 
 import json
 import signal
-import sys
 import time
 from pathlib import Path
 
 import anyio
 import click
 
-from etl import __version__, config as defaults
+from etl import __version__
+from etl import config as defaults
 from etl.config import MigrationConfig
 from etl.errors import EXIT_CODES, InvalidSourceError, MigrationError, VerificationFailed
-from etl.observe import configure_logging, log
-from etl.rows import TABLES
+from etl.observe import configure_logging, log, make_progress
+from etl.summary import fill_from_load, new_report, problem_dicts, summary_table, target_counts
 
 EXIT_HELP = "\b\nExit status:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
 
 
 class Terminated(BaseException):
-    """SIGTERM, raised in the main thread so the run unwinds like Ctrl-C does."""
+    """SIGTERM, raised in the main thread so the run unwinds exactly as Ctrl-C does."""
 
 
 def _on_sigterm(signum, frame):
     raise Terminated()
 
 
-@click.group(
-    invoke_without_command=True,
-    epilog=EXIT_HELP,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-@click.option(
-    "--source",
-    default=defaults.DEFAULT_SOURCE,
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="The FileStore tree: an mlruns folder, or a folder that contains one.",
-)
-@click.option(
-    "--target",
-    default=defaults.DEFAULT_TARGET,
-    show_default=True,
-    help="SQLite URI of the database to create. It must not hold data already.",
-)
-@click.option("--workers", default=defaults.DEFAULT_WORKERS, show_default=True, type=click.IntRange(1, 256),
-              help="Concurrent producers reading and parsing the tree (parsing runs in at most "
-              "one process per CPU core).")
-@click.option("--batch-size", default=defaults.DEFAULT_BATCH_SIZE, show_default=True, type=click.IntRange(1),
-              help="Rows written per transaction.")
-@click.option("--queue-size", default=defaults.DEFAULT_QUEUE_SIZE, show_default=True, type=click.IntRange(1),
-              help="Parsed batches that may wait for the writer; bounds memory.")
+def _common_options(func):
+    options = [
+        click.option("--workers", default=defaults.DEFAULT_WORKERS, show_default=True,
+                     type=click.IntRange(1, 256),
+                     help="Concurrent producers reading and parsing the tree (parsing runs in at "
+                     "most one process per CPU core)."),
+        click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Write a JSON report of the run here (counts, timings, problems, "
+                     "verification, exit status)."),
+        click.option("--verbose", "-v", is_flag=True, help="Log every step, per experiment."),
+        click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors."),
+        click.option("--log-format", type=click.Choice(["auto", "console", "json"]), default="auto",
+                     show_default=True,
+                     help="Log lines on stderr: readable, or one JSON object per line "
+                     "(auto: readable on a terminal, JSON otherwise)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@click.group(invoke_without_command=True, epilog=EXIT_HELP,
+             context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--source", default=defaults.DEFAULT_SOURCE, show_default=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="The FileStore tree: an mlruns folder, or a folder that contains one.")
+@click.option("--target", default=defaults.DEFAULT_TARGET, show_default=True,
+              help="SQLite URI of the database to create. It must not hold data already.")
+@click.option("--batch-size", default=defaults.DEFAULT_BATCH_SIZE, show_default=True,
+              type=click.IntRange(1), help="Rows written per transaction.")
+@click.option("--queue-size", default=defaults.DEFAULT_QUEUE_SIZE, show_default=True,
+              type=click.IntRange(1), help="Parsed batches that may wait for the writer; bounds memory.")
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Compare the database with the source, field by field, before it replaces the target.")
-@click.option("--keep-failed", is_flag=True, help="Keep the staging database when verification fails, for inspection.")
-@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write a JSON report of the run (counts, timings, problems, verification) here.")
-@click.option("--verbose", "-v", is_flag=True, help="Log every step.")
-@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
-@click.option("--log-format", type=click.Choice(["auto", "console", "json"]), default="auto", show_default=True,
-              help="Log lines on stderr: readable, or one JSON object per line (auto: console on a terminal).")
+@click.option("--keep-failed", is_flag=True,
+              help="When verification fails, keep the staging database (named in the error) for inspection.")
+@click.option("--dry-run", is_flag=True,
+              help="Read and parse everything, print what would be written and any problems; write nothing.")
+@_common_options
 @click.version_option(__version__, prog_name="etl-migrate")
 @click.pass_context
-def main(ctx, source, target, workers, batch_size, queue_size, verify, keep_failed, report_path,
-         verbose, quiet, log_format):
+def main(ctx, source, target, batch_size, queue_size, verify, keep_failed, dry_run, workers,
+         report_path, verbose, quiet, log_format):
     """Migrate an MLflow FileStore tree (mlruns/) into an MLflow SQLite database.
 
     The database is built in a staging file beside the target, verified against the source
     through MLflow's own readers, and only then renamed over the target: the target is never
-    half-written. Artifacts stay where they are; their URIs are migrated.
+    half-written. Artifacts and trace spans stay where they are; their URIs are migrated.
 
     \b
-    Example:
+    Examples:
       etl-migrate --source ./mlruns --target sqlite:///mlflow.db --workers 8
+      etl-migrate --dry-run --source ./mlruns
+      etl-migrate verify --source ./mlruns --target sqlite:///mlflow.db
     """
     if ctx.invoked_subcommand is not None:
         return
     configure_logging(verbose=verbose, quiet=quiet, fmt=log_format)
-    cfg = MigrationConfig(
-        source=source, target=target, workers=workers, batch_size=batch_size, queue_size=queue_size,
-        verify=verify, keep_failed=keep_failed, report_path=report_path,
-    )
-    sys.exit(_run(cfg, quiet))
+    cfg = MigrationConfig(source=source, target=target, workers=workers, batch_size=batch_size,
+                          queue_size=queue_size, verify=verify, keep_failed=keep_failed,
+                          report_path=report_path)
+    ctx.exit(_run_migrate(cfg, dry_run, quiet))
 
 
-def _run(cfg: MigrationConfig, quiet: bool) -> int:
-    from etl.pipeline import migrate
+@main.command("verify", epilog=EXIT_HELP)
+@click.option("--source", default=defaults.DEFAULT_SOURCE, show_default=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="The FileStore tree the database was made from.")
+@click.option("--target", default=defaults.DEFAULT_TARGET, show_default=True,
+              help="SQLite URI of the database to check (made by etl-migrate or by "
+              "`mlflow migrate-filestore`).")
+@_common_options
+@click.pass_context
+def verify_command(ctx, source, target, workers, report_path, verbose, quiet, log_format):
+    """Verify an existing database against a FileStore tree, field by field; change nothing."""
+    configure_logging(verbose=verbose, quiet=quiet, fmt=log_format)
+    ctx.exit(_run_verify(source, target, workers, report_path, quiet))
 
+
+def _guarded(report: dict, body) -> int:
+    """Run body(); map every way a run can end to its exit status and an error line."""
     signal.signal(signal.SIGTERM, _on_sigterm)
     started = time.monotonic()
-    report: dict = {"tool": "etl-migrate", "version": __version__, "source": str(cfg.source), "target": cfg.target}
-    result = None
     try:
-        result = anyio.run(migrate, cfg)
+        body()
         code = 0
     except VerificationFailed as e:
         click.echo(e.report.to_text(), err=True)
@@ -103,7 +121,7 @@ def _run(cfg: MigrationConfig, quiet: bool) -> int:
         code = e.exit_code
     except InvalidSourceError as e:
         click.echo(f"error: {e}", err=True)
-        report["problems"] = [{"path": p.path, "line": p.line, "reason": p.reason} for p in e.problems]
+        report["problems"] = problem_dicts(e.problems)
         code = e.exit_code
     except MigrationError as e:
         click.echo(f"error: {e}", err=True)
@@ -117,43 +135,96 @@ def _run(cfg: MigrationConfig, quiet: bool) -> int:
     except OSError as e:
         click.echo(f"error: {e}; the target was not touched", err=True)
         code = 4
-    elapsed = time.monotonic() - started
-    if result is not None:
-        _summary(result, elapsed, quiet)
-        report.update(_result_dict(result))
     report["exit_status"] = code
-    report["seconds"] = round(elapsed, 3)
-    log.info("run finished", exit_status=code, seconds=round(elapsed, 2))
-    if cfg.report_path is not None:
-        cfg.report_path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    report["seconds"] = round(time.monotonic() - started, 3)
     return code
 
 
-def _result_dict(result) -> dict:
-    return {
-        "source": str(result.source),
-        "target": str(result.target),
-        "rows": {t: result.load.rows.get(t, 0) for t in TABLES},
-        "files": result.load.files,
-        "phases": {k: round(v, 3) for k, v in result.phases.items()},
-        "verification": result.report.to_dict() if result.report is not None else None,
-    }
+def _finish(report: dict, report_path: Path | None) -> None:
+    log.info("run finished", command=report["command"], exit_status=report["exit_status"],
+             seconds=report["seconds"], phases=report["phases"],
+             rows_per_second=report["throughput"].get("rows_per_second"),
+             counts={k: v for k, v in report["counts"]["source"].items() if v})
+    if report_path is not None:
+        report_path.write_text(json.dumps(report, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
-def _summary(result, elapsed: float, quiet: bool) -> None:
+def _run_migrate(cfg: MigrationConfig, dry_run: bool, quiet: bool) -> int:
+    from etl.pipeline import dry_run as run_dry, migrate
+
+    report = new_report("dry-run" if dry_run else "migrate", cfg.source, cfg.target)
+    progress = make_progress(quiet)
+
+    def body():
+        try:
+            result = anyio.run(run_dry if dry_run else migrate, cfg, progress)
+        finally:
+            progress.close()
+        report["source"], report["target"] = str(result.source), str(result.target)
+        fill_from_load(report, result.load, result.phases)
+        if dry_run:
+            _print_dry_run(result, quiet)
+            if result.load.problems:
+                raise InvalidSourceError(result.load.problems)
+            return
+        report["counts"]["target"] = target_counts(result.target)
+        report["verification"] = result.report.to_dict() if result.report is not None else {"skipped": True}
+        _print_summary(result, report, quiet)
+
+    code = _guarded(report, body)
+    _finish(report, cfg.report_path)
+    return code
+
+
+def _print_dry_run(result, quiet: bool) -> None:
     if quiet:
         return
-    rows = result.load.rows
-    total = sum(rows.values())
-    lines = [f"{'table':<28}{'rows':>12}"]
-    lines += [f"{t:<28}{rows.get(t, 0):>12,}" for t in TABLES if rows.get(t)]
-    lines.append(f"{'total':<28}{total:>12,}")
+    click.echo("Dry run: nothing was written. This is what would be migrated:")
+    click.echo(summary_table(dict(result.load.rows), None))
+    click.echo(f"{result.load.files:,} files read in {result.phases['load']:.1f}s")
+    if result.load.problems:
+        click.echo(f"{len(result.load.problems)} problem(s) would stop the migration (see below).")
+    else:
+        click.echo(f"No problems found; `etl-migrate --source {result.source} --target sqlite:///{result.target}` would migrate it.")
+
+
+def _print_summary(result, report: dict, quiet: bool) -> None:
+    if quiet:
+        return
     phases = ", ".join(f"{k} {v:.1f}s" for k, v in result.phases.items())
-    rate = total / result.phases["load"] if result.phases.get("load") else 0.0
-    lines.append(f"{result.load.files:,} files read; {elapsed:.1f}s in all ({phases}); {rate:,.0f} rows/s loading")
+    lines = [summary_table(report["counts"]["source"], report["counts"]["target"]),
+             f"{result.load.files:,} files; {report['seconds'] or sum(result.phases.values()):.1f}s "
+             f"({phases}); {report['throughput']['rows_per_second'] or 0:,.0f} rows/s loading"]
     if result.report is not None:
         lines += ["", result.report.to_text()]
     else:
-        lines += ["", "WARNING: verification was skipped (--no-verify); the database was not compared with the source."]
-    lines += ["", "Start a server on the result:", f"  mlflow server --backend-store-uri sqlite:///{result.target}"]
+        lines += ["", "WARNING: verification was skipped (--no-verify); the database was NOT "
+                  "compared with the source."]
+    lines += ["", "Start a server on the result:",
+              f"  mlflow server --backend-store-uri sqlite:///{result.target}"]
     click.echo("\n".join(lines))
+
+
+def _run_verify(source: Path, target: str, workers: int, report_path: Path | None, quiet: bool) -> int:
+    from etl.pipeline import verify_existing
+
+    report = new_report("verify", source, target)
+    progress = make_progress(quiet)
+
+    def body():
+        try:
+            mlruns, path, result, phases = anyio.run(verify_existing, source, target, workers, progress)
+        finally:
+            progress.close()
+        report["source"], report["target"] = str(mlruns), str(path)
+        report["phases"] = {k: round(v, 3) for k, v in phases.items()}
+        report["counts"]["target"] = target_counts(path)
+        report["verification"] = result.to_dict()
+        if not result.ok:
+            raise VerificationFailed(result)
+        if not quiet:
+            click.echo(result.to_text())
+
+    code = _guarded(report, body)
+    _finish(report, report_path)
+    return code

@@ -21,7 +21,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from etl.config import MigrationConfig
 from etl.errors import InvalidSourceError, TargetError, VerificationFailed
-from etl.observe import log
+from etl.observe import Progress, log
 from etl.rows import Problem, RowBatch, RowCounter
 from etl.sink.schema import create_schema
 from etl.sink.staging import StagingArea, check_target_is_free, target_path
@@ -71,11 +71,16 @@ def process_count(workers: int) -> int:
     return max(1, min(workers, os.cpu_count() or 1))
 
 
-async def migrate(config: MigrationConfig) -> MigrationResult:
+def source_tree(config: MigrationConfig) -> Path:
     try:
-        mlruns = resolve_mlruns(config.source)
+        return resolve_mlruns(config.source)
     except LayoutError as e:
         raise TargetError(str(e)) from None
+
+
+async def migrate(config: MigrationConfig, progress: Progress | None = None) -> MigrationResult:
+    progress = progress or Progress()
+    mlruns = source_tree(config)
     target = target_path(config.target)
     check_target_is_free(target)
     phases: dict[str, float] = {}
@@ -89,8 +94,9 @@ async def migrate(config: MigrationConfig) -> MigrationResult:
 
         started = time.monotonic()
         writer = StagingWriter(area.staging, config.batch_size)
+        progress.phase("load")
         try:
-            stats = await load(mlruns, writer, config)
+            stats = await load(mlruns, writer, config, progress)
             await anyio.to_thread.run_sync(writer.finish)
         except BaseException:
             writer.abort()
@@ -103,7 +109,7 @@ async def migrate(config: MigrationConfig) -> MigrationResult:
         report = None
         if config.verify:
             started = time.monotonic()
-            report = await verify(mlruns, area.staging, config.workers)
+            report = await verify(mlruns, area.staging, config.workers, progress)
             phases["verify"] = time.monotonic() - started
             if not report.ok:
                 raise VerificationFailed(report)
@@ -111,31 +117,67 @@ async def migrate(config: MigrationConfig) -> MigrationResult:
             log.warning("verification skipped (--no-verify): the database was NOT compared with the source")
 
         started = time.monotonic()
+        progress.phase("promote", total=1)
         area.promote()
+        progress.advance()
         phases["promote"] = time.monotonic() - started
     return MigrationResult(mlruns, target, stats, phases, report)
 
 
-async def load(mlruns: Path, writer: StagingWriter, config: MigrationConfig) -> LoadStats:
+async def dry_run(config: MigrationConfig, progress: Progress | None = None) -> MigrationResult:
+    """Read and parse the whole tree, count what would be written, write nothing anywhere."""
+    progress = progress or Progress()
+    mlruns = source_tree(config)
+    target = target_path(config.target)
+    check_target_is_free(target)
+    started = time.monotonic()
+    progress.phase("load")
+    stats = await load(mlruns, None, config, progress)
+    return MigrationResult(mlruns, target, stats, {"load": time.monotonic() - started}, None)
+
+
+async def verify_existing(source: Path, target: str, workers: int, progress: Progress | None = None):
+    """Verify a database made earlier (by us or by `mlflow migrate-filestore`) against a tree."""
+    mlruns = source_tree(MigrationConfig(source=source))
+    path = target_path(target)
+    if not path.is_file():
+        raise TargetError(f"target database {path} does not exist")
+    started = time.monotonic()
+    report = await verify(mlruns, path, workers, progress or Progress())
+    return mlruns, path, report, {"verify": time.monotonic() - started}
+
+
+async def load(
+    mlruns: Path, writer: StagingWriter | None, config: MigrationConfig, progress: Progress
+) -> LoadStats:
+    """Discover, parse and (unless writer is None, for a dry run) write the whole tree."""
     stats = LoadStats()
     limiter = anyio.CapacityLimiter(process_count(config.workers))
     units_send, units_recv = anyio.create_memory_object_stream[WorkUnit](config.queue_size)
     rows_send, rows_recv = anyio.create_memory_object_stream[RowBatch](config.queue_size)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(discover, mlruns, config.runs_per_unit, units_send)
+        tg.start_soon(discover, mlruns, config.runs_per_unit, units_send, progress)
         async with units_recv, rows_send:
             for _ in range(config.workers):
                 tg.start_soon(produce, units_recv.clone(), rows_send.clone(), limiter)
-        tg.start_soon(consume, rows_recv, writer, stats)
+        tg.start_soon(consume, rows_recv, writer, stats, progress)
     return stats
 
 
-async def discover(mlruns: Path, runs_per_unit: int, send: MemoryObjectSendStream[WorkUnit]) -> None:
+async def discover(
+    mlruns: Path, runs_per_unit: int, send: MemoryObjectSendStream[WorkUnit], progress: Progress
+) -> None:
     async with send:
         for path, deleted in await anyio.to_thread.run_sync(experiment_dirs, mlruns):
-            for unit in await anyio.to_thread.run_sync(experiment_units, path, deleted, runs_per_unit):
+            units = await anyio.to_thread.run_sync(experiment_units, path, deleted, runs_per_unit)
+            progress.add_total(len(units))
+            log.debug("experiment discovered", path=path, deleted=deleted, units=len(units),
+                      kinds=sorted({u.kind for u in units}))
+            for unit in units:
                 await send.send(unit)
-        for path in await anyio.to_thread.run_sync(registered_model_dirs, mlruns):
+        models = await anyio.to_thread.run_sync(registered_model_dirs, mlruns)
+        progress.add_total(len(models))
+        for path in models:
             await send.send(RegisteredModelUnit(path))
 
 
@@ -150,7 +192,10 @@ async def produce(
             await rows.send(batch)
 
 
-async def consume(rows: MemoryObjectReceiveStream[RowBatch], writer: StagingWriter, stats: LoadStats) -> None:
+async def consume(
+    rows: MemoryObjectReceiveStream[RowBatch], writer: StagingWriter | None, stats: LoadStats,
+    progress: Progress,
+) -> None:
     seen_runs: dict[str, int] = {}
     seen_experiments: set[int] = set()
     async with rows:
@@ -162,9 +207,12 @@ async def consume(rows: MemoryObjectReceiveStream[RowBatch], writer: StagingWrit
             if clashes:
                 # The run will fail as invalid input; writing would only trip the primary key.
                 stats.problems.extend(clashes)
+                progress.advance(1, 0, batch.files)
                 continue
             stats.rows.add_batch(batch)
-            await anyio.to_thread.run_sync(writer.write, batch)
+            if writer is not None:
+                await anyio.to_thread.run_sync(writer.write, batch)
+            progress.advance(1, batch.count(), batch.files)
 
 
 def _clashes(batch: RowBatch, seen_runs: dict[str, int], seen_experiments: set[int]) -> list[Problem]:
@@ -184,20 +232,27 @@ def _clashes(batch: RowBatch, seen_runs: dict[str, int], seen_experiments: set[i
     return problems
 
 
-async def verify(mlruns: Path, staging: Path, workers: int) -> VerificationReport:
+async def verify(mlruns: Path, staging: Path, workers: int, progress: Progress) -> VerificationReport:
     limiter = anyio.CapacityLimiter(process_count(workers))
     root, db = str(mlruns), str(staging)
-    report, plan = await anyio.to_process.run_sync(
-        verify_experiments, root, db, cancellable=True, limiter=limiter
-    )
+    progress.phase("verify", total=2)
+    report = VerificationReport()
 
     async def one(func, *args) -> None:
         report.merge(await anyio.to_process.run_sync(func, *args, cancellable=True, limiter=limiter))
+        progress.advance()
 
     async with anyio.create_task_group() as tg:
+        # The registry goes first, beside the experiments: both workers import MLflow at once.
         tg.start_soon(one, verify_registry, root, db)
+        experiments, plan = await anyio.to_process.run_sync(
+            verify_experiments, root, db, cancellable=True, limiter=limiter
+        )
+        report.merge(experiments)
+        progress.advance()
         for exp_id, ids in plan.items():
             for func, key in ((verify_runs, "runs"), (verify_traces, "traces"), (verify_logged_models, "models")):
                 for start in range(0, len(ids[key]), VERIFY_CHUNK):
+                    progress.add_total(1)
                     tg.start_soon(one, func, root, db, exp_id, ids[key][start : start + VERIFY_CHUNK])
     return report

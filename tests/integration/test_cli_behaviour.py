@@ -1,0 +1,94 @@
+"""What a user sees: dry run, the JSON report, logs, --no-verify, the verify command."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from tests.conftest import run_cli, tree_fingerprint
+from tests.trees import build_core_tree
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    mlruns = tmp_path_factory.mktemp("cli") / "mlruns"
+    ids = build_core_tree(mlruns)
+    return mlruns, ids
+
+
+def test_dry_run_counts_and_writes_nothing(tree, tmp_path):
+    mlruns, _ = tree
+    target_dir = tmp_path / "out"
+    target_dir.mkdir()
+    (target_dir / "keep.txt").write_text("untouched")
+    before = tree_fingerprint(target_dir)
+    result = run_cli("--dry-run", "--source", str(mlruns), "--target", f"sqlite:///{target_dir}/mlflow.db")
+    assert result.returncode == 0, result.stderr
+    assert "nothing was written" in result.stdout
+    assert "runs" in result.stdout and "metrics" in result.stdout
+    assert tree_fingerprint(target_dir) == before
+
+
+def test_dry_run_lists_problems_and_still_writes_nothing(tree, tmp_path):
+    mlruns, ids = tree
+    bad = tmp_path / "mlruns"
+    shutil.copytree(mlruns, bad)
+    meta = next(bad.glob(f"*/{ids['killed_run']}")) / "meta.yaml"
+    meta.write_bytes(b"")
+    result = run_cli("--dry-run", "--source", str(bad), "--target", f"sqlite:///{tmp_path}/mlflow.db")
+    assert result.returncode == 3
+    assert f"{meta}: empty file" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlruns"]
+
+
+def test_report_json_holds_what_it_claims(tree, tmp_path):
+    mlruns, _ = tree
+    report_path = tmp_path / "report.json"
+    db = tmp_path / "mlflow.db"
+    result = run_cli("--source", str(mlruns), "--target", f"sqlite:///{db}", "--report", str(report_path))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(report_path.read_text())
+    assert report["schema_version"] == 1
+    assert report["tool"]["name"] == "etl-migrate" and report["mlflow_version"] and report["sqlite_version"]
+    assert report["exit_status"] == 0 and report["command"] == "migrate"
+    assert report["target"] == str(db)
+    assert report["counts"]["source"]["runs"] == report["counts"]["target"]["runs"] == 7
+    # Three metric lines of one point logged twice: the source holds one more than the target.
+    assert report["counts"]["source"]["metrics"] == report["counts"]["target"]["metrics"] + 1
+    assert set(report["phases"]) >= {"schema", "load", "verify", "promote"}
+    assert report["throughput"]["rows"] == sum(report["counts"]["source"].values())
+    assert report["verification"]["status"] == "SUCCESS"
+    assert report["verification"]["entities"]["runs"] == {"checked": 7, "passed": 7}
+
+
+def test_piped_logs_are_json_lines_and_no_verify_is_loud(tree, tmp_path):
+    mlruns, _ = tree
+    result = run_cli("--source", str(mlruns), "--target", f"sqlite:///{tmp_path}/mlflow.db", "--no-verify")
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
+    assert any(e["level"] == "warning" and "verification skipped" in e["event"] for e in events)
+    assert events[-1]["event"] == "run finished" and events[-1]["exit_status"] == 0
+    assert "WARNING: verification was skipped" in result.stdout
+
+
+def test_quiet_prints_nothing_on_success(tree, tmp_path):
+    mlruns, _ = tree
+    result = run_cli("--source", str(mlruns), "--target", f"sqlite:///{tmp_path}/mlflow.db", "-q")
+    assert result.returncode == 0
+    assert result.stdout == "" and result.stderr == ""
+
+
+def test_verify_command_on_missing_database(tree, tmp_path):
+    mlruns, _ = tree
+    result = run_cli("verify", "--source", str(mlruns), "--target", f"sqlite:///{tmp_path}/none.db")
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr
+
+
+def test_help_documents_exit_codes():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for code in ("0", "1", "2", "3", "4", "130", "143"):
+        assert f"  {code:>3}  " in result.stdout
