@@ -64,12 +64,15 @@ def _common_options(func):
               help="Compare the database with the source, field by field, before it replaces the target.")
 @click.option("--keep-failed", is_flag=True,
               help="When verification fails, keep the staging database (named in the error) for inspection.")
+@click.option("--skip-invalid", is_flag=True,
+              help="Migrate everything readable and list every item left out (file and reason) "
+              "in the output and the report, instead of stopping at invalid input.")
 @click.option("--dry-run", is_flag=True,
               help="Read and parse everything, print what would be written and any problems; write nothing.")
 @_common_options
 @click.version_option(__version__, prog_name="etl-migrate")
 @click.pass_context
-def main(ctx, source, target, batch_size, queue_size, verify, keep_failed, dry_run, workers,
+def main(ctx, source, target, batch_size, queue_size, verify, keep_failed, skip_invalid, dry_run, workers,
          report_path, verbose, quiet, log_format):
     """Migrate an MLflow FileStore tree (mlruns/) into an MLflow SQLite database.
 
@@ -88,7 +91,7 @@ def main(ctx, source, target, batch_size, queue_size, verify, keep_failed, dry_r
     configure_logging(verbose=verbose, quiet=quiet, fmt=log_format)
     cfg = MigrationConfig(source=source, target=target, workers=workers, batch_size=batch_size,
                           queue_size=queue_size, verify=verify, keep_failed=keep_failed,
-                          report_path=report_path)
+                          skip_invalid=skip_invalid, report_path=report_path)
     ctx.exit(_run_migrate(cfg, dry_run, quiet))
 
 
@@ -167,6 +170,10 @@ def _run_migrate(cfg: MigrationConfig, dry_run: bool, quiet: bool) -> int:
             if result.load.problems:
                 raise InvalidSourceError(result.load.problems)
             return
+        report["skipped"] = problem_dicts(result.load.problems) + [
+            {"path": None, "line": None, "reason": f"{n} {table} rows of skipped entities left out"}
+            for table, n in result.load.orphans.items()
+        ]
         report["counts"]["target"] = target_counts(result.target)
         report["verification"] = result.report.to_dict() if result.report is not None else {"skipped": True}
         _print_summary(result, report, quiet)
@@ -195,6 +202,11 @@ def _print_summary(result, report: dict, quiet: bool) -> None:
     lines = [summary_table(report["counts"]["source"], report["counts"]["target"]),
              f"{result.load.files:,} files; {report['seconds'] or sum(result.phases.values()):.1f}s "
              f"({phases}); {report['throughput']['rows_per_second'] or 0:,.0f} rows/s loading"]
+    if result.load.problems:
+        lines += ["", f"SKIPPED {len(result.load.problems)} invalid item(s) (--skip-invalid); "
+                  "they are NOT in the database:"]
+        lines += [f"  - {p}" for p in result.load.problems]
+        lines += [f"  - {n} {table} row(s) belonging to them" for table, n in result.load.orphans.items()]
     if result.report is not None:
         lines += ["", result.report.to_text()]
     else:

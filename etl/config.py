@@ -24,5 +24,6 @@ class MigrationConfig:
     queue_size: int = DEFAULT_QUEUE_SIZE
     verify: bool = True
     keep_failed: bool = False
+    skip_invalid: bool = False
     report_path: Path | None = None
     runs_per_unit: int = RUNS_PER_UNIT

@@ -35,6 +35,7 @@ from etl.source.layout import (
     experiment_units,
     registered_model_dirs,
     resolve_mlruns,
+    unknown_top_level,
 )
 from etl.verify.compare import (
     verify_experiments,
@@ -55,6 +56,18 @@ class LoadStats:
     files: int = 0
     units: int = 0
     problems: list[Problem] = field(default_factory=list)
+    # With --skip-invalid: rows removed after the load because their parent was left out.
+    orphans: dict[str, int] = field(default_factory=dict)
+    # Ids found twice in the tree: neither copy can be trusted to be "the" entity.
+    clashes: dict[str, set] = field(default_factory=lambda: {"experiments": set(), "runs": set()})
+
+    def skipped_ids(self) -> dict[str, set[str]]:
+        """Entity kind -> ids left out, in the verifier's terms."""
+        out: dict[str, set[str]] = {}
+        for p in self.problems:
+            if p.entity is not None:
+                out.setdefault(p.entity, set()).add(str(p.entity_id))
+        return out
 
 
 @dataclass
@@ -97,19 +110,29 @@ async def migrate(config: MigrationConfig, progress: Progress | None = None) -> 
         progress.phase("load")
         try:
             stats = await load(mlruns, writer, config, progress)
+            if stats.problems and not config.skip_invalid:
+                # Strict: the whole tree was read so every problem is listed; nothing is kept.
+                raise InvalidSourceError(stats.problems)
+            if stats.problems:
+                # Both copies of a clashing id go: which one arrived first is an accident of timing.
+                await anyio.to_thread.run_sync(writer.delete_entities, stats.clashes)
+                stats.orphans = await anyio.to_thread.run_sync(writer.prune_orphans)
             await anyio.to_thread.run_sync(writer.finish)
         except BaseException:
             writer.abort()
             raise
         phases["load"] = time.monotonic() - started
         log.info("load finished", rows=sum(stats.rows.values()), files=stats.files, seconds=round(phases["load"], 2))
-        if stats.problems:
-            raise InvalidSourceError(stats.problems)
+        for problem in stats.problems:
+            log.warning("skipped invalid item", path=problem.path, line=problem.line,
+                        entity=problem.entity, id=problem.entity_id, reason=problem.reason)
+        for table, count in stats.orphans.items():
+            log.warning("skipped rows of skipped entities", table=table, rows=count)
 
         report = None
         if config.verify:
             started = time.monotonic()
-            report = await verify(mlruns, area.staging, config.workers, progress)
+            report = await verify(mlruns, area.staging, config.workers, progress, stats.skipped_ids())
             phases["verify"] = time.monotonic() - started
             if not report.ok:
                 raise VerificationFailed(report)
@@ -168,8 +191,12 @@ async def discover(
     mlruns: Path, runs_per_unit: int, send: MemoryObjectSendStream[WorkUnit], progress: Progress
 ) -> None:
     async with send:
+        for path in await anyio.to_thread.run_sync(unknown_top_level, mlruns):
+            log.debug("ignored: not part of an MLflow FileStore", path=path)
         for path, deleted in await anyio.to_thread.run_sync(experiment_dirs, mlruns):
-            units = await anyio.to_thread.run_sync(experiment_units, path, deleted, runs_per_unit)
+            units, unknown = await anyio.to_thread.run_sync(experiment_units, path, deleted, runs_per_unit)
+            for stray in unknown:
+                log.debug("ignored: not a run, not part of an MLflow FileStore", path=stray)
             progress.add_total(len(units))
             log.debug("experiment discovered", path=path, deleted=deleted, units=len(units),
                       kinds=sorted({u.kind for u in units}))
@@ -203,36 +230,57 @@ async def consume(
             stats.units += 1
             stats.files += batch.files
             stats.problems.extend(batch.problems)
-            clashes = _clashes(batch, seen_runs, seen_experiments)
-            if clashes:
-                # The run will fail as invalid input; writing would only trip the primary key.
-                stats.problems.extend(clashes)
-                progress.advance(1, 0, batch.files)
-                continue
+            # Ids the tree holds twice: folders cannot stop that, a primary key does. The second
+            # copy is left out (and reported), so the writer never trips over the key.
+            stats.problems.extend(_drop_clashes(batch, seen_runs, seen_experiments, stats.clashes))
             stats.rows.add_batch(batch)
             if writer is not None:
                 await anyio.to_thread.run_sync(writer.write, batch)
             progress.advance(1, batch.count(), batch.files)
 
 
-def _clashes(batch: RowBatch, seen_runs: dict[str, int], seen_experiments: set[int]) -> list[Problem]:
-    """Ids that the tree holds twice: the FileStore's folders cannot stop that, a primary key does."""
+# Where a run's id sits in the rows of each table keyed by run.
+_RUN_KEYED = {"runs": 0, "params": 0, "tags": 0, "metrics": 0, "latest_metrics": 0}
+
+
+def _drop_clashes(
+    batch: RowBatch, seen_runs: dict[str, int], seen_experiments: set[int], clashes: dict[str, set]
+) -> list[Problem]:
     problems = []
     for row in batch.rows.get("experiments", ()):
-        if row[0] in seen_experiments:
-            problems.append(Problem(f"experiment {row[0]}", "the experiment id appears twice (in mlruns/ and in .trash/)"))
-        seen_experiments.add(row[0])
+        exp_id = row[0]
+        if exp_id in seen_experiments:
+            problems.append(Problem(f"experiment {exp_id}", "the experiment id appears twice "
+                                    "(in mlruns/ and in .trash/)", None, "experiments", str(exp_id)))
+            clashes["experiments"].add(exp_id)
+            for table in ("experiments", "experiment_tags", "datasets"):
+                column = 1 if table == "datasets" else 0
+                batch.rows[table] = [r for r in batch.rows.get(table, ()) if r[column] != exp_id]
+        seen_experiments.add(exp_id)
+    clashing = set()
     for row in batch.rows.get("runs", ()):
         run_id, exp_id = row[0], row[-1]
         if run_id in seen_runs:
-            problems.append(
-                Problem(f"run {run_id}", f"the run id appears in two experiments: {seen_runs[run_id]} and {exp_id}")
-            )
+            clashing.add(run_id)
+            clashes["runs"].add(run_id)
+            problems.append(Problem(f"run {run_id}", f"the run id appears in two experiments: "
+                                    f"{seen_runs[run_id]} and {exp_id}", None, "runs", run_id))
         seen_runs.setdefault(run_id, exp_id)
+    if clashing:
+        for table, column in _RUN_KEYED.items():
+            batch.rows[table] = [r for r in batch.rows.get(table, ()) if r[column] not in clashing]
+        dropped_inputs = {r[0] for r in batch.rows.get("inputs", ()) if r[2] in clashing or r[4] in clashing}
+        batch.rows["inputs"] = [r for r in batch.rows.get("inputs", ()) if r[0] not in dropped_inputs]
+        batch.rows["input_tags"] = [r for r in batch.rows.get("input_tags", ()) if r[0] not in dropped_inputs]
     return problems
 
 
-async def verify(mlruns: Path, staging: Path, workers: int, progress: Progress) -> VerificationReport:
+async def verify(
+    mlruns: Path, staging: Path, workers: int, progress: Progress,
+    skipped: dict[str, set[str]] | None = None,
+) -> VerificationReport:
+    """Compare the staged database with the source; items in ``skipped`` (entity -> ids, left
+    out with --skip-invalid) are counted as skipped instead of compared."""
     limiter = anyio.CapacityLimiter(process_count(workers))
     root, db = str(mlruns), str(staging)
     progress.phase("verify", total=2)
@@ -244,9 +292,9 @@ async def verify(mlruns: Path, staging: Path, workers: int, progress: Progress) 
 
     async with anyio.create_task_group() as tg:
         # The registry goes first, beside the experiments: both workers import MLflow at once.
-        tg.start_soon(one, verify_registry, root, db)
+        tg.start_soon(one, verify_registry, root, db, skipped)
         experiments, plan = await anyio.to_process.run_sync(
-            verify_experiments, root, db, cancellable=True, limiter=limiter
+            verify_experiments, root, db, skipped, cancellable=True, limiter=limiter
         )
         report.merge(experiments)
         progress.advance()

@@ -150,11 +150,14 @@ DICT_TABLES = frozenset({"trace_info", "assessments"})
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong with the source tree: the file, where in it, and why."""
+    """One thing wrong with the source tree: the file, where in it, and why; and which entity
+    (kind and id, as the verifier names them) is left out because of it."""
 
     path: str
     reason: str
     line: int | None = None
+    entity: str | None = None
+    entity_id: str | None = None
 
     def __str__(self) -> str:
         where = f"{self.path}:{self.line}" if self.line is not None else self.path

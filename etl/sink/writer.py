@@ -99,6 +99,42 @@ class StagingWriter:
             self._in_transaction = False
         self._pending = 0
 
+    def delete_entities(self, ids: dict[str, set]) -> None:
+        """Delete experiments and runs by id; prune_orphans then removes what hung from them."""
+        self.commit()
+        self.conn.execute("BEGIN")
+        self.conn.executemany("DELETE FROM experiments WHERE experiment_id = ?", [(i,) for i in ids["experiments"]])
+        self.conn.executemany("DELETE FROM runs WHERE run_uuid = ?", [(i,) for i in ids["runs"]])
+        self.conn.execute("COMMIT")
+
+    def prune_orphans(self) -> dict[str, int]:
+        """Delete rows whose parent entity was left out (--skip-invalid); rows deleted per table.
+
+        Foreign keys find most of them (runs of a skipped experiment, then those runs' params,
+        metrics...); run inputs and their tags have no foreign key and are matched by run id.
+        """
+        self.commit()
+        dropped: dict[str, int] = {}
+        while True:
+            orphans = self.conn.execute("PRAGMA foreign_key_check").fetchall()
+            if not orphans:
+                break
+            self.conn.execute("BEGIN")
+            for table, rowid, _parent, _fk in orphans:
+                self.conn.execute(f'DELETE FROM "{table}" WHERE rowid = ?', (rowid,))
+                dropped[table] = dropped.get(table, 0) + 1
+            self.conn.execute("COMMIT")
+        for table, sql in (
+            ("inputs", "DELETE FROM inputs WHERE (destination_type = 'RUN' AND destination_id NOT IN "
+                       "(SELECT run_uuid FROM runs)) OR (source_type IN ('RUN_INPUT', 'RUN_OUTPUT') "
+                       "AND source_id NOT IN (SELECT run_uuid FROM runs))"),
+            ("input_tags", "DELETE FROM input_tags WHERE input_uuid NOT IN (SELECT input_uuid FROM inputs)"),
+        ):
+            count = self.conn.execute(sql).rowcount
+            if count:
+                dropped[table] = dropped.get(table, 0) + count
+        return dropped
+
     def finish(self) -> None:
         """Commit, prove referential integrity, and close."""
         self.commit()

@@ -58,31 +58,31 @@ def extract(unit: WorkUnit) -> RowBatch:
     batch = RowBatch()
     if isinstance(unit, RunsUnit):
         for name in unit.run_dirs:
-            _guarded(batch, _extract_run, unit.experiment_path, unit.experiment_id, name)
+            _guarded(batch, ("runs", name), _extract_run, unit.experiment_path, unit.experiment_id, name)
     elif isinstance(unit, ExperimentUnit):
-        _guarded(batch, _extract_experiment, unit.path, unit.deleted)
+        _guarded(batch, ("experiments", os.path.basename(unit.path)), _extract_experiment, unit.path, unit.deleted)
         _extract_datasets(batch, unit.path)
     elif isinstance(unit, TracesUnit):
         for name in unit.trace_dirs:
-            _guarded(batch, _extract_trace, unit.experiment_path, unit.experiment_id, name)
+            _guarded(batch, ("traces", name), _extract_trace, unit.experiment_path, unit.experiment_id, name)
     elif isinstance(unit, LoggedModelsUnit):
         for name in unit.model_dirs:
-            _guarded(batch, _extract_logged_model, unit.experiment_path, unit.experiment_id, name)
+            _guarded(batch, ("logged_models", name), _extract_logged_model, unit.experiment_path, unit.experiment_id, name)
     elif isinstance(unit, RegisteredModelUnit):
-        _guarded(batch, _extract_registered_model, unit.path)
+        _guarded(batch, ("registered_models", os.path.basename(unit.path)), _extract_registered_model, unit.path)
     else:  # pragma: no cover - a new unit kind without an extractor is a programming error
         raise TypeError(f"unknown work unit {unit!r}")
     return batch
 
 
-def _guarded(batch: RowBatch, extractor, *args) -> None:
+def _guarded(batch: RowBatch, entity: tuple[str, str], extractor, *args) -> None:
     """Run one entity's extractor into a private batch; keep its rows only if it all read."""
     own = RowBatch()
     try:
         extractor(own, *args)
     except SourceError as e:
         batch.files += own.files
-        batch.problems.append(Problem(e.path, e.reason, e.line))
+        batch.problems.append(Problem(e.path, e.reason, e.line, entity[0], entity[1]))
         return
     batch.files += own.files
     for table, rows in own.rows.items():
@@ -247,7 +247,7 @@ def _extract_datasets(batch: RowBatch, exp_path: str) -> None:
     exp_id = os.path.basename(exp_path)
     folder = os.path.join(exp_path, "datasets")
     for name in _subdirs(folder):
-        _guarded(batch, _extract_dataset, folder, exp_id, name)
+        _guarded(batch, ("datasets", f"{exp_id}/{name}"), _extract_dataset, folder, exp_id, name)
 
 
 def _extract_dataset(batch: RowBatch, folder: str, exp_id: str, name: str) -> None:

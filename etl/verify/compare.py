@@ -8,6 +8,7 @@ worker processes, one chunk each, and return a VerificationReport that the calle
 from __future__ import annotations
 
 import math
+import os
 import sqlite3
 from collections import defaultdict
 
@@ -66,22 +67,58 @@ def _compare_dict(report, entity, id_, source: dict, target: dict) -> None:
 EXPERIMENT_FIELDS = ("name", "artifact_location", "lifecycle_stage", "creation_time", "last_update_time")
 
 
-def verify_experiments(mlruns: str, staging: str) -> tuple[VerificationReport, dict[str, dict]]:
-    """Experiments, their tags and datasets; and, per experiment, the runs, traces and logged
-    models MLflow's reader lists, for the chunked checks that follow."""
-    from mlflow.entities import ViewType
+def _read_each(report, entity: str, items, read, skipped: set[str]) -> dict:
+    """{id: entity} for (id, path) items read with one of MLflow's readers.
 
+    Items left out as invalid (--skip-invalid) are counted as skipped, not read. A folder MLflow
+    itself ignores (MissingConfigException: no meta file) is ignored here too; anything else its
+    reader cannot read is a mismatch: the database cannot be proven equal to it.
+    """
+    from mlflow.exceptions import MissingConfigException
+
+    out = {}
+    for id_, path in items:
+        if id_ in skipped:
+            report.skip(entity)
+            continue
+        try:
+            value = read(path)
+        except MissingConfigException:
+            continue
+        except Exception as e:  # noqa: BLE001 - any reader failure is reported, with its text
+            report.checked(entity)
+            report.mismatch(entity, id_, "readable by MLflow", str(e)[:200], None)
+            continue
+        if value is not None:
+            out[id_] = value
+    return out
+
+
+def _dirs(folder: str, exclude=()) -> list[tuple[str, str]]:
+    if not os.path.isdir(folder):
+        return []
+    return sorted(
+        (name, os.path.join(folder, name))
+        for name in os.listdir(folder)
+        if name not in exclude and os.path.isdir(os.path.join(folder, name))
+    )
+
+
+def verify_experiments(
+    mlruns: str, staging: str, skipped: dict[str, set[str]] | None = None
+) -> tuple[VerificationReport, dict[str, dict]]:
+    """Experiments, their tags and datasets; and, per experiment, the runs, traces and logged
+    models MLflow's reader finds, for the chunked checks that follow."""
+    from mlflow.store.tracking.file_store import FileStore
+
+    skipped = skipped or {}
     store = tracking_store(mlruns)
     report = VerificationReport()
-    source = {}
-    token = None
-    while True:
-        page = store.search_experiments(view_type=ViewType.ALL, max_results=PAGE, page_token=token)
-        for exp in page:
-            source[exp.experiment_id] = exp
-        token = page.token
-        if not token:
-            break
+    exp_ids = store._get_active_experiments() + store._get_deleted_experiments()
+    source = _read_each(
+        report, "experiments", [(i, i) for i in exp_ids], store._get_experiment,
+        skipped.get("experiments", set()),
+    )
 
     conn = _connect(staging)
     try:
@@ -112,7 +149,8 @@ def verify_experiments(mlruns: str, staging: str) -> tuple[VerificationReport, d
         conn.close()
 
     plan: dict[str, dict] = {}
-    for exp_id in sorted(source.keys() | target.keys()):
+    skipped_experiments = skipped.get("experiments", set())
+    for exp_id in sorted(source.keys() | (target.keys() - skipped_experiments)):
         report.checked("experiments")
         exp = source.get(exp_id)
         row = target.get(exp_id)
@@ -123,41 +161,46 @@ def verify_experiments(mlruns: str, staging: str) -> tuple[VerificationReport, d
         _compare_fields(report, "experiments", exp_id, EXPERIMENT_FIELDS, src, row)
         _compare_dict(report, "experiments", exp_id, dict(exp.tags), target_tags.get(exp_id, {}))
 
-        run_ids = sorted(info.run_id for info in store._list_run_infos(exp_id, ViewType.ALL))
-        trace_ids = sorted(t.trace_id for t in store._list_trace_infos(exp_id))
-        model_ids = _logged_model_ids(store, exp_id)
-        plan[exp_id] = {"runs": run_ids, "traces": trace_ids, "models": model_ids}
+        exp_dir = store._get_experiment_path(exp_id, assert_exists=True)
+        runs = _read_each(
+            report, "runs", _dirs(exp_dir, FileStore.RESERVED_EXPERIMENT_FOLDERS),
+            store._get_run_info_from_dir, skipped.get("runs", set()),
+        )
+        # MLflow's reader lists only the runs whose meta names this experiment (_list_run_infos).
+        run_ids = sorted(r for r, info in runs.items() if info.experiment_id == exp_id)
+        traces = _read_each(
+            report, "traces", _dirs(os.path.join(exp_dir, "traces")),
+            store._get_trace_info_from_dir, skipped.get("traces", set()),
+        )
+        models = _read_each(
+            report, "logged_models", _dirs(os.path.join(exp_dir, "models")),
+            store._get_model_from_dir, skipped.get("logged_models", set()),
+        )
+        plan[exp_id] = {"runs": run_ids, "traces": sorted(traces), "models": sorted(models)}
         for entity, source_ids, target_ids in (
-            ("runs", run_ids, target_runs), ("traces", trace_ids, target_traces),
-            ("logged_models", model_ids, target_models),
+            ("runs", run_ids, target_runs), ("traces", traces, target_traces),
+            ("logged_models", models, target_models),
         ):
-            for extra in sorted(target_ids.get(exp_id, set()) - set(source_ids)):
+            expected_absent = skipped.get(entity, set())
+            for extra in sorted(target_ids.get(exp_id, set()) - set(source_ids) - expected_absent):
                 report.checked(entity)
                 report.mismatch(entity, extra, "presence", False, True)
-        _verify_datasets(report, store, exp_id, target_datasets.get(exp_id, {}))
+        _verify_datasets(report, store, exp_id, exp_dir, target_datasets.get(exp_id, {}),
+                         skipped.get("datasets", set()))
     return report, plan
-
-
-def _logged_model_ids(store, exp_id: str) -> list[str]:
-    import os
-
-    folder = os.path.join(store._get_experiment_path(exp_id, assert_exists=True), "models")
-    if not os.path.isdir(folder):
-        return []
-    return sorted(store._get_model_from_dir(os.path.join(folder, d)).model_id for d in os.listdir(folder))
 
 
 DATASET_FIELDS = ("source_type", "source", "schema", "profile")
 
 
-def _verify_datasets(report, store, exp_id: str, target: dict) -> None:
-    import os
-
-    folder = os.path.join(store._get_experiment_path(exp_id, assert_exists=True), "datasets")
-    names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+def _verify_datasets(report, store, exp_id: str, exp_dir: str, target: dict, skipped: set[str]) -> None:
+    folder = os.path.join(exp_dir, "datasets")
+    datasets = _read_each(
+        report, "datasets", [(f"{exp_id}/{name}", name) for name, _ in _dirs(folder)],
+        lambda name: store._get_dataset_from_dir(folder, name), skipped,
+    )
     seen = set()
-    for name in names:
-        dataset = store._get_dataset_from_dir(folder, name)
+    for dataset in datasets.values():
         key = (dataset.name, dataset.digest)
         seen.add(key)
         id_ = f"{exp_id}/{dataset.name}@{dataset.digest}"
@@ -351,7 +394,8 @@ VERSION_FIELDS = (
 )
 
 
-def verify_registry(mlruns: str, staging: str) -> VerificationReport:
+def verify_registry(mlruns: str, staging: str, skipped: dict[str, set[str]] | None = None) -> VerificationReport:
+    skipped = (skipped or {}).get("registered_models", set())
     store = registry_store(mlruns)
     report = VerificationReport()
     conn = _connect(staging)
@@ -385,9 +429,15 @@ def verify_registry(mlruns: str, staging: str) -> VerificationReport:
 
     seen_versions = set()
     paths = store._get_all_registered_model_paths()
-    source_names = set()
+    models = _read_each(
+        report, "registered_models", [(os.path.basename(p), p) for p in paths],
+        store._get_registered_model_from_path, skipped,
+    )
+    source_names = set(skipped)
     for path in paths:
-        model = store._get_registered_model_from_path(path)
+        model = models.get(os.path.basename(path))
+        if model is None:
+            continue
         source_names.add(model.name)
         report.checked("registered_models")
         row = t_models.get(model.name)
@@ -413,10 +463,11 @@ def verify_registry(mlruns: str, staging: str) -> VerificationReport:
             src = {f: getattr(mv, f) for f in VERSION_FIELDS}
             _compare_fields(report, "model_versions", id_, VERSION_FIELDS, src, t_row)
             _compare_dict(report, "model_versions", id_, dict(mv.tags), t_version_tags.get(key, {}))
+    # Names left out as invalid are in source_names: their absence from the target is expected.
     for name in sorted(t_models.keys() - source_names):
         report.checked("registered_models")
         report.mismatch("registered_models", name, "presence", False, True)
-    for name, version in sorted(t_versions.keys() - seen_versions):
+    for name, version in sorted(k for k in t_versions.keys() - seen_versions if k[0] not in skipped):
         report.checked("model_versions")
         report.mismatch("model_versions", f"{name}/{version}", "presence", False, True)
     return report
@@ -512,8 +563,6 @@ def _model_metrics(model) -> list:
 
 
 def verify_logged_models(mlruns: str, staging: str, experiment_id: str, model_ids: list[str]) -> VerificationReport:
-    import os
-
     store, target = tracking_store(mlruns), sql_store(staging)
     report = VerificationReport()
     folder = os.path.join(store._get_experiment_path(experiment_id, assert_exists=True), "models")

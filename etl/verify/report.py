@@ -35,6 +35,7 @@ class Mismatch:
 class EntityResult:
     checked: int = 0
     failed_ids: set = field(default_factory=set)
+    skipped: int = 0  # left out with --skip-invalid: listed as problems, not compared
 
     @property
     def passed(self) -> int:
@@ -53,6 +54,9 @@ class VerificationReport:
     def checked(self, entity: str, n: int = 1) -> None:
         self.results.setdefault(entity, EntityResult()).checked += n
 
+    def skip(self, entity: str, n: int = 1) -> None:
+        self.results.setdefault(entity, EntityResult()).skipped += n
+
     def mismatch(self, entity: str, id_: str, field_: str, source, target) -> None:
         self.results.setdefault(entity, EntityResult()).failed_ids.add(id_)
         self.mismatches.append(Mismatch(entity, str(id_), field_, source, target))
@@ -62,6 +66,7 @@ class VerificationReport:
             mine = self.results.setdefault(entity, EntityResult())
             mine.checked += result.checked
             mine.failed_ids |= result.failed_ids
+            mine.skipped += result.skipped
         self.mismatches.extend(other.mismatches)
 
     def _ordered(self):
@@ -73,7 +78,8 @@ class VerificationReport:
         lines = ["Migration Verification Report", "============================="]
         for entity, result in self._ordered():
             name = ENTITY_NAMES.get(entity, entity)
-            lines.append(f"{name}: {result.passed}/{result.checked} passed")
+            skipped = f" ({result.skipped} skipped as invalid)" if result.skipped else ""
+            lines.append(f"{name}: {result.passed}/{result.checked} passed{skipped}")
         by_entity: dict[tuple[str, str], list[Mismatch]] = {}
         for m in self.mismatches:
             by_entity.setdefault((m.entity, m.id), []).append(m)
@@ -89,7 +95,7 @@ class VerificationReport:
         return {
             "status": "SUCCESS" if self.ok else "FAILED",
             "entities": {
-                entity: {"checked": r.checked, "passed": r.passed}
+                entity: {"checked": r.checked, "passed": r.passed, "skipped": r.skipped}
                 for entity, r in self._ordered()
             },
             "mismatches": [
