@@ -31,9 +31,11 @@ class InvalidSourceError(MigrationError):
 class VerificationFailed(MigrationError):
     exit_code = 1
 
-    def __init__(self, report):
+    def __init__(self, report, kept=None):
         self.report = report
-        super().__init__(f"verification found {len(report.mismatches)} mismatch(es)")
+        self.kept = kept
+        where = f"; the staging database is kept at {kept} (--keep-failed)" if kept else ""
+        super().__init__(f"verification found {len(report.mismatches)} mismatch(es){where}")
 
 
 EXIT_CODES = {

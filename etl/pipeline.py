@@ -24,7 +24,7 @@ from etl.errors import InvalidSourceError, TargetError, VerificationFailed
 from etl.observe import Progress, log
 from etl.rows import Problem, RowBatch, RowCounter
 from etl.sink.schema import create_schema
-from etl.sink.staging import StagingArea, check_target_is_free, target_path
+from etl.sink.staging import StagingArea, check_is_mlflow_database, check_target_is_free, target_path
 from etl.sink.writer import StagingWriter
 from etl.source.extract import extract
 from etl.source.layout import (
@@ -135,7 +135,7 @@ async def migrate(config: MigrationConfig, progress: Progress | None = None) -> 
             report = await verify(mlruns, area.staging, config.workers, progress, stats.skipped_ids())
             phases["verify"] = time.monotonic() - started
             if not report.ok:
-                raise VerificationFailed(report)
+                raise VerificationFailed(report, area.staging if config.keep_failed else None)
         else:
             log.warning("verification skipped (--no-verify): the database was NOT compared with the source")
 
@@ -165,6 +165,7 @@ async def verify_existing(source: Path, target: str, workers: int, progress: Pro
     path = target_path(target)
     if not path.is_file():
         raise TargetError(f"target database {path} does not exist")
+    check_is_mlflow_database(path)
     started = time.monotonic()
     report = await verify(mlruns, path, workers, progress or Progress())
     return mlruns, path, report, {"verify": time.monotonic() - started}

@@ -13,7 +13,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from etl.errors import TargetError
+from etl.errors import TargetError, VerificationFailed
 from etl.sink.schema import SCHEMA_SEED_TABLES
 
 SQLITE_PREFIX = "sqlite:///"
@@ -64,6 +64,21 @@ def check_target_is_free(path: Path) -> None:
         )
 
 
+def check_is_mlflow_database(path: Path) -> None:
+    """A database to verify must be SQLite with MLflow's tables in it."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as e:
+        raise TargetError(f"target {path} is not a usable SQLite database ({e})") from None
+    missing = {"alembic_version", "experiments", "runs"} - tables
+    if missing:
+        raise TargetError(f"target {path} is not an MLflow database (no {', '.join(sorted(missing))} table)")
+
+
 class StagingArea:
     """Lock on the target, a staging path beside it, promotion or removal at the end."""
 
@@ -82,7 +97,10 @@ class StagingArea:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
-            if not self.promoted and not (exc_type is not None and self.keep_failed):
+            # Only a database that failed verification is worth keeping: it is complete, and
+            # the report says where it differs. Anything else is a partial file.
+            kept = self.keep_failed and exc_type is not None and issubclass(exc_type, VerificationFailed)
+            if not self.promoted and not kept:
                 self.discard()
         finally:
             self._release_lock()

@@ -26,6 +26,7 @@ from etl.source.layout import (
 )
 from etl.source.read import (
     SourceError,
+    SourceErrors,
     list_files,
     metric_db_value,
     parse_metric_lines,
@@ -80,9 +81,10 @@ def _guarded(batch: RowBatch, entity: tuple[str, str], extractor, *args) -> None
     own = RowBatch()
     try:
         extractor(own, *args)
-    except SourceError as e:
+    except (SourceError, SourceErrors) as e:
         batch.files += own.files
-        batch.problems.append(Problem(e.path, e.reason, e.line, entity[0], entity[1]))
+        for error in e.errors if isinstance(e, SourceErrors) else [e]:
+            batch.problems.append(Problem(error.path, error.reason, error.line, entity[0], entity[1]))
         return
     batch.files += own.files
     for table, rows in own.rows.items():
@@ -170,9 +172,13 @@ def _extract_run(batch: RowBatch, exp_path: str, exp_id: str, name: str) -> None
     status = _enum(meta.get("status", 1), RUN_STATUS, "status", meta_path)
     source_type = _enum(meta.get("source_type", 4), SOURCE_TYPE, "source_type", meta_path)
 
-    params = _key_folder(batch, os.path.join(run_path, "params"))
-    tags = _key_folder(batch, os.path.join(run_path, "tags"))
-    metric_rows, latest_rows = _run_metrics(batch, os.path.join(run_path, "metrics"), run_id)
+    # Every bad file of the run is reported, so read all of its parts before giving up.
+    errors: list[SourceError] = []
+    params = _collecting(errors, {}, _key_folder, batch, os.path.join(run_path, "params"))
+    tags = _collecting(errors, {}, _key_folder, batch, os.path.join(run_path, "tags"))
+    metric_rows, latest_rows = _collecting(
+        errors, ([], []), _run_metrics, batch, os.path.join(run_path, "metrics"), run_id
+    )
 
     batch.add(
         "runs",
@@ -195,12 +201,25 @@ def _extract_run(batch: RowBatch, exp_path: str, exp_id: str, name: str) -> None
             int(exp_id),
         ),
     )
+    _collecting(errors, None, _run_inputs, batch, exp_path, exp_id, run_path, run_id)
+    _collecting(errors, None, _run_outputs, batch, run_path, run_id)
+    if errors:
+        raise SourceErrors(errors)
     batch.extend("params", [(run_id, k, v) for k, v in params.items()])
     batch.extend("tags", [(run_id, k, v) for k, v in tags.items()])
     batch.extend("metrics", metric_rows)
     batch.extend("latest_metrics", latest_rows)
-    _run_inputs(batch, exp_path, exp_id, run_path, run_id)
-    _run_outputs(batch, run_path, run_id)
+
+
+def _collecting(errors: list, fallback, func, *args):
+    """func(*args), or fallback with its errors added to ``errors``."""
+    try:
+        return func(*args)
+    except SourceError as e:
+        errors.append(e)
+    except SourceErrors as e:
+        errors.extend(e.errors)
+    return fallback
 
 
 def _run_inputs(batch: RowBatch, exp_path: str, exp_id: str, run_path: str, run_id: str) -> None:
@@ -454,18 +473,25 @@ def _logged_model_metric_rows(path: str, model_id: str, key: str, exp_id: int) -
 def _run_metrics(batch: RowBatch, folder: str, run_id: str) -> tuple[list, list]:
     rows: list[tuple] = []
     latest: list[tuple] = []
+    errors: list[SourceError] = []
     for key in list_files(folder):
         path = os.path.join(folder, key)
-        points = parse_metric_lines(path)
         batch.files += 1
-        if not points:
-            raise SourceError(path, "metric file holds no data")
+        try:
+            points = parse_metric_lines(path)
+            if not points:
+                raise SourceError(path, "metric file holds no data")
+        except SourceError as e:
+            errors.append(e)
+            continue
         head = (run_id, key)
         rows.extend([head + p for p in points])
         # MLflow's SQL store keeps the point that is greatest by (step, timestamp, value), NaN
         # counting as 0, the first one winning ties; max() returns the first maximal item.
         ts, step, value, is_nan = max(points, key=lambda p: (p[1], p[0], p[2]))
         latest.append((run_id, key, ts, step, value, is_nan))
+    if errors:
+        raise SourceErrors(errors)
     return rows, latest
 
 

@@ -86,7 +86,8 @@ WorkUnit = ExperimentUnit | RunsUnit | TracesUnit | LoggedModelsUnit | Registere
 
 
 def resolve_mlruns(source: Path) -> Path:
-    """The mlruns folder itself, given it or a folder that contains one."""
+    """The mlruns folder itself (absolute), given it or a folder that contains one."""
+    source = Path(os.path.abspath(source))
     if not source.is_dir():
         raise LayoutError(f"{source}: source folder does not exist")
     nested = source / "mlruns"

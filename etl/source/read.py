@@ -31,6 +31,14 @@ class SourceError(Exception):
         self.line = line
 
 
+class SourceErrors(Exception):
+    """Several bad files of one entity, all reported, so one run lists every problem it has."""
+
+    def __init__(self, errors: list[SourceError]):
+        super().__init__("; ".join(str(e) for e in errors))
+        self.errors = errors
+
+
 def read_text(path: str) -> str:
     """A param/tag/alias file's exact value.
 
@@ -68,14 +76,18 @@ def read_yaml(path: str) -> dict[str, Any]:
 def read_key_folder(folder: str) -> dict[str, str]:
     """A params/ or tags/ folder as {key: value}; keys containing '/' are nested files.
 
-    A missing folder is an empty mapping (a run with no params has no params folder).
+    A missing folder is an empty mapping (a run with no params has no params folder). Every bad
+    file is reported (SourceErrors), not only the first.
     """
     result: dict[str, str] = {}
-    _read_key_folder_into(folder, "", result, set())
+    errors: list[SourceError] = []
+    _read_key_folder_into(folder, "", result, set(), errors)
+    if errors:
+        raise SourceErrors(errors)
     return result
 
 
-def _read_key_folder_into(folder: str, prefix: str, out: dict[str, str], seen: set) -> None:
+def _read_key_folder_into(folder: str, prefix: str, out: dict[str, str], seen: set, errors: list) -> None:
     try:
         entries = list(os.scandir(folder))
     except FileNotFoundError:
@@ -84,14 +96,17 @@ def _read_key_folder_into(folder: str, prefix: str, out: dict[str, str], seen: s
         raise SourceError(folder, f"cannot list folder: {e.strerror or e}") from None
     for entry in entries:
         key = prefix + entry.name
-        if entry.is_dir():
-            real = os.path.realpath(entry.path)
-            if real in seen:
-                raise SourceError(entry.path, "symlink loop")
-            seen.add(real)
-            _read_key_folder_into(entry.path, key + "/", out, seen)
-        else:
-            out[key] = read_text(entry.path)
+        try:
+            if entry.is_dir():
+                real = os.path.realpath(entry.path)
+                if real in seen:
+                    raise SourceError(entry.path, "symlink loop")
+                seen.add(real)
+                _read_key_folder_into(entry.path, key + "/", out, seen, errors)
+            else:
+                out[key] = read_text(entry.path)
+        except SourceError as e:
+            errors.append(e)
 
 
 def list_files(folder: str) -> list[str]:

@@ -18,7 +18,7 @@ from etl.verify.oracle import (
     registry_store,
     sql_store,
     tracking_store,
-    true_steps,
+    metric_history,
 )
 from etl.verify.report import VerificationReport
 
@@ -330,9 +330,7 @@ def _verify_run(report, store, mlruns, experiment_id, run_id, target) -> None:
     for key in sorted(target_latest.keys() - keys):
         report.mismatch("latest_metrics", run_id, key, None, target_latest[key])
     for key in sorted(keys):
-        history = store.get_metric_history(run_id, key)
-        steps = true_steps(mlruns, experiment_id, run_id, key, history)
-        points = [(m.timestamp, step, m.value) for m, step in zip(history, steps)]
+        points = metric_history(store, info, key)
         _verify_history(report, f"{run_id}/{key}", points, target["history"].get((run_id, key), []))
         _verify_latest(report, run_id, key, points, target_latest.get(key))
 
@@ -428,7 +426,9 @@ def verify_registry(mlruns: str, staging: str, skipped: dict[str, set[str]] | No
         conn.close()
 
     seen_versions = set()
-    paths = store._get_all_registered_model_paths()
+    # A tracking-only tree has no models/ folder (MLflow's reader would refuse to list it).
+    has_registry = os.path.isdir(os.path.join(mlruns, "models"))
+    paths = store._get_all_registered_model_paths() if has_registry else []
     models = _read_each(
         report, "registered_models", [(os.path.basename(p), p) for p in paths],
         store._get_registered_model_from_path, skipped,

@@ -9,9 +9,12 @@ verify itself. MLflow's readers have three habits that matter here, all handled 
    i.e. the default tracking URI (a stray ``mlflow.db`` in the working folder under MLflow 3.x).
    We point that default at a scratch file store in our cache folder.
 3. For 5-field run metric lines (``ts value step dataset_name dataset_digest``) the tracking
-   reader reports step 0 although the file holds the step; ``true_steps`` recovers it.
+   reader reports step 0 although the file holds the step; ``metric_history`` recovers it.
 4. The tracking reader builds expectations without the ``valid`` and ``overrides`` the file
    holds (``Expectation.from_dictionary`` ignores them); ``expectation_flags`` reads them.
+5. The tracking reader finds a run or a trace by id by listing every experiment folder, once
+   per lookup: quadratic over a whole tree. ``_index_lookups`` gives the same answers from one
+   listing per process (the tree does not change while it is verified).
 
 The target side of traces and logged models is read through MLflow's own SqlAlchemyStore on a
 read-only connection (``sql_store``): what its client would show, derived columns included.
@@ -45,7 +48,48 @@ def tracking_store(mlruns: str):
     store.root_directory = mlruns
     store.artifact_root_uri = path_to_local_file_uri(mlruns)
     store.trash_folder = os.path.join(mlruns, FileStore.TRASH_FOLDER_NAME)
+    _index_lookups(store)
     return store
+
+
+def _index_lookups(store) -> None:
+    """Replace the store's find-by-id scans with an index that keeps their answers and order."""
+    runs: dict[str, list[tuple[str, str]]] = {}
+    traces: dict[str, str] = {}
+
+    def build() -> None:
+        if runs or traces:
+            return
+        for exp_dir in store._get_active_experiments(True) + store._get_deleted_experiments(True):
+            exp_id = os.path.basename(os.path.abspath(exp_dir))
+            for name in sorted(os.listdir(exp_dir)):
+                runs.setdefault(name, []).append((exp_id, os.path.join(exp_dir, name)))
+            trace_dir = os.path.join(exp_dir, "traces")
+            if os.path.isdir(trace_dir):
+                for name in sorted(os.listdir(trace_dir)):
+                    traces.setdefault(name, os.path.join(trace_dir, name))
+
+    def find_run_root(run_uuid, validate_structure=True):
+        build()
+        check = getattr(store, "_is_valid_run_directory", None)
+        for exp_id, run_dir in runs.get(run_uuid, ()):
+            if validate_structure and check is not None and not check(run_dir):
+                continue
+            return exp_id, run_dir
+        return None, None
+
+    def find_trace_dir(trace_id, assert_exists=False):
+        build()
+        if trace_id in traces:
+            return traces[trace_id]
+        if assert_exists:
+            from mlflow.exceptions import MlflowException
+
+            raise MlflowException(f"Trace with ID '{trace_id}' not found")
+        return None
+
+    store._find_run_root = find_run_root
+    store._find_trace_dir = find_trace_dir
 
 
 @cache
@@ -60,21 +104,22 @@ def registry_store(mlruns: str):
     return store
 
 
-def true_steps(mlruns: str, experiment_id: str, run_id: str, key: str, metrics: list) -> list[int]:
-    """Steps of a run metric's points, correcting the reader's step 0 on 5-field lines."""
-    steps = [m.step for m in metrics]
-    if all(m.dataset_name is None for m in metrics):
-        return steps
+def metric_history(store, run_info, key: str) -> list[tuple[int, int, float]]:
+    """A run metric's points (timestamp, step, value) through MLflow's line reader.
+
+    This is ``FileStore.get_metric_history`` without its re-read of the run's meta.yaml per key,
+    and with the step of 5-field lines taken from the line: the reader reports 0 for them.
+    """
+    from mlflow.store.tracking.file_store import FileStore
     from mlflow.utils.file_utils import read_file_lines
 
-    folder = os.path.join(mlruns, experiment_id, run_id, "metrics")
-    if not os.path.isdir(folder):
-        folder = os.path.join(mlruns, ".trash", experiment_id, run_id, "metrics")
-    lines = read_file_lines(folder, key)
-    return [
-        int(line.strip().split(" ")[2]) if m.dataset_name is not None else m.step
-        for m, line in zip(metrics, lines)
-    ]
+    parent, _ = store._get_run_files(run_info, "metric")
+    points = []
+    for line in read_file_lines(parent, key):
+        m = FileStore._get_metric_from_line(run_info.run_id, key, line, run_info.experiment_id)
+        step = int(line.strip().split(" ")[2]) if m.dataset_name is not None else m.step
+        points.append((m.timestamp, step, m.value))
+    return points
 
 
 def expectation_flags(trace_dir: str, assessment_id: str) -> tuple[bool, str | None]:
@@ -87,12 +132,25 @@ def expectation_flags(trace_dir: str, assessment_id: str) -> tuple[bool, str | N
 
 @cache
 def sql_store(staging: str):
-    """MLflow's SQL store on the staging file, read-only: the verifier never writes."""
+    """MLflow's SQL store on the staging file, on a read-only connection: the verifier never
+    writes. MLflow's store would create a Default experiment where there is none, so that step
+    is left out; and it makes the "parent folder" of the URI's path, which for a read-only
+    ``file:`` URI is a relative folder named ``file:``, so it is built from a scratch folder."""
     _allow_file_store()
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
+    class ReadOnlySqlStore(SqlAlchemyStore):
+        def _initialize_store_state(self):
+            pass
+
     logging_off()
-    return SqlAlchemyStore(f"sqlite:///file:{staging}?mode=ro&uri=true", "file:///nonexistent-artifacts")
+    scratch = cache_dir() / "scratch-tracking"
+    previous = os.getcwd()
+    os.chdir(scratch)
+    try:
+        return ReadOnlySqlStore(f"sqlite:///file:{staging}?mode=ro&uri=true", scratch.as_uri())
+    finally:
+        os.chdir(previous)
 
 
 def logging_off() -> None:

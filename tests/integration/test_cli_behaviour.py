@@ -60,7 +60,7 @@ def test_report_json_holds_what_it_claims(tree, tmp_path):
     assert set(report["phases"]) >= {"schema", "load", "verify", "promote"}
     assert report["throughput"]["rows"] == sum(report["counts"]["source"].values())
     assert report["verification"]["status"] == "SUCCESS"
-    assert report["verification"]["entities"]["runs"] == {"checked": 7, "passed": 7}
+    assert report["verification"]["entities"]["runs"] == {"checked": 7, "passed": 7, "skipped": 0}
 
 
 def test_piped_logs_are_json_lines_and_no_verify_is_loud(tree, tmp_path):

@@ -9,7 +9,15 @@ import math
 
 import pytest
 
-from etl.source.read import FLOAT_MAX, SourceError, parse_metric_lines, read_key_folder, read_text, read_yaml
+from etl.source.read import (
+    FLOAT_MAX,
+    SourceError,
+    SourceErrors,
+    parse_metric_lines,
+    read_key_folder,
+    read_text,
+    read_yaml,
+)
 
 
 def write(path, data: bytes | str):
@@ -71,8 +79,17 @@ def test_key_folder_symlink_loop_is_an_error(tmp_path):
     folder = tmp_path / "tags"
     (folder / "d").mkdir(parents=True)
     (folder / "d" / "loop").symlink_to(folder / "d", target_is_directory=True)
-    with pytest.raises(SourceError, match="symlink loop"):
+    with pytest.raises(SourceErrors, match="symlink loop"):
         read_key_folder(str(folder))
+
+
+def test_key_folder_reports_every_bad_file(tmp_path):
+    write(tmp_path / "tags" / "good", "ok")
+    bad_one = write(tmp_path / "tags" / "bad1", b"\xff")
+    bad_two = write(tmp_path / "tags" / "nested" / "bad2", b"\xfe")
+    with pytest.raises(SourceErrors) as info:
+        read_key_folder(str(tmp_path / "tags"))
+    assert sorted(e.path for e in info.value.errors) == sorted([bad_one, bad_two])
 
 
 @pytest.mark.parametrize(
