@@ -1,0 +1,189 @@
+"""What the benchmarks share: synthetic trees, the contenders' command lines, one timed run.
+
+Every contender runs as a subprocess of this interpreter (the dev venv), into a target file that
+does not exist yet, while ``peak_rss.PeakRSS`` samples the memory of its whole process tree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from peak_rss import PeakRSS
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+MAKE_TREE = REPO / "scripts" / "make_large_tree.py"
+REFERENCE = BENCH / "reference_migrate.py"
+
+# (shape, make_large_tree --scale) per --bench-size. "full" is the issue's shapes:
+# metric-heavy 2,000 runs x 10 params x 5 tags x 10 metric keys x 50-100 steps;
+# wide 10,000 runs x 10 params x 10 tags x 5 metrics x 1 step.
+SIZES = {
+    "ci": {"metric-heavy": 0.1, "wide": 0.1},
+    "full": {"metric-heavy": 1.0, "wide": 1.0},
+}
+SHAPES = ("metric-heavy", "wide")
+
+ETL = "etl-migrate"
+ETL_NO_VERIFY = "etl-migrate --no-verify"
+BUILTIN = "migrate-filestore"
+REFERENCE_NAME = "reference"
+CONTENDERS = (ETL, ETL_NO_VERIFY, BUILTIN, REFERENCE_NAME)
+
+# Rows MLflow's migrations put in an empty database (alembic_version, workspaces): not migrated.
+_template_counts: dict[str, int] | None = None
+
+
+def default_tree_cache() -> Path:
+    explicit = os.environ.get("ETL_BENCH_TREES")
+    return Path(explicit) if explicit else Path(tempfile.gettempdir()) / "etl-migrate-bench-trees"
+
+
+def bench_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["MLFLOW_ALLOW_FILE_STORE"] = "true"
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+# --------------------------------------------------------------------------------------------
+# trees
+
+
+@dataclass(frozen=True)
+class Tree:
+    shape: str
+    scale: float
+    mlruns: Path
+    files: int
+    summary: dict = field(hash=False, compare=False)
+
+    @property
+    def label(self) -> str:
+        return f"{self.shape} x{self.scale:g}"
+
+    @property
+    def runs(self) -> int:
+        return self.summary["counts"]["runs"]
+
+
+def _generator_digest() -> str:
+    """A changed generator means a new tree, not a stale cached one."""
+    return hashlib.sha256(MAKE_TREE.read_bytes()).hexdigest()[:10]
+
+
+def count_files(root: Path) -> int:
+    return sum(len(files) for _, _, files in os.walk(root))
+
+
+def warm_page_cache(root: Path) -> None:
+    """Read every file once, so the first contender does not pay for a cold cache alone."""
+    for folder, _, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(folder, name), "rb") as f:
+                f.read()
+
+
+def build_tree(cache: Path, shape: str, scale: float, seed: int = 0) -> Tree:
+    """The tree for (shape, scale, seed), generated once and then reused from the cache."""
+    folder = cache / f"{shape}-x{scale:g}-seed{seed}-{_generator_digest()}"
+    mlruns = folder / "mlruns"
+    done = folder / "summary.json"
+    if not done.is_file():
+        if folder.exists():
+            shutil.rmtree(folder)  # a half-written tree from an interrupted session
+        folder.mkdir(parents=True)
+        cmd = [sys.executable, str(MAKE_TREE), "--output", str(mlruns), "--shape", shape,
+               "--scale", str(scale), "--seed", str(seed)]  # fmt: skip
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        summary = json.loads(out)
+        summary["files_counted"] = count_files(mlruns)
+        done.write_text(json.dumps(summary, indent=2))
+    summary = json.loads(done.read_text())
+    warm_page_cache(mlruns)
+    return Tree(shape, scale, mlruns, summary["files_counted"], summary)
+
+
+# --------------------------------------------------------------------------------------------
+# contenders
+
+
+def command(contender: str, tree: Tree, db: Path, report: Path, workers: int | None = None):
+    uri = f"sqlite:///{db}"
+    if contender in (ETL, ETL_NO_VERIFY):
+        cmd = [sys.executable, "-m", "etl", "--source", str(tree.mlruns), "--target", uri,
+               "--report", str(report), "--log-format", "json"]  # fmt: skip
+        if contender == ETL_NO_VERIFY:
+            cmd.append("--no-verify")
+        if workers is not None:
+            cmd += ["--workers", str(workers)]
+        return cmd
+    if contender == BUILTIN:
+        return [sys.executable, "-m", "mlflow", "migrate-filestore",
+                "--source", str(tree.mlruns), "--target", uri]  # fmt: skip
+    if contender == REFERENCE_NAME:
+        return [sys.executable, str(REFERENCE), "--source", str(tree.mlruns), "--target", uri]
+    raise ValueError(contender)
+
+
+@dataclass
+class RunResult:
+    seconds: float
+    peak_rss_mib: float
+    exit_code: int
+    db: Path
+    phases: dict[str, float]
+    stderr_tail: str
+
+
+def run_once(cmd: list[str], db: Path, report: Path, workdir: Path) -> RunResult:
+    """One timed subprocess run; output goes to files (a full pipe must not stall the child)."""
+    with open(workdir / "stdout.log", "wb") as out, open(workdir / "stderr.log", "wb") as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                cwd=workdir, env=bench_env())  # fmt: skip
+        with PeakRSS(proc.pid) as peak:
+            code = proc.wait()
+        seconds = time.perf_counter() - started
+    phases = {}
+    if report.is_file():
+        phases = json.loads(report.read_text()).get("phases") or {}
+    tail = (workdir / "stderr.log").read_text(errors="replace")[-3000:]
+    return RunResult(seconds, peak.max_mib, code, db, phases, tail)
+
+
+def count_rows(db: Path) -> dict[str, int]:
+    """Rows per table that the migration wrote (MLflow's own seed rows left out)."""
+    global _template_counts
+    if _template_counts is None:
+        from etl.sink.schema import template_path
+
+        _template_counts = _table_counts(template_path())
+    counts = _table_counts(db)
+    written = {t: n - _template_counts.get(t, 0) for t, n in counts.items()}
+    return {t: n for t, n in written.items() if n}
+
+
+def _table_counts(db: Path) -> dict[str, int]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return {t: conn.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in tables}
+    finally:
+        conn.close()
+
+
+def remove_db(db: Path) -> None:
+    for path in db.parent.glob(db.name + "*"):
+        path.unlink(missing_ok=True)

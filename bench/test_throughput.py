@@ -1,0 +1,40 @@
+"""etl-migrate beside `mlflow migrate-filestore` and a plain reference script, timed in one session.
+
+Timings are recorded, never asserted: only a non-zero exit code fails a benchmark.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from harness import CONTENDERS, ETL_NO_VERIFY, SHAPES, SIZES
+
+CASES = [(shape, contender) for shape in SHAPES for contender in CONTENDERS]
+
+
+@pytest.mark.parametrize(
+    ("shape", "contender"),
+    CASES,
+    ids=[f"{s}-{c.replace(' --', '-')}" for s, c in CASES],
+)
+def test_throughput(shape, contender, bench_size, tree_factory, measure):
+    tree = tree_factory(shape, SIZES[bench_size][shape])
+    measure(contender, tree, table="throughput", key=contender)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 4, 8])
+def test_scaling_workers(workers, tree_factory, measure):
+    """--workers on the metric-heavy ci tree (parsing uses at most one process per core)."""
+    tree = tree_factory("metric-heavy", SIZES["ci"]["metric-heavy"])
+    measure(ETL_NO_VERIFY, tree, table="workers", key=f"--workers {workers}", workers=workers)
+
+
+@pytest.mark.parametrize("factor", [1, 10], ids=["x1", "x10"])
+def test_scaling_size(factor, bench_size, tree_factory, measure, pytestconfig):
+    """Time and peak RSS on a metric-heavy tree and one 10x its size: RSS should stay flat."""
+    if factor == 10 and bench_size != "full" and not pytestconfig.getoption("--bench-x10"):
+        pytest.skip("x10 runs only under --bench-size full or with --bench-x10")
+    base = SIZES[bench_size]["metric-heavy"]
+    tree = tree_factory("metric-heavy", base * factor)
+    key = f"{tree.label} ({tree.runs:,} runs)"
+    measure(ETL_NO_VERIFY, tree, table="size", key=key, rounds=1 if factor > 1 else None)
