@@ -28,6 +28,12 @@ def _on_sigterm(signum, frame):
     raise Terminated()
 
 
+def _on_sigint(signum, frame):
+    # Our own handler, not Python's default: asyncio replaces the default one with a handler that
+    # only cancels the main task, and a cancelled anyio task group can swallow that and go on.
+    raise KeyboardInterrupt()
+
+
 def _common_options(func):
     options = [
         click.option("--workers", default=defaults.DEFAULT_WORKERS, show_default=True,
@@ -113,6 +119,7 @@ def verify_command(ctx, source, target, workers, report_path, verbose, quiet, lo
 def _guarded(report: dict, body) -> int:
     """Run body(); map every way a run can end to its exit status and an error line."""
     signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGINT, _on_sigint)
     started = time.monotonic()
     try:
         body()
@@ -137,6 +144,10 @@ def _guarded(report: dict, body) -> int:
         code = 143
     except OSError as e:
         click.echo(f"error: {e}; the target was not touched", err=True)
+        code = 4
+    except Exception as e:  # noqa: BLE001 - an unforeseen failure still ends cleanly, and says so
+        log.exception("internal error")
+        click.echo(f"error: internal error ({type(e).__name__}: {e}); the target was not touched", err=True)
         code = 4
     report["exit_status"] = code
     report["seconds"] = round(time.monotonic() - started, 3)

@@ -171,10 +171,26 @@ async def verify_existing(source: Path, target: str, workers: int, progress: Pro
     return mlruns, path, report, {"verify": time.monotonic() - started}
 
 
+def first_error(group: BaseExceptionGroup) -> BaseException:
+    """The error that stopped a task group (the others are its consequences: cancellations)."""
+    for exc in group.exceptions:
+        return first_error(exc) if isinstance(exc, BaseExceptionGroup) else exc
+    return group
+
+
 async def load(
     mlruns: Path, writer: StagingWriter | None, config: MigrationConfig, progress: Progress
 ) -> LoadStats:
     """Discover, parse and (unless writer is None, for a dry run) write the whole tree."""
+    try:
+        return await _load(mlruns, writer, config, progress)
+    except BaseExceptionGroup as group:
+        raise first_error(group) from None
+
+
+async def _load(
+    mlruns: Path, writer: StagingWriter | None, config: MigrationConfig, progress: Progress
+) -> LoadStats:
     stats = LoadStats()
     limiter = anyio.CapacityLimiter(process_count(config.workers))
     units_send, units_recv = anyio.create_memory_object_stream[WorkUnit](config.queue_size)
@@ -282,6 +298,13 @@ async def verify(
 ) -> VerificationReport:
     """Compare the staged database with the source; items in ``skipped`` (entity -> ids, left
     out with --skip-invalid) are counted as skipped instead of compared."""
+    try:
+        return await _verify(mlruns, staging, workers, progress, skipped)
+    except BaseExceptionGroup as group:
+        raise first_error(group) from None
+
+
+async def _verify(mlruns, staging, workers, progress, skipped) -> VerificationReport:
     limiter = anyio.CapacityLimiter(process_count(workers))
     root, db = str(mlruns), str(staging)
     progress.phase("verify", total=2)

@@ -8,6 +8,7 @@ file, which is removed, and the target was never touched.
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -71,6 +72,8 @@ class StagingWriter:
                 self._pending += len(rows)
         except sqlite3.IntegrityError as e:
             raise MigrationError(f"the source holds two entities with the same key: {e}") from e
+        except sqlite3.OperationalError as e:
+            raise self._write_failed(e) from e
         if self._pending >= self.batch_size:
             self.commit()
 
@@ -95,9 +98,21 @@ class StagingWriter:
 
     def commit(self) -> None:
         if self._in_transaction:
-            self.conn.execute("COMMIT")
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.OperationalError as e:
+                raise self._write_failed(e) from e
             self._in_transaction = False
         self._pending = 0
+
+    def _write_failed(self, error: sqlite3.OperationalError) -> MigrationError:
+        # SQLite reports a full disk as "database or disk is full", and a write refused by a
+        # file-size limit (EFBIG) as a generic "disk I/O error"; both mean no room to write.
+        free = shutil.disk_usage(self.path.parent).free
+        return MigrationError(
+            f"writing the staging database {self.path} failed: {error} (is the disk full, or a "
+            f"file-size limit reached? {free / 2**20:,.0f} MiB free in {self.path.parent})"
+        )
 
     def delete_entities(self, ids: dict[str, set]) -> None:
         """Delete experiments and runs by id; prune_orphans then removes what hung from them."""

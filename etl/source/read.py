@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 from typing import Any
 
 import yaml
@@ -46,10 +47,19 @@ def read_text(path: str) -> str:
     happens and the value is the file's bytes decoded as UTF-8, trailing newlines included.
     """
     try:
-        with open(path, "rb") as f:
+        # O_NONBLOCK: a named pipe (or device) in the tree must not hang the run on open.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as e:
+        raise SourceError(path, f"cannot read file: {e.strerror or e}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise SourceError(path, "not a regular file")
+        with open(fd, "rb", closefd=False) as f:
             data = f.read()
     except OSError as e:
         raise SourceError(path, f"cannot read file: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -19,6 +19,7 @@ from etl.verify.oracle import (
     sql_store,
     tracking_store,
     metric_history,
+    read_run,
 )
 from etl.verify.report import VerificationReport
 
@@ -31,6 +32,8 @@ def _connect(staging: str) -> sqlite3.Connection:
 
 def metric_value_equal(source: float, value: float, is_nan: int) -> bool:
     """NaN == NaN; +-Inf matches the SQL store's +-FLOAT_MAX by sign; else rel_tol 1e-9."""
+    if source == value and not is_nan:
+        return True
     if math.isnan(source):
         return bool(is_nan)
     if is_nan:
@@ -259,7 +262,7 @@ def _target_runs(conn: sqlite3.Connection, run_ids: list[str]) -> dict:
     history = defaultdict(list)
     for run_id, key, ts, step, value, is_nan in conn.execute(
         f"SELECT run_uuid, key, timestamp, step, value, is_nan FROM metrics "
-        f"WHERE run_uuid IN ({marks}) ORDER BY run_uuid, key, step, timestamp, value",
+        f"WHERE run_uuid IN ({marks}) ORDER BY run_uuid, key, step, timestamp, value, is_nan",
         run_ids,
     ):
         history[(run_id, key)].append((ts, step, value, is_nan))
@@ -308,8 +311,8 @@ def _verify_run(report, store, mlruns, experiment_id, run_id, target) -> None:
     if row is None:
         report.mismatch("runs", run_id, "presence", True, False)
         return
-    run = store.get_run(run_id)
-    info = run.info
+    exp_dir = store._get_experiment_path(experiment_id, assert_exists=True)
+    info, params, tags, inputs, outputs, metric_keys = read_run(store, os.path.join(exp_dir, run_id))
     src = {
         "name": info.run_name, "experiment_id": info.experiment_id, "user_id": info.user_id,
         "status": info.status, "start_time": info.start_time, "end_time": info.end_time,
@@ -318,15 +321,15 @@ def _verify_run(report, store, mlruns, experiment_id, run_id, target) -> None:
     _compare_fields(report, "runs", run_id, RUN_FIELDS, src, row)
 
     report.checked("params")
-    _compare_dict(report, "params", run_id, dict(run.data.params), target["params"].get(run_id, {}))
+    _compare_dict(report, "params", run_id, params, target["params"].get(run_id, {}))
     report.checked("tags")
-    _compare_dict(report, "tags", run_id, dict(run.data.tags), target["tags"].get(run_id, {}))
+    _compare_dict(report, "tags", run_id, tags, target["tags"].get(run_id, {}))
 
-    _verify_run_inputs(report, run, target)
+    _verify_run_inputs(report, run_id, inputs, outputs, target)
 
     report.checked("latest_metrics")
     target_latest = target["latest"].get(run_id, {})
-    keys = set(run.data.metrics)
+    keys = set(metric_keys)
     for key in sorted(target_latest.keys() - keys):
         report.mismatch("latest_metrics", run_id, key, None, target_latest[key])
     for key in sorted(keys):
@@ -335,21 +338,20 @@ def _verify_run(report, store, mlruns, experiment_id, run_id, target) -> None:
         _verify_latest(report, run_id, key, points, target_latest.get(key))
 
 
-def _verify_run_inputs(report, run, target) -> None:
-    run_id = run.info.run_id
+def _verify_run_inputs(report, run_id, inputs, outputs, target) -> None:
     report.checked("inputs")
     # Which datasets the run used, and the input's tags; the datasets themselves are compared
     # once each (_verify_datasets), so one wrong dataset field is reported once.
     datasets = sorted(
         (d.dataset.name, d.dataset.digest, tuple(sorted((t.key, t.value) for t in d.tags)))
-        for d in run.inputs.dataset_inputs
+        for d in inputs.dataset_inputs
     )
     if datasets != sorted(target["inputs"].get(run_id, [])):
         report.mismatch("inputs", run_id, "dataset_inputs", datasets, sorted(target["inputs"].get(run_id, [])))
-    models = sorted(m.model_id for m in run.inputs.model_inputs or [])
+    models = sorted(m.model_id for m in inputs.model_inputs or [])
     if models != sorted(target["model_inputs"].get(run_id, [])):
         report.mismatch("inputs", run_id, "model_inputs", models, sorted(target["model_inputs"].get(run_id, [])))
-    outputs = sorted((m.model_id, m.step) for m in (run.outputs.model_outputs if run.outputs else []))
+    outputs = sorted((m.model_id, m.step) for m in (outputs.model_outputs if outputs else []))
     if outputs != sorted(target["outputs"].get(run_id, [])):
         report.mismatch("inputs", run_id, "model_outputs", outputs, sorted(target["outputs"].get(run_id, [])))
 
@@ -359,8 +361,10 @@ def _verify_history(report, id_, points, target) -> None:
     report.checked("metrics")
     unique = {}
     for ts, step, value in points:
-        unique.setdefault((ts, step) + _sql_value(value), (ts, step, value))
-    source = sorted(unique.values(), key=lambda p: (p[1], p[0]) + _sql_value(p[2]))
+        # NaN != NaN, so NaN points are keyed (and ordered) the way the SQL store holds them.
+        key = (step, ts, value, 0) if value == value else (step, ts, 0.0, 1)
+        unique.setdefault(key, (ts, step, value))
+    source = [unique[k] for k in sorted(unique)]
     if len(source) != len(target):
         report.mismatch("metrics", id_, "points", len(source), len(target))
         return

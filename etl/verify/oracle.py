@@ -104,6 +104,25 @@ def registry_store(mlruns: str):
     return store
 
 
+def read_run(store, run_dir: str):
+    """(run_info, params, tags, inputs, outputs, metric keys) of a run folder.
+
+    ``FileStore._get_run_from_info`` without the latest-metric pass: it parses every metric
+    file to find each key's latest point, and the verifier parses the full histories anyway
+    (``metric_history``) and applies the SQL store's latest rule to them.
+    """
+    from mlflow.store.tracking.file_store import _get_run_name_from_tags
+
+    info = store._get_run_info_from_dir(run_dir)
+    params = {p.key: p.value for p in store._get_all_params(info)}
+    tag_list = store._get_all_tags(info)
+    if not info.run_name and (name := _get_run_name_from_tags(tag_list)):
+        info._set_run_name(name)
+    tags = {t.key: t.value for t in tag_list}
+    _, metric_keys = store._get_run_files(info, "metric")
+    return info, params, tags, store._get_all_inputs(info), store._get_all_outputs(info), metric_keys
+
+
 def metric_history(store, run_info, key: str) -> list[tuple[int, int, float]]:
     """A run metric's points (timestamp, step, value) through MLflow's line reader.
 

@@ -1,0 +1,146 @@
+"""The worst day: kill -9 at many points, Ctrl-C, SIGTERM, a full disk, a file that would hang.
+
+Every test runs the real CLI in a subprocess. The invariant each one checks: the target is
+either absent (untouched) or complete and verified, and no staging file outlives a run that
+could clean it up.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, run_cli, tree_fingerprint
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    """A synthetic tree big enough that a run lasts a few seconds (load, then verification)."""
+    mlruns = tmp_path_factory.mktemp("crash") / "mlruns"
+    subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "make_large_tree.py"), "--output", str(mlruns),
+         "--shape", "metric-heavy", "--runs", "120", "--registered-models", "1"],
+        check=True, capture_output=True, timeout=300,
+    )
+    return mlruns
+
+
+def start(tree: Path, db: Path, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "etl", "--source", str(tree), "--target", f"sqlite:///{db}", "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs,
+    )
+
+
+def staging_files(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir() if ".staging-" in p.name]
+
+
+def wait_for_children_to_exit(pid: int, timeout: float = 10) -> None:
+    """Worker processes of a dead CLI see their pipe close and exit; none may linger."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+        if not out.strip():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"processes of pid {pid} still running: {out}")
+
+
+def test_kill_9_at_many_points_never_leaves_a_partial_target(tree, tmp_path):
+    before = tree_fingerprint(tree)
+    outcomes = []
+    # From the first instant to past the end: discovery, load, verification, rename.
+    for i, delay in enumerate([0.0, 0.05, 0.15, 0.3, 0.5, 0.8, 1.2, 1.8, 2.5, 3.5, 5.0, 7.0]):
+        folder = tmp_path / f"kill{i}"
+        folder.mkdir()
+        db = folder / "mlflow.db"
+        proc = start(tree, db)
+        time.sleep(delay)
+        proc.kill()
+        proc.wait()
+        wait_for_children_to_exit(proc.pid)
+        if db.exists():
+            check = run_cli("verify", "--source", str(tree), "--target", f"sqlite:///{db}")
+            assert check.returncode == 0, f"kill after {delay}s left a target that does not verify"
+            outcomes.append("complete")
+        else:
+            outcomes.append("absent")
+    assert "absent" in outcomes  # the early kills did land mid-run
+    # The next run on a folder a killed run left behind removes its staging file and succeeds.
+    leftover = next(tmp_path / f"kill{i}" for i, o in enumerate(outcomes)
+                    if o == "absent" and staging_files(tmp_path / f"kill{i}"))
+    again = run_cli("--source", str(tree), "--target", f"sqlite:///{leftover}/mlflow.db", "-q")
+    assert again.returncode == 0, again.stderr
+    assert staging_files(leftover) == []
+    assert tree_fingerprint(tree) == before
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_stops_cleanly(tree, tmp_path, sig, code):
+    db = tmp_path / "mlflow.db"
+    proc = start(tree, db)
+    deadline = time.monotonic() + 60
+    while not staging_files(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert "the target was not touched" in err
+    assert not db.exists()
+    assert staging_files(tmp_path) == []
+    wait_for_children_to_exit(proc.pid)
+
+
+def test_ctrl_c_in_a_terminal_reaches_workers_too(tree, tmp_path):
+    """A terminal's Ctrl-C goes to the whole process group, worker processes included."""
+    db = tmp_path / "mlflow.db"
+    proc = start(tree, db, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not staging_files(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert not db.exists() and staging_files(tmp_path) == []
+
+
+def _file_size_limit(limit: int):
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get EFBIG from write(), not a kill
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def test_full_disk_is_a_clear_error_and_the_target_is_untouched(tree, tmp_path):
+    db = tmp_path / "mlflow.db"
+    db.write_bytes(b"")  # an empty file may be replaced; it must still be here, empty, after
+    proc = start(tree, db, preexec_fn=_file_size_limit(3 * 1024 * 1024))
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 4, err
+    assert f"writing the staging database {tmp_path}/.mlflow.db.staging-" in err
+    assert "is the disk full, or a file-size limit reached?" in err
+    assert db.read_bytes() == b""
+    assert staging_files(tmp_path) == []
+
+
+def test_a_named_pipe_in_the_tree_is_an_error_not_a_hang(tree, tmp_path):
+    import shutil
+
+    copy = tmp_path / "mlruns"
+    shutil.copytree(tree, copy)
+    run_dir = next(p.parent for p in sorted(copy.glob("[1-9]*/*/meta.yaml")))
+    fifo = run_dir / "params" / "pipe"
+    os.mkfifo(fifo)
+    result = run_cli("--source", str(copy), "--target", f"sqlite:///{tmp_path}/mlflow.db", timeout=120)
+    assert result.returncode == 3
+    assert f"{fifo}: not a regular file" in result.stderr
