@@ -2,8 +2,10 @@
 # The cross-version matrix, one script for .ci/run and .github/workflows/migration-tests.yml:
 #   fixtures   generate the fixture trees of each MLflow era (full size) with uv
 #   newest     the suite on the newest supported MLflow, integration tests on every fixture tree
+#   fixture-tests  only the fixture-tree integration tests, on the newest MLflow (for .ci/run,
+#              which has just run the whole suite on the newest MLflow through the README line)
 #   oldest     the suite on the oldest supported MLflow, integration tests on every fixture tree
-# Usage: scripts/ci_matrix.sh [fixtures|newest|oldest|all]   (default: all)
+# Usage: scripts/ci_matrix.sh [fixtures|newest|fixture-tests|oldest|all]   (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,6 +46,12 @@ newest() {
   uv run --extra test pytest tests $(fixture_args)
 }
 
+fixture_tests() {
+  echo "== fixture-tree integration tests on the newest MLflow"
+  # shellcheck disable=SC2046
+  uv run --extra test pytest tests/integration/test_fixture_trees.py $(fixture_args)
+}
+
 oldest() {
   echo "== suite on MLflow $OLDEST_MLFLOW (oldest supported)"
   uv venv --quiet --allow-existing .ci-work/venv-oldest
@@ -55,7 +63,8 @@ oldest() {
 case "${1:-all}" in
   fixtures) fixtures ;;
   newest) newest ;;
+  fixture-tests) fixture_tests ;;
   oldest) oldest ;;
   all) fixtures; newest; oldest ;;
-  *) echo "usage: $0 [fixtures|newest|oldest|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [fixtures|newest|fixture-tests|oldest|all]" >&2; exit 2 ;;
 esac

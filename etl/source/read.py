@@ -91,7 +91,8 @@ def read_key_folder(folder: str) -> dict[str, str]:
     """
     result: dict[str, str] = {}
     errors: list[SourceError] = []
-    _read_key_folder_into(folder, "", result, set(), errors)
+    # The folder itself counts as visited: a link back to it is a loop at the link.
+    _read_key_folder_into(folder, "", result, {os.path.realpath(folder)}, errors)
     if errors:
         raise SourceErrors(errors)
     return result
