@@ -1100,6 +1100,9 @@ def generate(cfg: Config) -> dict:
     out = str(cfg.output)
     if os.path.lexists(out):
         if cfg.overwrite:
+            mlruns_like = os.path.isdir(f"{out}/.trash") or os.path.isfile(f"{out}/0/meta.yaml")
+            if os.listdir(out) and not mlruns_like:
+                raise SystemExit(f"refusing to delete {out}: it does not look like an mlruns tree")
             shutil.rmtree(out)
         elif os.listdir(out):
             raise SystemExit(f"{out} exists and is not empty (use --overwrite)")

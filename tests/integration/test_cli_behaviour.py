@@ -92,3 +92,16 @@ def test_help_documents_exit_codes():
     assert result.returncode == 0
     for code in ("0", "1", "2", "3", "4", "130", "143"):
         assert f"  {code:>3}  " in result.stdout
+
+
+def test_tracking_only_tree_and_relative_source(tree, tmp_path):
+    """A tree never used with the registry has no models/ folder; --source may be relative."""
+    mlruns, _ = tree
+    copy = tmp_path / "mlruns"
+    shutil.copytree(mlruns, copy)
+    shutil.rmtree(copy / "models")
+    result = run_cli("--source", "mlruns", "--target", "sqlite:///mlflow.db", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Status: SUCCESS" in result.stdout
+    assert not (copy / "models").exists()  # the verifier did not create it either
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db", "mlruns"]
