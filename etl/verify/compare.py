@@ -479,6 +479,21 @@ def verify_registry(mlruns: str, staging: str, skipped: dict[str, set[str]] | No
 
 # --- traces and assessments -------------------------------------------------------------------
 
+def _read_target(report, entity: str, id_: str, read, *args):
+    """An entity through MLflow's SQL store: absent, or present but not readable by MLflow
+    (a database another tool wrote can hold rows MLflow itself rejects), are both mismatches."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return read(*args)
+    except MlflowException as e:
+        if e.error_code == "RESOURCE_DOES_NOT_EXIST":
+            report.mismatch(entity, id_, "presence", True, False)
+        else:
+            report.mismatch(entity, id_, "readable by MLflow", True, str(e)[:200])
+    return None
+
+
 TRACE_FIELDS = (
     "request_time", "execution_duration", "state", "client_request_id", "request_preview",
     "response_preview",
@@ -495,10 +510,8 @@ def verify_traces(mlruns: str, staging: str, experiment_id: str, trace_ids: list
     for trace_id in trace_ids:
         report.checked("traces")
         source = store.get_trace_info(trace_id)
-        try:
-            other = target.get_trace_info(trace_id)
-        except Exception:
-            report.mismatch("traces", trace_id, "presence", True, False)
+        other = _read_target(report, "traces", trace_id, target.get_trace_info, trace_id)
+        if other is None:
             continue
         src = {f: getattr(source, f) for f in TRACE_FIELDS}
         src["state"] = str(source.state)
@@ -573,10 +586,8 @@ def verify_logged_models(mlruns: str, staging: str, experiment_id: str, model_id
     for model_id in model_ids:
         report.checked("logged_models")
         source = store._get_model_from_dir(os.path.join(folder, model_id))
-        try:
-            other = target.get_logged_model(model_id, allow_deleted=True)
-        except Exception:
-            report.mismatch("logged_models", model_id, "presence", True, False)
+        other = _read_target(report, "logged_models", model_id, target.get_logged_model, model_id, True)
+        if other is None:
             continue
         _compare_fields(
             report, "logged_models", model_id, LOGGED_MODEL_FIELDS,
