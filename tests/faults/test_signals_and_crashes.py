@@ -144,3 +144,23 @@ def test_a_named_pipe_in_the_tree_is_an_error_not_a_hang(tree, tmp_path):
     result = run_cli("--source", str(copy), "--target", f"sqlite:///{tmp_path}/mlflow.db", timeout=120)
     assert result.returncode == 3
     assert f"{fifo}: not a regular file" in result.stderr
+
+
+def test_a_worker_process_dying_stops_the_run_promptly(tree, tmp_path):
+    """A producer failing (here: its process killed, as the OOM killer would) ends the whole
+    run: no hang, no orphaned tasks, exit status 4, target untouched, staging removed."""
+    db = tmp_path / "mlflow.db"
+    proc = start(tree, db)
+    deadline = time.monotonic() + 60
+    workers = []
+    while not workers and time.monotonic() < deadline:
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(proc.pid)], capture_output=True, text=True).stdout
+        workers = [int(p) for p in out.split()]
+        time.sleep(0.02)
+    assert workers, "no worker process appeared"
+    os.kill(workers[0], signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 4, err
+    assert "the target was not touched" in err
+    assert not db.exists() and staging_files(tmp_path) == []
+    wait_for_children_to_exit(proc.pid)
