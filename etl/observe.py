@@ -33,11 +33,22 @@ def configure_logging(verbose: bool = False, quiet: bool = False, fmt: str = "au
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),
         cache_logger_on_first_use=False,
     )
     # MLflow and alembic log through the stdlib; keep them to warnings unless asked.
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, stream=sys.stderr)
+
+
+class _CurrentStderr:
+    """sys.stderr as it is at each write: the progress display swaps it so that log lines are
+    printed above the bars instead of through them."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
 
 
 class Progress:
