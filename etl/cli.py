@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
+import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -24,13 +28,37 @@ class Terminated(BaseException):
     """SIGTERM, raised in the main thread so the run unwinds exactly as Ctrl-C does."""
 
 
+# How long a stop (Ctrl-C, SIGTERM) may take to unwind before the process exits regardless.
+STOP_GRACE_SECONDS = 30
+
+
+def _arm_stop_watchdog(code: int) -> None:
+    """If unwinding after a signal ever hangs (a worker that will not die, say), still exit with
+    the signal's status and without this run's staging file; the lock dies with the process."""
+
+    def fire() -> None:
+        for path in glob.glob(f"{_staging_glob}{os.getpid()}*"):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        os._exit(code)
+
+    timer = threading.Timer(STOP_GRACE_SECONDS, fire)
+    timer.daemon = True
+    timer.start()
+
+
+_staging_glob = ""
+
+
 def _on_sigterm(signum, frame):
+    _arm_stop_watchdog(143)
     raise Terminated()
 
 
 def _on_sigint(signum, frame):
     # Our own handler, not Python's default: asyncio replaces the default one with a handler that
     # only cancels the main task, and a cancelled anyio task group can swallow that and go on.
+    _arm_stop_watchdog(130)
     raise KeyboardInterrupt()
 
 
@@ -165,6 +193,11 @@ def _finish(report: dict, report_path: Path | None) -> None:
 
 def _run_migrate(cfg: MigrationConfig, dry_run: bool, quiet: bool) -> int:
     from etl.pipeline import dry_run as run_dry, migrate
+    from etl.sink.staging import StagingArea, target_path
+
+    global _staging_glob
+    with contextlib.suppress(MigrationError):
+        _staging_glob = str(StagingArea.staging_for(target_path(cfg.target), ""))
 
     report = new_report("dry-run" if dry_run else "migrate", cfg.source, cfg.target)
     progress = make_progress(quiet)

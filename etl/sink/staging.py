@@ -86,9 +86,13 @@ class StagingArea:
         self.target = target
         self.keep_failed = keep_failed
         self.lock_path = target.with_name(f".{target.name}.etl-migrate.lock")
-        self.staging = target.with_name(f".{target.name}.staging-{os.getpid()}")
+        self.staging = self.staging_for(target, os.getpid())
         self._lock_fd: int | None = None
         self.promoted = False
+
+    @staticmethod
+    def staging_for(target: Path, pid) -> Path:
+        return target.with_name(f".{target.name}.staging-{pid}")
 
     def __enter__(self) -> StagingArea:
         self._acquire_lock()

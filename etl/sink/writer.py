@@ -8,8 +8,10 @@ file, which is removed, and the target was never touched.
 
 from __future__ import annotations
 
+import functools
 import shutil
 import sqlite3
+import threading
 from pathlib import Path
 
 from etl.errors import MigrationError
@@ -40,6 +42,17 @@ def insert_sql(table: str, columns: tuple[str, ...]) -> str:
     return f'{verb} INTO "{table}" ({quoted}) VALUES ({marks})'
 
 
+def _exclusive(method):
+    """One call at a time on the connection; abort() waits for the call in flight to end."""
+
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
 class StagingWriter:
     def __init__(self, path: Path, batch_size: int):
         self.path = path
@@ -55,7 +68,9 @@ class StagingWriter:
         self._dict_sql: dict[tuple[str, tuple[str, ...]], tuple[str, tuple[str, ...]]] = {}
         self._pending = 0
         self._in_transaction = False
+        self._lock = threading.Lock()
 
+    @_exclusive
     def write(self, batch: RowBatch) -> None:
         if not self._in_transaction:
             self.conn.execute("BEGIN")
@@ -114,6 +129,7 @@ class StagingWriter:
             f"file-size limit reached? {free / 2**20:,.0f} MiB free in {self.path.parent})"
         )
 
+    @_exclusive
     def delete_entities(self, ids: dict[str, set]) -> None:
         """Delete experiments and runs by id; prune_orphans then removes what hung from them."""
         self.commit()
@@ -122,6 +138,7 @@ class StagingWriter:
         self.conn.executemany("DELETE FROM runs WHERE run_uuid = ?", [(i,) for i in ids["runs"]])
         self.conn.execute("COMMIT")
 
+    @_exclusive
     def prune_orphans(self) -> dict[str, int]:
         """Delete rows whose parent entity was left out (--skip-invalid); rows deleted per table.
 
@@ -150,6 +167,7 @@ class StagingWriter:
                 dropped[table] = dropped.get(table, 0) + count
         return dropped
 
+    @_exclusive
     def finish(self) -> None:
         """Commit, prove referential integrity, and close."""
         self.commit()
@@ -160,7 +178,21 @@ class StagingWriter:
         self.conn.close()
 
     def abort(self) -> None:
+        """Stop whatever the writer thread is doing and close the connection.
+
+        The run may be unwinding (Ctrl-C, an error elsewhere) while a worker thread is inside
+        executemany; closing a connection under a running statement crashes the process, so
+        interrupt the statement and wait for the thread to let go first.
+        """
+        try:
+            self.conn.interrupt()
+        except sqlite3.ProgrammingError:  # already closed by finish()
+            return
+        if not self._lock.acquire(timeout=60):
+            return  # still busy after an interrupt: leave it; the process is exiting anyway
         try:
             self.conn.close()
         except sqlite3.Error:
             pass
+        finally:
+            self._lock.release()
