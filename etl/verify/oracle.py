@@ -13,8 +13,9 @@ verify itself. MLflow's readers have three habits that matter here, all handled 
 4. The tracking reader builds expectations without the ``valid`` and ``overrides`` the file
    holds (``Expectation.from_dictionary`` ignores them); ``expectation_flags`` reads them.
 5. The tracking reader finds a run or a trace by id by listing every experiment folder, once
-   per lookup: quadratic over a whole tree. ``_index_lookups`` gives the same answers from one
-   listing per process (the tree does not change while it is verified).
+   per lookup: quadratic over a whole tree; and it resolves an experiment's folder by listing
+   the root on every read. ``_index_lookups`` gives the same answers from one listing per
+   process (the tree does not change while it is verified).
 
 The target side of traces and logged models is read through MLflow's own SqlAlchemyStore on a
 read-only connection (``sql_store``): what its client would show, derived columns included.
@@ -22,6 +23,7 @@ read-only connection (``sql_store``): what its client would show, derived column
 
 from __future__ import annotations
 
+import functools
 import os
 from functools import cache
 
@@ -90,6 +92,8 @@ def _index_lookups(store) -> None:
 
     store._find_run_root = find_run_root
     store._find_trace_dir = find_trace_dir
+    # Every per-run read resolves the experiment folder again by listing the root (and .trash).
+    store._get_experiment_path = functools.cache(store._get_experiment_path)
 
 
 @cache
