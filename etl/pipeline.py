@@ -54,7 +54,6 @@ VERIFY_CHUNK = 32
 class LoadStats:
     rows: RowCounter = field(default_factory=RowCounter)
     files: int = 0
-    units: int = 0
     problems: list[Problem] = field(default_factory=list)
     # With --skip-invalid: rows removed after the load because their parent was left out.
     orphans: dict[str, int] = field(default_factory=dict)
@@ -244,7 +243,6 @@ async def consume(
     seen_experiments: set[int] = set()
     async with rows:
         async for batch in rows:
-            stats.units += 1
             stats.files += batch.files
             stats.problems.extend(batch.problems)
             # Ids the tree holds twice: folders cannot stop that, a primary key does. The second

@@ -25,7 +25,7 @@ def sql_client(db: Path):
 
 def build_core_tree(mlruns: Path) -> dict:
     """Every core entity and the edge cases of the foundation issue. Returns ids worth naming."""
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import Metric, Param
 
     client = file_client(mlruns)
     ids: dict = {}

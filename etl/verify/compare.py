@@ -23,9 +23,6 @@ from etl.verify.oracle import (
 )
 from etl.verify.report import VerificationReport
 
-PAGE = 1000
-
-
 def _connect(staging: str) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{staging}?mode=ro", uri=True)
 

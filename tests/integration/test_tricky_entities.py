@@ -24,7 +24,7 @@ from tests.trees import file_client, sql_client
 
 def build_tricky_tree(mlruns):
     import mlflow
-    from mlflow.entities import AssessmentError, AssessmentSource, Feedback
+    from mlflow.entities import AssessmentError, AssessmentSource
 
     uri = mlruns.as_uri()
     mlflow.set_tracking_uri(uri)

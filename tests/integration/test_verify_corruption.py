@@ -94,4 +94,4 @@ def test_single_corruption_is_caught_and_named(migrated, tmp_path, case):
         assert m["id"] == str(expected_id)
     if field is not None:
         assert m["field"] == key_field
-    assert f"FAILED: " in result.stderr
+    assert "FAILED: " in result.stderr
