@@ -23,6 +23,7 @@ from etl.source.layout import (
     RunsUnit,
     TracesUnit,
     WorkUnit,
+    subdirs,
 )
 from etl.source.read import (
     SourceError,
@@ -224,7 +225,7 @@ def _collecting(errors: list, fallback, func, *args):
 
 def _run_inputs(batch: RowBatch, exp_path: str, exp_id: str, run_path: str, run_id: str) -> None:
     folder = os.path.join(run_path, "inputs")
-    for name in _subdirs(folder):
+    for name in subdirs(folder):
         meta = _meta(batch, os.path.join(folder, name), "run input")
         meta_path = os.path.join(folder, name, META)
         source_type = meta.get("source_type")
@@ -246,7 +247,7 @@ def _run_inputs(batch: RowBatch, exp_path: str, exp_id: str, run_path: str, run_
 
 def _run_outputs(batch: RowBatch, run_path: str, run_id: str) -> None:
     folder = os.path.join(run_path, "outputs")
-    for model_id in _subdirs(folder):
+    for model_id in subdirs(folder):
         meta = _meta(batch, os.path.join(folder, model_id), "run output")
         step = meta.get("step") or 0
         batch.add(
@@ -255,17 +256,10 @@ def _run_outputs(batch: RowBatch, run_path: str, run_id: str) -> None:
         )
 
 
-def _subdirs(folder: str) -> list[str]:
-    try:
-        return sorted(e.name for e in os.scandir(folder) if e.is_dir())
-    except FileNotFoundError:
-        return []
-
-
 def _extract_datasets(batch: RowBatch, exp_path: str) -> None:
     exp_id = os.path.basename(exp_path)
     folder = os.path.join(exp_path, "datasets")
-    for name in _subdirs(folder):
+    for name in subdirs(folder):
         _guarded(batch, ("datasets", f"{exp_id}/{name}"), _extract_dataset, folder, exp_id, name)
 
 

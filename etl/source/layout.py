@@ -167,7 +167,8 @@ def registered_model_dirs(mlruns: Path) -> list[str]:
         return []
 
 
-def _subdirs(folder: str) -> list[str]:
+def subdirs(folder: str) -> list[str]:
+    """Names of the folders inside folder, sorted; [] when it does not exist."""
     try:
         return sorted(e.name for e in os.scandir(folder) if e.is_dir())
     except FileNotFoundError:
@@ -186,8 +187,8 @@ def experiment_units(path: str, deleted: bool, per_unit: int) -> tuple[list[Work
     units: list[WorkUnit] = [ExperimentUnit(path, deleted)]
     runs, unknown = run_dirs(path)
     units += [RunsUnit(path, exp_id, chunk) for chunk in _chunks(runs, per_unit)]
-    traces = _subdirs(os.path.join(path, "traces"))
+    traces = subdirs(os.path.join(path, "traces"))
     units += [TracesUnit(path, exp_id, chunk) for chunk in _chunks(traces, per_unit)]
-    models = _subdirs(os.path.join(path, "models"))
+    models = subdirs(os.path.join(path, "models"))
     units += [LoggedModelsUnit(path, exp_id, chunk) for chunk in _chunks(models, per_unit)]
     return units, unknown
