@@ -18,6 +18,12 @@ import yaml
 # pure-Python one and gives the same results for the plain mappings MLflow writes.
 _YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
+# A named pipe (or device) in the tree must not hang the run on open. Windows has no such flag
+# (read_text checks the file type first there).
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+# Windows opens descriptors in text mode unless told otherwise, which would turn CRLF into LF.
+_BINARY = getattr(os, "O_BINARY", 0)
+
 # MLflow's SQL store cannot hold IEEE infinities and stores the largest finite doubles instead.
 FLOAT_MAX = 1.7976931348623157e308
 
@@ -47,8 +53,11 @@ def read_text(path: str) -> str:
     happens and the value is the file's bytes decoded as UTF-8, trailing newlines included.
     """
     try:
-        # O_NONBLOCK: a named pipe (or device) in the tree must not hang the run on open.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        if not _NONBLOCK and not stat.S_ISREG(os.stat(path).st_mode):
+            # Without O_NONBLOCK (Windows) the type is checked before the open: a device name
+            # such as CON would otherwise block the run reading the console.
+            raise SourceError(path, "not a regular file")
+        fd = os.open(path, os.O_RDONLY | _NONBLOCK | _BINARY)
     except OSError as e:
         raise SourceError(path, f"cannot read file: {e.strerror or e}") from None
     try:

@@ -6,9 +6,11 @@ Damaged files cannot be made through MLflow's API, so these tests write them by 
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 
+from etl.source import read
 from etl.source.read import (
     FLOAT_MAX,
     SourceError,
@@ -60,6 +62,19 @@ def test_malformed_metric_lines_name_file_and_line(tmp_path, content, line):
 def test_text_values_are_exact_bytes(tmp_path):
     assert read_text(write(tmp_path / "v", "a\r\nb\n")) == "a\r\nb\n"
     assert read_text(write(tmp_path / "e", "")) == ""
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs POSIX: os.mkfifo makes the named pipe")
+@pytest.mark.parametrize("nonblock", [getattr(os, "O_NONBLOCK", 0), 0], ids=["O_NONBLOCK", "windows-way"])
+def test_a_named_pipe_is_an_error_not_a_hang(tmp_path, monkeypatch, nonblock):
+    """Both guards: the non-blocking open where the flag exists, the type check before the open
+    where it does not (Windows), here forced on by clearing the flag."""
+    monkeypatch.setattr(read, "_NONBLOCK", nonblock)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(SourceError, match="not a regular file"):
+        read_text(str(fifo))
+    assert read_text(write(tmp_path / "plain", "a\r\n")) == "a\r\n"
 
 
 def test_non_utf8_value_is_an_error(tmp_path):
