@@ -144,10 +144,18 @@ def verify_command(ctx, source, target, workers, report_path, verbose, quiet, lo
     ctx.exit(_run_verify(source, target, workers, report_path, quiet))
 
 
+def _install_stop_handlers() -> None:
+    signal.signal(signal.SIGINT, _on_sigint)
+    # Windows delivers Ctrl-Break as SIGBREAK (and has no other way to stop a console program
+    # politely); it stops the run as Ctrl-C does. SIGTERM is absent on some platforms.
+    for name, handler in (("SIGBREAK", _on_sigint), ("SIGTERM", _on_sigterm)):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), handler)
+
+
 def _guarded(report: dict, body) -> int:
     """Run body(); map every way a run can end to its exit status and an error line."""
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    signal.signal(signal.SIGINT, _on_sigint)
+    _install_stop_handlers()
     started = time.monotonic()
     try:
         body()

@@ -45,6 +45,6 @@ EXIT_CODES = {
     "target holds data, or another etl-migrate runs on it",
     3: "invalid input: the source tree has files that cannot be migrated (all listed)",
     4: "migration failed: I/O error (e.g. disk full) or internal error; target untouched",
-    130: "interrupted (Ctrl-C); target untouched",
+    130: "interrupted (Ctrl-C, or Ctrl-Break on Windows); target untouched",
     143: "terminated (SIGTERM); target untouched",
 }
