@@ -38,6 +38,11 @@ def _hermetic_environment(tmp_path_factory):
     os.environ.update(saved)
 
 
+def posix_only(why: str):
+    """Skip on Windows, saying which POSIX-only facility the test needs."""
+    return pytest.mark.skipif(os.name != "posix", reason=f"needs POSIX: {why}")
+
+
 def run_cli(*args: str, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
     """etl-migrate as a user runs it: a separate process, its exit status and output."""
     return subprocess.run(

@@ -8,7 +8,6 @@ could clean it up.
 from __future__ import annotations
 
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -17,7 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, run_cli, tree_fingerprint
+from tests.conftest import REPO, posix_only, run_cli, tree_fingerprint
+
+# Finding a CLI's worker processes: pgrep exists on Linux and macOS alike (ps --ppid does not).
+FIND_CHILDREN = "child processes found with pgrep -P"
 
 
 @pytest.fixture(scope="module")
@@ -43,17 +45,23 @@ def staging_files(folder: Path) -> list[str]:
     return [p.name for p in folder.iterdir() if ".staging-" in p.name]
 
 
+def children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
 def wait_for_children_to_exit(pid: int, timeout: float = 10) -> None:
     """Worker processes of a dead CLI see their pipe close and exit; none may linger."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
-        if not out.strip():
+        left = children(pid)
+        if not left:
             return
         time.sleep(0.1)
-    raise AssertionError(f"processes of pid {pid} still running: {out}")
+    raise AssertionError(f"processes of pid {pid} still running: {left}")
 
 
+@posix_only(FIND_CHILDREN)
 def test_kill_9_at_many_points_never_leaves_a_partial_target(tree, tmp_path):
     before = tree_fingerprint(tree)
     outcomes = []
@@ -83,6 +91,7 @@ def test_kill_9_at_many_points_never_leaves_a_partial_target(tree, tmp_path):
     assert tree_fingerprint(tree) == before
 
 
+@posix_only("SIGTERM and SIGINT sent to another process; " + FIND_CHILDREN)
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_stops_cleanly(tree, tmp_path, sig, code):
     db = tmp_path / "mlflow.db"
@@ -100,6 +109,7 @@ def test_signal_stops_cleanly(tree, tmp_path, sig, code):
     wait_for_children_to_exit(proc.pid)
 
 
+@posix_only("a process group signalled with os.killpg")
 def test_ctrl_c_in_a_terminal_reaches_workers_too(tree, tmp_path):
     """A terminal's Ctrl-C goes to the whole process group, worker processes included."""
     db = tmp_path / "mlflow.db"
@@ -114,13 +124,33 @@ def test_ctrl_c_in_a_terminal_reaches_workers_too(tree, tmp_path):
     assert not db.exists() and staging_files(tmp_path) == []
 
 
+@pytest.mark.skipif(os.name != "nt", reason="Ctrl-Break (CTRL_BREAK_EVENT) exists only on Windows")
+def test_ctrl_break_stops_cleanly_on_windows(tree, tmp_path):
+    """Windows' polite stop for a console program: Ctrl-Break, sent here to the CLI's own
+    process group (its workers included, as a console would)."""
+    db = tmp_path / "mlflow.db"
+    proc = start(tree, db, creationflags=subprocess.CREATE_NEW_PROCESS_GROUP)
+    deadline = time.monotonic() + 60
+    while not staging_files(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.5)
+    proc.send_signal(signal.CTRL_BREAK_EVENT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "the target was not touched" in err
+    assert not db.exists() and staging_files(tmp_path) == []
+
+
 def _file_size_limit(limit: int):
     def apply():
+        import resource  # POSIX only: imported in the child, where the limit applies
+
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get EFBIG from write(), not a kill
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
     return apply
 
 
+@posix_only("a file-size limit (resource.RLIMIT_FSIZE) stands in for a full disk")
 def test_full_disk_is_a_clear_error_and_the_target_is_untouched(tree, tmp_path):
     db = tmp_path / "mlflow.db"
     db.write_bytes(b"")  # an empty file may be replaced; it must still be here, empty, after
@@ -133,6 +163,7 @@ def test_full_disk_is_a_clear_error_and_the_target_is_untouched(tree, tmp_path):
     assert staging_files(tmp_path) == []
 
 
+@posix_only("os.mkfifo makes the named pipe")
 def test_a_named_pipe_in_the_tree_is_an_error_not_a_hang(tree, tmp_path):
     import shutil
 
@@ -146,6 +177,7 @@ def test_a_named_pipe_in_the_tree_is_an_error_not_a_hang(tree, tmp_path):
     assert f"{fifo}: not a regular file" in result.stderr
 
 
+@posix_only("SIGKILL to a worker; " + FIND_CHILDREN)
 def test_a_worker_process_dying_stops_the_run_promptly(tree, tmp_path):
     """A producer failing (here: its process killed, as the OOM killer would) ends the whole
     run: no hang, no orphaned tasks, exit status 4, target untouched, staging removed."""
@@ -154,8 +186,7 @@ def test_a_worker_process_dying_stops_the_run_promptly(tree, tmp_path):
     deadline = time.monotonic() + 60
     workers = []
     while not workers and time.monotonic() < deadline:
-        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(proc.pid)], capture_output=True, text=True).stdout
-        workers = [int(p) for p in out.split()]
+        workers = children(proc.pid)
         time.sleep(0.02)
     assert workers, "no worker process appeared"
     os.kill(workers[0], signal.SIGKILL)

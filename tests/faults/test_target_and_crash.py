@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.client_compare import compare_runs
-from tests.conftest import run_cli, tree_fingerprint
+from tests.conftest import posix_only, run_cli, tree_fingerprint
 from tests.trees import build_core_tree, file_client, sql_client
 
 
@@ -120,6 +120,7 @@ def _wait_for_staging(folder: Path, proc: subprocess.Popen, timeout: float = 60)
     raise AssertionError("no staging file appeared")
 
 
+@posix_only("the CLI's process group killed with os.killpg")
 def test_kill_9_midway_leaves_no_target_and_next_run_cleans_up(tree, tmp_path):
     db = tmp_path / "mlflow.db"
     proc = _start(tree, db)

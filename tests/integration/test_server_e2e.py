@@ -25,8 +25,11 @@ import pytest
 from mlflow.exceptions import MlflowException
 
 from tests.client_compare import assert_fields, assert_mapping, compare_experiments, compare_registry, compare_runs
-from tests.conftest import REPO, run_cli, tree_fingerprint
+from tests.conftest import REPO, posix_only, run_cli, tree_fingerprint
 from tests.trees import file_client
+
+# The server spawns uvicorn workers; they are stopped as one process group (os.killpg).
+pytestmark = posix_only("the server's process group, started with start_new_session and stopped with os.killpg")
 
 GENERATOR = REPO / "scripts" / "generate_migration_fixtures.py"
 HEALTH_TIMEOUT = 120  # s; the server imports for ~10-25 s on 2 busy cores
