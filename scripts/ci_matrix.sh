@@ -56,8 +56,10 @@ oldest() {
   echo "== suite on MLflow $OLDEST_MLFLOW (oldest supported)"
   uv venv --quiet --allow-existing .ci-work/venv-oldest
   uv pip install --quiet -p .ci-work/venv-oldest -e ".[test]" "mlflow==$OLDEST_MLFLOW"
+  local python=.ci-work/venv-oldest/bin/python
+  [[ -x $python ]] || python=.ci-work/venv-oldest/Scripts/python.exe  # Windows venv layout
   # shellcheck disable=SC2046
-  .ci-work/venv-oldest/bin/python -m pytest -p no:cacheprovider tests $(fixture_args)
+  "$python" -m pytest -p no:cacheprovider tests $(fixture_args)
 }
 
 case "${1:-all}" in
