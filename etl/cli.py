@@ -19,7 +19,15 @@ from etl import config as defaults
 from etl.config import MigrationConfig
 from etl.errors import EXIT_CODES, InvalidSourceError, MigrationError, VerificationFailed
 from etl.observe import configure_logging, log, make_progress
-from etl.summary import fill_from_load, new_report, problem_dicts, summary_table, target_counts
+from etl.summary import (
+    census_dict,
+    census_lines,
+    fill_from_load,
+    new_report,
+    problem_dicts,
+    summary_table,
+    target_counts,
+)
 
 EXIT_HELP = "\b\nExit status:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
 
@@ -70,8 +78,10 @@ def _common_options(func):
                      "most one process per CPU core)."),
         click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
                      help="Write a JSON report of the run here (counts, timings, problems, "
-                     "verification, exit status)."),
-        click.option("--verbose", "-v", is_flag=True, help="Log every step, per experiment."),
+                     "census of the tree, verification, exit status)."),
+        click.option("--verbose", "-v", is_flag=True,
+                     help="Log every step, per experiment, and every entry of the tree that is "
+                     "not FileStore data."),
         click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors."),
         click.option("--log-format", type=click.Choice(["auto", "console", "json"]), default="auto",
                      show_default=True,
@@ -218,7 +228,7 @@ def _run_migrate(cfg: MigrationConfig, dry_run: bool, quiet: bool) -> int:
         report["source"], report["target"] = str(result.source), str(result.target)
         fill_from_load(report, result.load, result.phases)
         if dry_run:
-            _print_dry_run(result, quiet)
+            _print_dry_run(result, report, quiet)
             if result.load.problems:
                 raise InvalidSourceError(result.load.problems)
             return
@@ -235,12 +245,13 @@ def _run_migrate(cfg: MigrationConfig, dry_run: bool, quiet: bool) -> int:
     return code
 
 
-def _print_dry_run(result, quiet: bool) -> None:
+def _print_dry_run(result, report: dict, quiet: bool) -> None:
     if quiet:
         return
     click.echo("Dry run: nothing was written. This is what would be migrated:")
     click.echo(summary_table(dict(result.load.rows), None))
     click.echo(f"{result.load.files:,} files read in {result.phases['load']:.1f}s")
+    click.echo("\n".join(census_lines(report["census"])))
     if result.load.problems:
         click.echo(f"{len(result.load.problems)} problem(s) would stop the migration (see below).")
     else:
@@ -253,7 +264,8 @@ def _print_summary(result, report: dict, quiet: bool) -> None:
     phases = ", ".join(f"{k} {v:.1f}s" for k, v in result.phases.items())
     lines = [summary_table(report["counts"]["source"], report["counts"]["target"]),
              f"{result.load.files:,} files; {report['seconds'] or sum(result.phases.values()):.1f}s "
-             f"({phases}); {report['throughput']['rows_per_second'] or 0:,.0f} rows/s loading"]
+             f"({phases}); {report['throughput']['rows_per_second'] or 0:,.0f} rows/s loading",
+             *census_lines(report["census"])]
     if result.load.problems:
         lines += ["", f"SKIPPED {len(result.load.problems)} invalid item(s) (--skip-invalid); "
                   "they are NOT in the database:"]
@@ -277,13 +289,16 @@ def _run_verify(source: Path, target: str, workers: int, report_path: Path | Non
 
     def body():
         try:
-            mlruns, path, result, phases = anyio.run(verify_existing, source, target, workers, progress)
+            mlruns, path, result, census, phases = anyio.run(verify_existing, source, target, workers, progress)
         finally:
             progress.close()
         report["source"], report["target"] = str(mlruns), str(path)
         report["phases"] = {k: round(v, 3) for k, v in phases.items()}
         report["counts"]["target"] = target_counts(path)
+        report["census"] = census_dict(census, report["source"])
         report["verification"] = result.to_dict()
+        if not quiet:
+            click.echo("\n".join(census_lines(report["census"])))
         if not result.ok:
             raise VerificationFailed(result)
         if not quiet:

@@ -22,10 +22,11 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from etl.config import MigrationConfig
 from etl.errors import InvalidSourceError, TargetError, VerificationFailed
 from etl.observe import Progress, log
-from etl.rows import Problem, RowBatch, RowCounter
+from etl.rows import Census, Problem, RowBatch, RowCounter
 from etl.sink.schema import create_schema
 from etl.sink.staging import StagingArea, check_is_mlflow_database, check_target_is_free, target_path
 from etl.sink.writer import StagingWriter
+from etl.source.census import census_tree, survey_root
 from etl.source.extract import extract
 from etl.source.layout import (
     LayoutError,
@@ -35,7 +36,6 @@ from etl.source.layout import (
     experiment_units,
     registered_model_dirs,
     resolve_mlruns,
-    unknown_top_level,
 )
 from etl.verify.compare import (
     verify_experiments,
@@ -59,6 +59,7 @@ class LoadStats:
     orphans: dict[str, int] = field(default_factory=dict)
     # Ids found twice in the tree: neither copy can be trusted to be "the" entity.
     clashes: dict[str, set] = field(default_factory=lambda: {"experiments": set(), "runs": set()})
+    census: Census = field(default_factory=Census)
 
     def skipped_ids(self) -> dict[str, set[str]]:
         """Entity kind -> ids left out, in the verifier's terms."""
@@ -122,6 +123,7 @@ async def migrate(config: MigrationConfig, progress: Progress | None = None) -> 
             raise
         phases["load"] = time.monotonic() - started
         log.info("load finished", rows=sum(stats.rows.values()), files=stats.files, seconds=round(phases["load"], 2))
+        log_census(stats.census)
         for problem in stats.problems:
             log.warning("skipped invalid item", path=problem.path, line=problem.line,
                         entity=problem.entity, id=problem.entity_id, reason=problem.reason)
@@ -155,6 +157,7 @@ async def dry_run(config: MigrationConfig, progress: Progress | None = None) -> 
     started = time.monotonic()
     progress.phase("load")
     stats = await load(mlruns, None, config, progress)
+    log_census(stats.census)
     return MigrationResult(mlruns, target, stats, {"load": time.monotonic() - started}, None)
 
 
@@ -166,8 +169,30 @@ async def verify_existing(source: Path, target: str, workers: int, progress: Pro
         raise TargetError(f"target database {path} does not exist")
     check_is_mlflow_database(path)
     started = time.monotonic()
-    report = await verify(mlruns, path, workers, progress or Progress())
-    return mlruns, path, report, {"verify": time.monotonic() - started}
+    census = Census()
+
+    async def take_census() -> None:
+        census.merge(await anyio.to_thread.run_sync(census_tree, mlruns, abandon_on_cancel=True))
+
+    try:
+        async with anyio.create_task_group() as tg:
+            # Listing folders only, in a thread: it overlaps the comparison, which runs in processes.
+            tg.start_soon(take_census)
+            report = await verify(mlruns, path, workers, progress or Progress())
+    except BaseExceptionGroup as group:
+        raise first_error(group) from None
+    log_census(census)
+    return mlruns, path, report, census, {"verify": time.monotonic() - started}
+
+
+def log_census(census: Census) -> None:
+    """Strays are no error (people keep notes in mlruns/): named under --verbose; a stray that
+    looks like a newer MLflow's data is a warning."""
+    for item in sorted(census.strays, key=lambda s: s.path):
+        if item.warning:
+            log.warning("not FileStore data, not migrated", path=item.path, reason=item.warning)
+        else:
+            log.debug("not FileStore data, not migrated", path=item.path)
 
 
 def first_error(group: BaseExceptionGroup) -> BaseException:
@@ -195,7 +220,7 @@ async def _load(
     units_send, units_recv = anyio.create_memory_object_stream[WorkUnit](config.queue_size)
     rows_send, rows_recv = anyio.create_memory_object_stream[RowBatch](config.queue_size)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(discover, mlruns, config.runs_per_unit, units_send, progress)
+        tg.start_soon(discover, mlruns, config.runs_per_unit, units_send, progress, stats.census)
         async with units_recv, rows_send:
             for _ in range(config.workers):
                 tg.start_soon(produce, units_recv.clone(), rows_send.clone(), limiter)
@@ -204,15 +229,13 @@ async def _load(
 
 
 async def discover(
-    mlruns: Path, runs_per_unit: int, send: MemoryObjectSendStream[WorkUnit], progress: Progress
+    mlruns: Path, runs_per_unit: int, send: MemoryObjectSendStream[WorkUnit], progress: Progress,
+    census: Census,
 ) -> None:
     async with send:
-        for path in await anyio.to_thread.run_sync(unknown_top_level, mlruns):
-            log.debug("ignored: not part of an MLflow FileStore", path=path)
+        await anyio.to_thread.run_sync(survey_root, mlruns, census)
         for path, deleted in await anyio.to_thread.run_sync(experiment_dirs, mlruns):
-            units, unknown = await anyio.to_thread.run_sync(experiment_units, path, deleted, runs_per_unit)
-            for stray in unknown:
-                log.debug("ignored: not a run, not part of an MLflow FileStore", path=stray)
+            units = await anyio.to_thread.run_sync(experiment_units, path, deleted, runs_per_unit)
             progress.add_total(len(units))
             log.debug("experiment discovered", path=path, deleted=deleted, units=len(units),
                       kinds=sorted({u.kind for u in units}))
@@ -244,6 +267,7 @@ async def consume(
     async with rows:
         async for batch in rows:
             stats.files += batch.files
+            stats.census.merge(batch.census)
             stats.problems.extend(batch.problems)
             # Ids the tree holds twice: folders cannot stop that, a primary key does. The second
             # copy is left out (and reported), so the writer never trips over the key.

@@ -164,13 +164,49 @@ class Problem:
         return f"{where}: {self.reason}"
 
 
+@dataclass(frozen=True)
+class Stray:
+    """A file or folder under the source that is not FileStore data: not migrated, named.
+    ``warning`` says why it may be data after all (YAML where MLflow writes none)."""
+
+    path: str
+    is_dir: bool
+    warning: str | None = None
+
+
+@dataclass
+class Census:
+    """Every path under the source, in one of three classes: files migrated (per table they go
+    into), folders kept in place by design (artifacts, per kind), and strays (not FileStore data)."""
+
+    migrated: Counter = field(default_factory=Counter)
+    kept: Counter = field(default_factory=Counter)
+    strays: list[Stray] = field(default_factory=list)
+
+    def merge(self, other: Census) -> None:
+        self.migrated.update(other.migrated)
+        self.kept.update(other.kept)
+        self.strays.extend(other.strays)
+
+    @property
+    def warnings(self) -> list[Stray]:
+        return [s for s in self.strays if s.warning]
+
+
 @dataclass
 class RowBatch:
-    """What one work unit produced: rows per table, the files read, and any problems."""
+    """What one work unit produced: rows per table, the files read, the census of its folders,
+    and any problems."""
 
     rows: dict[str, list[tuple]] = field(default_factory=dict)
     files: int = 0
     problems: list[Problem] = field(default_factory=list)
+    census: Census = field(default_factory=Census)
+
+    def read(self, table: str, files: int = 1) -> None:
+        """Files read whose data goes into table."""
+        self.files += files
+        self.census.migrated[table] += files
 
     def add(self, table: str, row: tuple | dict) -> None:
         self.rows.setdefault(table, []).append(row)

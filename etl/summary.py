@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 import sqlite3
 from pathlib import Path
@@ -44,6 +45,7 @@ def new_report(command: str, source, target) -> dict:
         "throughput": {},
         "problems": [],
         "skipped": [],
+        "census": None,
         "verification": None,
         "exit_status": None,
         "seconds": None,
@@ -56,6 +58,7 @@ def problem_dicts(problems) -> list[dict]:
 
 def fill_from_load(report: dict, stats, phases: dict[str, float]) -> None:
     report["counts"]["source"] = {t: stats.rows.get(t, 0) for t in TABLES}
+    report["census"] = census_dict(stats.census, report["source"])
     report["files"] = stats.files
     report["phases"].update({k: round(v, 3) for k, v in phases.items()})
     load = phases.get("load") or 0.0
@@ -81,3 +84,39 @@ def summary_table(source_counts: dict[str, int], target: dict[str, int] | None) 
     total = sum(source_counts.values())
     lines.append(f"{'total':<28}{total:>14,}" + (f"{sum(target.values()):>14,}" if target is not None else ""))
     return "\n".join(lines)
+
+
+def _relative(path: str, is_dir: bool, source: str) -> str:
+    rel = os.path.relpath(path, source).replace(os.sep, "/")
+    return rel + "/" if is_dir else rel
+
+
+def census_dict(census, source: str) -> dict:
+    """The census for the report: paths relative to the source, a folder as one entry."""
+    strays = sorted(census.strays, key=lambda s: s.path)
+    return {
+        "counts": {
+            "migrated_files": sum(census.migrated.values()),
+            "kept_in_place_folders": sum(census.kept.values()),
+            "not_filestore_entries": len(strays),
+        },
+        "migrated": {t: census.migrated[t] for t in TABLES if census.migrated[t]},
+        "kept_in_place": dict(sorted(census.kept.items())),
+        "not_filestore": [_relative(s.path, s.is_dir, source) for s in strays],
+        "warnings": [{"path": _relative(s.path, s.is_dir, source), "reason": s.warning}
+                     for s in strays if s.warning],
+    }
+
+
+def census_lines(report_census: dict) -> list[str]:
+    """The census for the summary on stdout: the three counts, then each warning."""
+    counts = report_census["counts"]
+    lines = [
+        f"Census of the source: {counts['migrated_files']:,} files migrated into "
+        f"{len(report_census['migrated'])} tables; {counts['kept_in_place_folders']:,} artifact "
+        f"folders kept in place; {counts['not_filestore_entries']:,} entries not FileStore data, "
+        "not migrated" + (" (named in the report's census and under --verbose)"
+                          if counts["not_filestore_entries"] else "")
+    ]
+    lines += [f"WARNING: {w['path']} {w['reason']}" for w in report_census["warnings"]]
+    return lines

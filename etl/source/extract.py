@@ -15,6 +15,7 @@ from datetime import datetime
 
 from etl.rows import Problem, RowBatch
 from etl.source import derived
+from etl.source.census import survey_unit
 from etl.source.layout import (
     META,
     ExperimentUnit,
@@ -74,6 +75,8 @@ def extract(unit: WorkUnit) -> RowBatch:
         _guarded(batch, ("registered_models", os.path.basename(unit.path)), _extract_registered_model, unit.path)
     else:  # pragma: no cover - a new unit kind without an extractor is a programming error
         raise TypeError(f"unknown work unit {unit!r}")
+    # Files read were counted above, per table; this adds what was not read, and why.
+    survey_unit(unit, batch.census, count=False)
     return batch
 
 
@@ -83,26 +86,32 @@ def _guarded(batch: RowBatch, entity: tuple[str, str], extractor, *args) -> None
     try:
         extractor(own, *args)
     except (SourceError, SourceErrors) as e:
-        batch.files += own.files
+        _count_files(batch, own)
         for error in e.errors if isinstance(e, SourceErrors) else [e]:
             batch.problems.append(Problem(error.path, error.reason, error.line, entity[0], entity[1]))
         return
-    batch.files += own.files
+    _count_files(batch, own)
     for table, rows in own.rows.items():
         batch.extend(table, rows)
 
 
-def _meta(batch: RowBatch, folder: str, what: str) -> dict:
+def _count_files(batch: RowBatch, own: RowBatch) -> None:
+    """An entity's files were read (and are FileStore data) whether or not it is kept."""
+    batch.files += own.files
+    batch.census.migrated.update(own.census.migrated)
+
+
+def _meta(batch: RowBatch, folder: str, what: str, table: str) -> dict:
     path = os.path.join(folder, META)
     if not os.path.isfile(path):
         raise SourceError(path, f"missing {META} in {what} folder")
-    batch.files += 1
+    batch.read(table)
     return read_yaml(path)
 
 
-def _key_folder(batch: RowBatch, folder: str) -> dict[str, str]:
+def _key_folder(batch: RowBatch, folder: str, table: str) -> dict[str, str]:
     values = read_key_folder(folder)
-    batch.files += len(values)
+    batch.read(table, len(values))
     return values
 
 
@@ -121,7 +130,7 @@ def _lifecycle(meta: dict, path: str, default: str) -> str:
 
 
 def _extract_experiment(batch: RowBatch, path: str, deleted: bool) -> None:
-    meta = _meta(batch, path, "experiment")
+    meta = _meta(batch, path, "experiment", "experiments")
     meta_path = os.path.join(path, META)
     folder_id = os.path.basename(path)
     exp_id = str(_required(meta, "experiment_id", meta_path))
@@ -142,7 +151,7 @@ def _extract_experiment(batch: RowBatch, path: str, deleted: bool) -> None:
         ),
     )
     # Tags live in tags/ only; a deleted experiment's meta.yaml also carries a stale copy.
-    tags = _key_folder(batch, os.path.join(path, "tags"))
+    tags = _key_folder(batch, os.path.join(path, "tags"), "experiment_tags")
     batch.extend("experiment_tags", [(int(exp_id), k, v) for k, v in tags.items()])
 
 
@@ -157,7 +166,7 @@ def _enum(value, table: dict[int, str], field: str, path: str) -> str:
 
 def _extract_run(batch: RowBatch, exp_path: str, exp_id: str, name: str) -> None:
     run_path = os.path.join(exp_path, name)
-    meta = _meta(batch, run_path, "run")
+    meta = _meta(batch, run_path, "run", "runs")
     meta_path = os.path.join(run_path, META)
     run_id = meta.get("run_id") or meta.get("run_uuid")
     if not run_id:
@@ -175,8 +184,8 @@ def _extract_run(batch: RowBatch, exp_path: str, exp_id: str, name: str) -> None
 
     # Every bad file of the run is reported, so read all of its parts before giving up.
     errors: list[SourceError] = []
-    params = _collecting(errors, {}, _key_folder, batch, os.path.join(run_path, "params"))
-    tags = _collecting(errors, {}, _key_folder, batch, os.path.join(run_path, "tags"))
+    params = _collecting(errors, {}, _key_folder, batch, os.path.join(run_path, "params"), "params")
+    tags = _collecting(errors, {}, _key_folder, batch, os.path.join(run_path, "tags"), "tags")
     metric_rows, latest_rows = _collecting(
         errors, ([], []), _run_metrics, batch, os.path.join(run_path, "metrics"), run_id
     )
@@ -226,7 +235,7 @@ def _collecting(errors: list, fallback, func, *args):
 def _run_inputs(batch: RowBatch, exp_path: str, exp_id: str, run_path: str, run_id: str) -> None:
     folder = os.path.join(run_path, "inputs")
     for name in subdirs(folder):
-        meta = _meta(batch, os.path.join(folder, name), "run input")
+        meta = _meta(batch, os.path.join(folder, name), "run input", "inputs")
         meta_path = os.path.join(folder, name, META)
         source_type = meta.get("source_type")
         source_id = str(_required(meta, "source_id", meta_path))
@@ -248,7 +257,7 @@ def _run_inputs(batch: RowBatch, exp_path: str, exp_id: str, run_path: str, run_
 def _run_outputs(batch: RowBatch, run_path: str, run_id: str) -> None:
     folder = os.path.join(run_path, "outputs")
     for model_id in subdirs(folder):
-        meta = _meta(batch, os.path.join(folder, model_id), "run output")
+        meta = _meta(batch, os.path.join(folder, model_id), "run output", "inputs")
         step = meta.get("step") or 0
         batch.add(
             "inputs",
@@ -264,7 +273,7 @@ def _extract_datasets(batch: RowBatch, exp_path: str) -> None:
 
 
 def _extract_dataset(batch: RowBatch, folder: str, exp_id: str, name: str) -> None:
-    meta = _meta(batch, os.path.join(folder, name), "dataset")
+    meta = _meta(batch, os.path.join(folder, name), "dataset", "datasets")
     meta_path = os.path.join(folder, name, META)
     batch.add(
         "datasets",
@@ -302,7 +311,7 @@ def _extract_trace(batch: RowBatch, exp_path: str, exp_id: str, name: str) -> No
     if not os.path.isfile(info_path):
         raise SourceError(trace_dir, "trace folder without trace_info.yaml")
     meta = read_yaml(info_path)
-    batch.files += 1
+    batch.read("trace_info")
     if "request_id" in meta:  # MLflow 2.x layout
         trace_id = str(meta["request_id"])
         timestamp = _required(meta, "timestamp_ms", info_path)
@@ -320,8 +329,8 @@ def _extract_trace(batch: RowBatch, exp_path: str, exp_id: str, name: str) -> No
     if trace_id != name:
         raise SourceError(info_path, f"trace id {trace_id!r} disagrees with its folder name {name!r}")
 
-    tags = _key_folder(batch, os.path.join(trace_dir, "tags"))
-    metadata = _key_folder(batch, os.path.join(trace_dir, "request_metadata"))
+    tags = _key_folder(batch, os.path.join(trace_dir, "tags"), "trace_tags")
+    metadata = _key_folder(batch, os.path.join(trace_dir, "request_metadata"), "trace_request_metadata")
     row = {
         "request_id": trace_id,
         "experiment_id": int(exp_id),
@@ -345,7 +354,7 @@ def _extract_trace(batch: RowBatch, exp_path: str, exp_id: str, name: str) -> No
 
 def _extract_assessment(batch: RowBatch, path: str, trace_id: str, exp_id: int, trace_ms: int) -> None:
     meta = read_yaml(path)
-    batch.files += 1
+    batch.read("assessments")
     if meta.get("feedback"):
         kind, body = "feedback", meta["feedback"]
         value = body.get("value")
@@ -406,7 +415,7 @@ def _extract_assessment(batch: RowBatch, path: str, trace_id: str, exp_id: int, 
 
 def _extract_logged_model(batch: RowBatch, exp_path: str, exp_id: str, name: str) -> None:
     model_dir = os.path.join(exp_path, "models", name)
-    meta = _meta(batch, model_dir, "logged model")
+    meta = _meta(batch, model_dir, "logged model", "logged_models")
     meta_path = os.path.join(model_dir, META)
     model_id = str(_required(meta, "model_id", meta_path))
     if model_id != name:
@@ -433,14 +442,14 @@ def _extract_logged_model(batch: RowBatch, exp_path: str, exp_id: str, name: str
             meta.get("status_message"),
         ),
     )
-    params = _key_folder(batch, os.path.join(model_dir, "params"))
+    params = _key_folder(batch, os.path.join(model_dir, "params"), "logged_model_params")
     batch.extend("logged_model_params", [(model_id, experiment, k, v) for k, v in params.items()])
-    tags = _key_folder(batch, os.path.join(model_dir, "tags"))
+    tags = _key_folder(batch, os.path.join(model_dir, "tags"), "logged_model_tags")
     batch.extend("logged_model_tags", [(model_id, experiment, k, v) for k, v in tags.items()])
     folder = os.path.join(model_dir, "metrics")
     for key in list_files(folder):
         path = os.path.join(folder, key)
-        batch.files += 1
+        batch.read("logged_model_metrics")
         batch.extend("logged_model_metrics", _logged_model_metric_rows(path, model_id, key, experiment))
 
 
@@ -470,7 +479,7 @@ def _run_metrics(batch: RowBatch, folder: str, run_id: str) -> tuple[list, list]
     errors: list[SourceError] = []
     for key in list_files(folder):
         path = os.path.join(folder, key)
-        batch.files += 1
+        batch.read("metrics")
         try:
             points = parse_metric_lines(path)
             if not points:
@@ -490,7 +499,7 @@ def _run_metrics(batch: RowBatch, folder: str, run_id: str) -> tuple[list, list]
 
 
 def _extract_registered_model(batch: RowBatch, path: str) -> None:
-    meta = _meta(batch, path, "registered model")
+    meta = _meta(batch, path, "registered model", "registered_models")
     meta_path = os.path.join(path, META)
     name = str(_required(meta, "name", meta_path))
     if name != os.path.basename(path):
@@ -506,7 +515,7 @@ def _extract_registered_model(batch: RowBatch, path: str) -> None:
             meta.get("description"),
         ),
     )
-    tags = _key_folder(batch, os.path.join(path, "tags"))
+    tags = _key_folder(batch, os.path.join(path, "tags"), "registered_model_tags")
     batch.extend("registered_model_tags", [(name, k, v) for k, v in tags.items()])
 
     versions: set[int] = set()
@@ -518,7 +527,7 @@ def _extract_registered_model(batch: RowBatch, path: str) -> None:
     for alias in sorted(list_files(aliases_dir)):
         alias_path = os.path.join(aliases_dir, alias)
         text = read_text(alias_path).strip()
-        batch.files += 1
+        batch.read("registered_model_aliases")
         if not text.isdigit():
             raise SourceError(alias_path, f"alias must hold a version number, found {text!r}")
         if int(text) not in versions:
@@ -527,7 +536,7 @@ def _extract_registered_model(batch: RowBatch, path: str) -> None:
 
 
 def _extract_model_version(batch: RowBatch, path: str, name: str) -> int:
-    meta = _meta(batch, path, "model version")
+    meta = _meta(batch, path, "model version", "model_versions")
     meta_path = os.path.join(path, META)
     raw = _required(meta, "version", meta_path)
     try:
@@ -556,6 +565,6 @@ def _extract_model_version(batch: RowBatch, path: str, name: str) -> int:
             meta.get("storage_location"),
         ),
     )
-    tags = _key_folder(batch, os.path.join(path, "tags"))
+    tags = _key_folder(batch, os.path.join(path, "tags"), "model_version_tags")
     batch.extend("model_version_tags", [(name, version, k, v) for k, v in tags.items()])
     return version

@@ -131,32 +131,20 @@ RUN_ID = re.compile(r"[0-9a-f]{32}")
 RUN_PARTS = ("meta.yaml", "params", "metrics", "tags", "artifacts")
 
 
-def run_dirs(experiment_path: str) -> tuple[list[str], list[str]]:
-    """(run folder names, unknown entries) of an experiment folder, both sorted.
-
-    A folder is a run when it has a run's name (32 hex digits) or a run's parts: such a folder
-    without meta.yaml is a damaged run, reported as a problem. Anything else (a stray file, a
-    folder a user put there) is not MLflow's and is only reported under --verbose.
-    """
-    runs, unknown = [], []
-    for e in os.scandir(experiment_path):
-        if e.name in EXPERIMENT_RESERVED or e.name == META:
-            continue
-        if e.is_dir() and (
-            RUN_ID.fullmatch(e.name) or any(os.path.exists(os.path.join(e.path, p)) for p in RUN_PARTS)
-        ):
-            runs.append(e.name)
-        else:
-            unknown.append(e.path)
-    return sorted(runs), sorted(unknown)
-
-
-def unknown_top_level(mlruns: Path) -> list[str]:
-    """Entries of the mlruns folder that are neither experiments, .trash nor the registry."""
-    return sorted(
-        e.path for e in os.scandir(mlruns)
-        if not (e.is_dir() and (e.name.isdigit() or e.name in (TRASH, REGISTRY)))
+def is_run_dir(entry: os.DirEntry) -> bool:
+    """An entry of an experiment folder is a run when it is a folder with a run's name (32 hex
+    digits) or a run's parts: such a folder without meta.yaml is a damaged run, reported as a
+    problem. Anything else is not FileStore data (etl.source.census names it)."""
+    if entry.name in EXPERIMENT_RESERVED or not entry.is_dir():
+        return False
+    return bool(RUN_ID.fullmatch(entry.name)) or any(
+        os.path.exists(os.path.join(entry.path, p)) for p in RUN_PARTS
     )
+
+
+def run_dirs(experiment_path: str) -> list[str]:
+    """Names of the run folders of an experiment folder, sorted."""
+    return sorted(e.name for e in os.scandir(experiment_path) if is_run_dir(e))
 
 
 def registered_model_dirs(mlruns: Path) -> list[str]:
@@ -180,15 +168,15 @@ def _chunks(names: list[str], size: int):
         yield tuple(names[start : start + size])
 
 
-def experiment_units(path: str, deleted: bool, per_unit: int) -> tuple[list[WorkUnit], list[str]]:
+def experiment_units(path: str, deleted: bool, per_unit: int) -> list[WorkUnit]:
     """The experiment itself (with its datasets), then its runs, traces and logged models in
-    chunks of ``per_unit`` folders; and the unknown entries found beside them."""
+    chunks of ``per_unit`` folders."""
     exp_id = os.path.basename(path)
     units: list[WorkUnit] = [ExperimentUnit(path, deleted)]
-    runs, unknown = run_dirs(path)
+    runs = run_dirs(path)
     units += [RunsUnit(path, exp_id, chunk) for chunk in _chunks(runs, per_unit)]
     traces = subdirs(os.path.join(path, "traces"))
     units += [TracesUnit(path, exp_id, chunk) for chunk in _chunks(traces, per_unit)]
     models = subdirs(os.path.join(path, "models"))
     units += [LoggedModelsUnit(path, exp_id, chunk) for chunk in _chunks(models, per_unit)]
-    return units, unknown
+    return units
