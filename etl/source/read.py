@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from etl.sql_limits import FLOAT_MAX
+
 # MLflow's own reader uses the C loader when libyaml is present; it is ~10x faster than the
 # pure-Python one and gives the same results for the plain mappings MLflow writes.
 _YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -23,9 +25,6 @@ _YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 # Windows opens descriptors in text mode unless told otherwise, which would turn CRLF into LF.
 _BINARY = getattr(os, "O_BINARY", 0)
-
-# MLflow's SQL store cannot hold IEEE infinities and stores the largest finite doubles instead.
-FLOAT_MAX = 1.7976931348623157e308
 
 
 class SourceError(Exception):

@@ -12,7 +12,7 @@ import os
 import sqlite3
 from collections import defaultdict
 
-from etl.source.read import FLOAT_MAX
+from etl.sql_limits import FLOAT_MAX
 from etl.verify.oracle import (
     expectation_flags,
     registry_store,

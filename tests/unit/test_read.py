@@ -12,7 +12,6 @@ import pytest
 
 from etl.source import read
 from etl.source.read import (
-    FLOAT_MAX,
     SourceError,
     SourceErrors,
     parse_metric_lines,
@@ -20,6 +19,7 @@ from etl.source.read import (
     read_text,
     read_yaml,
 )
+from etl.sql_limits import FLOAT_MAX
 
 
 def write(path, data: bytes | str):
