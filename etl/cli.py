@@ -23,6 +23,7 @@ from etl.summary import (
     census_dict,
     census_lines,
     fill_from_load,
+    lossy_lines,
     new_report,
     problem_dicts,
     summary_table,
@@ -252,6 +253,8 @@ def _print_dry_run(result, report: dict, quiet: bool) -> None:
     click.echo(summary_table(dict(result.load.rows), None))
     click.echo(f"{result.load.files:,} files read in {result.phases['load']:.1f}s")
     click.echo("\n".join(census_lines(report["census"])))
+    for line in lossy_lines(result.load.lossy):
+        click.echo(line)
     if result.load.problems:
         click.echo(f"{len(result.load.problems)} problem(s) would stop the migration (see below).")
     else:
@@ -271,6 +274,7 @@ def _print_summary(result, report: dict, quiet: bool) -> None:
                   "they are NOT in the database:"]
         lines += [f"  - {p}" for p in result.load.problems]
         lines += [f"  - {n} {table} row(s) belonging to them" for table, n in result.load.orphans.items()]
+    lines += lossy_lines(result.load.lossy)
     if result.report is not None:
         lines += ["", result.report.to_text()]
     else:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +61,8 @@ class LoadStats:
     # Ids found twice in the tree: neither copy can be trusted to be "the" entity.
     clashes: dict[str, set] = field(default_factory=lambda: {"experiments": set(), "runs": set()})
     census: Census = field(default_factory=Census)
+    # Metric values the database holds otherwise than the files (etl.rows.LossyKey -> points).
+    lossy: Counter = field(default_factory=Counter)
 
     def skipped_ids(self) -> dict[str, set[str]]:
         """Entity kind -> ids left out, in the verifier's terms."""
@@ -129,6 +132,10 @@ async def migrate(config: MigrationConfig, progress: Progress | None = None) -> 
                         entity=problem.entity, id=problem.entity_id, reason=problem.reason)
         for table, count in stats.orphans.items():
             log.warning("skipped rows of skipped entities", table=table, rows=count)
+        if stats.lossy:
+            log.warning("metric values stored as MLflow's SQL store stores them, not as written "
+                        "(NaN model metrics as 0, +-Inf as +-max; listed in the summary and report)",
+                        points=sum(stats.lossy.values()), series=len(stats.lossy))
 
         report = None
         if config.verify:
@@ -269,6 +276,7 @@ async def consume(
             stats.files += batch.files
             stats.census.merge(batch.census)
             stats.problems.extend(batch.problems)
+            stats.lossy.update(batch.lossy)
             # Ids the tree holds twice: folders cannot stop that, a primary key does. The second
             # copy is left out (and reported), so the writer never trips over the key.
             stats.problems.extend(_drop_clashes(batch, seen_runs, seen_experiments, stats.clashes))

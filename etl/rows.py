@@ -193,15 +193,23 @@ class Census:
         return [s for s in self.strays if s.warning]
 
 
+# (table, entity id, metric key, "NaN" | "+Inf" | "-Inf") -> points. MLflow's SQL store holds
+# these metric values otherwise than the file does, with no way back: a logged-model metric's
+# NaN becomes 0 (no flag), any +-Inf becomes +-FLOAT_MAX. A run metric's NaN keeps its is_nan
+# flag, so it is not counted.
+LossyKey = tuple[str, str, str, str]
+
+
 @dataclass
 class RowBatch:
     """What one work unit produced: rows per table, the files read, the census of its folders,
-    and any problems."""
+    any problems, and the metric values the database cannot hold as written."""
 
     rows: dict[str, list[tuple]] = field(default_factory=dict)
     files: int = 0
     problems: list[Problem] = field(default_factory=list)
     census: Census = field(default_factory=Census)
+    lossy: Counter[LossyKey] = field(default_factory=Counter)
 
     def read(self, table: str, files: int = 1) -> None:
         """Files read whose data goes into table."""

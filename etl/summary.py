@@ -10,6 +10,7 @@ from pathlib import Path
 
 from etl import __version__
 from etl.rows import TABLES
+from etl.sql_limits import FLOAT_MAX
 
 # Bumped whenever a field of the JSON report changes meaning or goes away.
 REPORT_SCHEMA_VERSION = 1
@@ -46,6 +47,7 @@ def new_report(command: str, source, target) -> dict:
         "problems": [],
         "skipped": [],
         "census": None,
+        "unrepresentable_values": [],
         "verification": None,
         "exit_status": None,
         "seconds": None,
@@ -56,9 +58,44 @@ def problem_dicts(problems) -> list[dict]:
     return [{"path": p.path, "line": p.line, "reason": p.reason} for p in problems]
 
 
+# How MLflow's SQL store holds a value it cannot hold as written, per (table, kind).
+_STORED_AS = {
+    ("logged_model_metrics", "NaN"): "0 (no NaN flag: reads back as 0)",
+    ("logged_model_metrics", "+Inf"): f"{FLOAT_MAX!r}",
+    ("logged_model_metrics", "-Inf"): f"{-FLOAT_MAX!r}",
+    ("metrics", "+Inf"): f"{FLOAT_MAX!r}",
+    ("metrics", "-Inf"): f"{-FLOAT_MAX!r}",
+}
+_OWNER = {"metrics": "run", "logged_model_metrics": "logged model"}
+
+
+def lossy_dicts(lossy) -> list[dict]:
+    """Every metric series holding values the database cannot hold as written, named."""
+    return [
+        {"table": table, "entity": _OWNER[table], "id": id_, "key": key, "value": kind,
+         "points": n, "stored_as": _STORED_AS[(table, kind)]}
+        for (table, id_, key, kind), n in sorted(lossy.items())
+    ]
+
+
+def lossy_lines(lossy, limit: int = 20) -> list[str]:
+    if not lossy:
+        return []
+    items = lossy_dicts(lossy)
+    lines = ["", f"CHANGED BY MLflow's SQL schema: {sum(lossy.values()):,} metric value(s) in "
+             f"{len(items):,} series cannot be stored as the files hold them; the database holds "
+             "them as MLflow's own SQL store does:"]
+    lines += [f"  - {d['entity']} {d['id']}, metric {d['key']!r}: {d['points']:,} {d['value']} "
+              f"point(s) stored as {d['stored_as']}" for d in items[:limit]]
+    if len(items) > limit:
+        lines.append(f"  ... and {len(items) - limit:,} more series (all are listed in the --report JSON)")
+    return lines
+
+
 def fill_from_load(report: dict, stats, phases: dict[str, float]) -> None:
     report["counts"]["source"] = {t: stats.rows.get(t, 0) for t in TABLES}
     report["census"] = census_dict(stats.census, report["source"])
+    report["unrepresentable_values"] = lossy_dicts(stats.lossy)
     report["files"] = stats.files
     report["phases"].update({k: round(v, 3) for k, v in phases.items()})
     load = phases.get("load") or 0.0

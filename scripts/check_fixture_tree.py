@@ -141,6 +141,10 @@ def read_back(root: Path, problems: list[str], summary: dict) -> Counter:
             c["logged_model_params"] += len(m.params)
             c["logged_model_tags"] += custom(m.tags)
             c["logged_model_metrics"] += len(m.metrics or [])
+            # The reader shows the latest point of each series; the files hold every line.
+            folder = root / m.experiment_id / "models" / m.model_id / "metrics"
+            c["logged_model_metric_points"] += sum(
+                len(f.read_text(encoding="utf-8").splitlines()) for f in folder.rglob("*") if f.is_file())
 
     # registry: registered models (prompts are registered models tagged as prompts)
     prompt_names = []

@@ -25,7 +25,9 @@ scripts/check_fixture_tree.py reads the tree back and compares with the summary.
 Count conventions (used by the checker too): "custom" tags are those whose key
 does not start with "mlflow."; trace tags and trace request metadata count only
 keys starting with "fx."; metric_points counts every history line, including
-exact duplicates.
+exact duplicates. logged_model_metrics counts (model, metric, dataset) series, the
+latest point of each being what FileStore's reader shows; logged_model_metric_points
+counts every line of the models' metric files (each also a run metric point).
 """
 
 from __future__ import annotations
@@ -623,12 +625,18 @@ class Generator:
                 if i == 0 and ds is not None and f["metric_dataset_link"]:
                     mkw["dataset"] = ds
                 mlflow.log_metric(f"fx.lm_m{i}", round(self.rng.random(), 6), **mkw)
+            # What users log in a training loop: one model metric at every step. FileStore's
+            # reader shows only the latest point; the files (and the database) hold them all.
+            for step in range(n["history_steps"]):
+                mlflow.log_metric("fx.lm_rmse", round(1.0 / (step + 1), 6), step=step,
+                                  timestamp=self.ts(), run_id=train.info.run_id, model_id=mid)
             after = self._run_inputs(train.info.run_id)
             self.counts["inputs"] += after[0] - before[0]
             self.counts["input_tags"] += after[1] - before[1]
             self.counts["model_inputs"] += after[2] - before[2]
-            self.counts["logged_model_metrics"] += n["logged_model_metrics"]
-            self.counts["metric_points"] += n["logged_model_metrics"]
+            self.counts["logged_model_metrics"] += n["logged_model_metrics"] + 1
+            self.counts["logged_model_metric_points"] += n["logged_model_metrics"] + n["history_steps"]
+            self.counts["metric_points"] += n["logged_model_metrics"] + n["history_steps"]
             client.finalize_logged_model(mid, "READY" if k == 0 else "FAILED")
             if f["model_inputs"]:
                 client.log_inputs(evaluate.info.run_id, models=[LoggedModelInput(model_id=mid)])
@@ -642,6 +650,7 @@ class Generator:
         if f["metric_dataset_link"] and ds is not None:
             self.edge_cases.append("dataset input with no tags (side effect of "
                                    "mlflow.log_metric(dataset=..., model_id=...))")
+        self.edge_cases.append(f"logged model metric history: {n['history_steps']} steps of one metric")
         self.edge_cases += ["logged model metric tied to a dataset (5/6-field metric lines)"
                             if f["metric_dataset_link"] and ds is not None else
                             "logged model metrics", "logged models READY and FAILED"]

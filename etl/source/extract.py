@@ -11,6 +11,7 @@ import json
 import os
 import re
 import uuid
+from collections import Counter
 from datetime import datetime
 
 from etl.rows import Problem, RowBatch
@@ -44,6 +45,8 @@ RUN_STATUS = {1: "RUNNING", 2: "SCHEDULED", 3: "FINISHED", 4: "FAILED", 5: "KILL
 SOURCE_TYPE = {1: "NOTEBOOK", 2: "JOB", 3: "PROJECT", 4: "LOCAL", 1000: "UNKNOWN"}
 LIFECYCLE_STAGES = ("active", "deleted")
 RUN_NAME_TAG = "mlflow.runName"
+# AssessmentMetadataKey.SOURCE_RUN_ID (mlflow/tracing/constant.py)
+SOURCE_RUN_ID_KEY = "mlflow.assessment.sourceRunId"
 # MLflow 2.x trace status names -> the TraceState values MLflow 3.x stores (TraceStatus.to_state).
 TRACE_V2_STATUS = {"UNSPECIFIED": "STATE_UNSPECIFIED", "OK": "OK", "ERROR": "ERROR", "IN_PROGRESS": "IN_PROGRESS"}
 LOGGED_MODEL_STATUS = {"UNSPECIFIED": 0, "PENDING": 1, "READY": 2, "FAILED": 3}
@@ -93,6 +96,7 @@ def _guarded(batch: RowBatch, entity: tuple[str, str], extractor, *args) -> None
     _count_files(batch, own)
     for table, rows in own.rows.items():
         batch.extend(table, rows)
+    batch.lossy.update(own.lossy)
 
 
 def _count_files(batch: RowBatch, own: RowBatch) -> None:
@@ -397,7 +401,9 @@ def _extract_assessment(batch: RowBatch, path: str, trace_id: str, exp_id: int, 
         "last_updated_timestamp": updated,
         "source_type": source["source_type"],
         "source_id": source.get("source_id"),
-        "run_id": meta.get("run_id"),
+        # MLflow's Assessment entity takes the run from this metadata key when the file has no
+        # run_id (its proto has none), and its SQL store writes that run into the column.
+        "run_id": meta.get("run_id") or (metadata or {}).get(SOURCE_RUN_ID_KEY),
         "span_id": meta.get("span_id"),
         "rationale": meta.get("rationale"),
         "overrides": meta.get("overrides"),
@@ -450,10 +456,10 @@ def _extract_logged_model(batch: RowBatch, exp_path: str, exp_id: str, name: str
     for key in list_files(folder):
         path = os.path.join(folder, key)
         batch.read("logged_model_metrics")
-        batch.extend("logged_model_metrics", _logged_model_metric_rows(path, model_id, key, experiment))
+        batch.extend("logged_model_metrics", _logged_model_metric_rows(batch, path, model_id, key, experiment))
 
 
-def _logged_model_metric_rows(path: str, model_id: str, key: str, exp_id: int) -> list[tuple]:
+def _logged_model_metric_rows(batch: RowBatch, path: str, model_id: str, key: str, exp_id: int) -> list[tuple]:
     """Lines ``timestamp value step run_id [dataset_name dataset_digest]``."""
     rows = []
     for number, line in enumerate(read_text(path).splitlines(), 1):
@@ -465,7 +471,10 @@ def _logged_model_metric_rows(path: str, model_id: str, key: str, exp_id: int) -
         except ValueError:
             raise SourceError(path, f"model metric line is not 'timestamp value step run_id': {line[:80]!r}", number) from None
         # The SQL store sanitizes the value as for run metrics but keeps no NaN flag here.
-        value, _ = metric_db_value(raw)
+        value, is_nan = metric_db_value(raw)
+        if value != raw:
+            kind = "NaN" if is_nan else "+Inf" if raw > 0 else "-Inf"
+            batch.lossy[("logged_model_metrics", model_id, key, kind)] += 1
         dataset = (parts[4], parts[5]) if len(parts) == 6 else (None, None)
         rows.append((model_id, key, ts, step, value, exp_id, parts[3], None) + dataset)
     if not rows:
@@ -480,13 +489,16 @@ def _run_metrics(batch: RowBatch, folder: str, run_id: str) -> tuple[list, list]
     for key in list_files(folder):
         path = os.path.join(folder, key)
         batch.read("metrics")
+        infinities: Counter = Counter()
         try:
-            points = parse_metric_lines(path)
+            points = parse_metric_lines(path, infinities)
             if not points:
                 raise SourceError(path, "metric file holds no data")
         except SourceError as e:
             errors.append(e)
             continue
+        for kind, n in infinities.items():
+            batch.lossy[("metrics", run_id, key, kind)] += n
         head = (run_id, key)
         rows.extend([head + p for p in points])
         # MLflow's SQL store keeps the point that is greatest by (step, timestamp, value), NaN

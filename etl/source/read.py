@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import stat
+from collections import Counter
 from typing import Any
 
 import yaml
@@ -147,11 +148,13 @@ def metric_db_value(value: float) -> tuple[float, int]:
     return value, 0
 
 
-def parse_metric_lines(path: str) -> list[tuple[int, int, float, int]]:
+def parse_metric_lines(path: str, infinities: Counter | None = None) -> list[tuple[int, int, float, int]]:
     """A run metric file as [(timestamp, step, db_value, is_nan), ...] in file order.
 
     Lines are ``timestamp value [step [dataset_name dataset_digest]]``. The step of a 5-field
     line is the third field: the file holds it, even though MLflow's FileStore reader reports 0.
+    ``infinities`` counts the "+Inf"/"-Inf" values, which the database holds as +-FLOAT_MAX
+    (a NaN keeps its is_nan flag, so it is not lost).
     """
     text = read_text(path)
     points = []
@@ -179,5 +182,7 @@ def parse_metric_lines(path: str) -> list[tuple[int, int, float, int]]:
                 path, f"metric line is not 'timestamp value [step]': {line[:80]!r}", number
             ) from None
         value, is_nan = metric_db_value(raw)
+        if infinities is not None and value != raw and not is_nan:
+            infinities["+Inf" if raw > 0 else "-Inf"] += 1
         points.append((ts, step, value, is_nan))
     return points

@@ -14,12 +14,14 @@ from collections import defaultdict
 
 from etl.sql_limits import FLOAT_MAX
 from etl.verify.oracle import (
-    expectation_flags,
     registry_store,
     sql_store,
     tracking_store,
     metric_history,
+    read_logged_model,
     read_run,
+    read_run_meta,
+    read_trace,
 )
 from etl.verify.report import VerificationReport
 
@@ -133,8 +135,12 @@ def verify_experiments(
         for exp_id, key, value in conn.execute("SELECT experiment_id, key, value FROM experiment_tags"):
             target_tags[str(exp_id)][key] = value
         target_runs, target_traces, target_models = defaultdict(set), defaultdict(set), defaultdict(set)
-        for exp_id, run_id in conn.execute("SELECT experiment_id, run_uuid FROM runs"):
+        target_run_meta = {}
+        for exp_id, run_id, *meta in conn.execute(
+            f"SELECT experiment_id, run_uuid, {', '.join(RUN_META_FIELDS)} FROM runs"
+        ):
             target_runs[str(exp_id)].add(run_id)
+            target_run_meta[run_id] = dict(zip(RUN_META_FIELDS, meta))
         for exp_id, trace_id in conn.execute("SELECT experiment_id, request_id FROM trace_info"):
             target_traces[str(exp_id)].add(trace_id)
         for exp_id, model_id in conn.execute("SELECT experiment_id, model_id FROM logged_models"):
@@ -164,10 +170,12 @@ def verify_experiments(
         exp_dir = store._get_experiment_path(exp_id, assert_exists=True)
         runs = _read_each(
             report, "runs", _dirs(exp_dir, FileStore.RESERVED_EXPERIMENT_FOLDERS),
-            store._get_run_info_from_dir, skipped.get("runs", set()),
+            read_run_meta, skipped.get("runs", set()),
         )
         # MLflow's reader lists only the runs whose meta names this experiment (_list_run_infos).
-        run_ids = sorted(r for r, info in runs.items() if info.experiment_id == exp_id)
+        run_ids = sorted(r for r, (info, _) in runs.items() if info.experiment_id == exp_id)
+        for run_id in run_ids:
+            _verify_run_meta(report, run_id, runs[run_id][1], target_run_meta.get(run_id))
         traces = _read_each(
             report, "traces", _dirs(os.path.join(exp_dir, "traces")),
             store._get_trace_info_from_dir, skipped.get("traces", set()),
@@ -188,6 +196,26 @@ def verify_experiments(
         _verify_datasets(report, store, exp_id, exp_dir, target_datasets.get(exp_id, {}),
                          skipped.get("datasets", set()))
     return report, plan
+
+
+# Run columns MLflow's RunInfo does not carry, so its reader never shows them: compared with the
+# run's meta.yaml here, where every run's meta is read anyway (the rest in verify_runs).
+RUN_META_FIELDS = ("deleted_time", "source_type", "source_name", "entry_point_name", "source_version")
+
+
+def _verify_run_meta(report, run_id: str, meta: dict, row: dict | None) -> None:
+    from mlflow.entities import SourceType
+
+    if row is None:  # absent: reported once, by the run checks
+        return
+    source_type = meta.get("source_type", SourceType.LOCAL)
+    expected = {
+        "deleted_time": meta.get("deleted_time"),
+        # An integer enum in the file (SourceType), its name in the database.
+        "source_type": SourceType.to_string(source_type) if isinstance(source_type, int) else source_type,
+        **{f: meta.get(f, "") for f in ("source_name", "entry_point_name", "source_version")},
+    }
+    _compare_fields(report, "runs", run_id, RUN_META_FIELDS, expected, row)
 
 
 DATASET_FIELDS = ("source_type", "source", "schema", "profile")
@@ -389,7 +417,7 @@ def _verify_latest(report, run_id, key, points, target) -> None:
 MODEL_FIELDS = ("creation_timestamp", "last_updated_timestamp", "description")
 VERSION_FIELDS = (
     "creation_timestamp", "last_updated_timestamp", "description", "user_id", "current_stage",
-    "source", "run_id", "status", "status_message", "run_link",
+    "source", "run_id", "status", "status_message", "run_link", "storage_location",
 )
 
 
@@ -416,7 +444,8 @@ def verify_registry(mlruns: str, staging: str, skipped: dict[str, set[str]] | No
             (r[0], str(r[1])): dict(zip(VERSION_FIELDS, r[2:]))
             for r in conn.execute(
                 "SELECT name, version, creation_time, last_updated_time, description, user_id, "
-                "current_stage, source, run_id, status, status_message, run_link FROM model_versions"
+                "current_stage, source, run_id, status, status_message, run_link, storage_location "
+                "FROM model_versions"
             )
         }
         for name, version, key, value in conn.execute(
@@ -495,18 +524,25 @@ TRACE_FIELDS = (
     "request_time", "execution_duration", "state", "client_request_id", "request_preview",
     "response_preview",
 )
-ASSESSMENT_FIELDS = (
-    "name", "trace_id", "run_id", "span_id", "rationale", "metadata", "create_time_ms",
-    "last_update_time_ms", "overrides", "valid",
+ASSESSMENT_COLUMNS = (
+    "assessment_id", "trace_id", "name", "assessment_type", "value", "error", "created_timestamp",
+    "last_updated_timestamp", "source_type", "source_id", "run_id", "span_id", "rationale",
+    "overrides", "valid", "assessment_metadata",
 )
 
 
 def verify_traces(mlruns: str, staging: str, experiment_id: str, trace_ids: list[str]) -> VerificationReport:
     store, target = tracking_store(mlruns), sql_store(staging)
     report = VerificationReport()
+    conn = _connect(staging)
+    try:
+        assessments = _target_assessments(conn, trace_ids)
+    finally:
+        conn.close()
     for trace_id in trace_ids:
         report.checked("traces")
-        source = store.get_trace_info(trace_id)
+        trace_dir = store._find_trace_dir(trace_id, assert_exists=True)
+        source, source_assessments = read_trace(store, trace_dir)
         other = _read_target(report, "traces", trace_id, target.get_trace_info, trace_id)
         if other is None:
             continue
@@ -517,46 +553,88 @@ def verify_traces(mlruns: str, staging: str, experiment_id: str, trace_ids: list
         _compare_fields(report, "traces", trace_id, TRACE_FIELDS, src, dst)
         _compare_dict(report, "traces", trace_id, dict(source.tags), dict(other.tags))
         _compare_dict(report, "traces", trace_id, dict(source.trace_metadata), dict(other.trace_metadata))
-        _verify_assessments(
-            report, store._find_trace_dir(trace_id, assert_exists=True), source.assessments, other.assessments
-        )
+        _verify_assessments(report, source_assessments, assessments.get(trace_id, {}))
     return report
 
 
-def _assessment_view(a, trace_dir: str | None = None) -> dict:
-    view = {f: getattr(a, f) for f in ASSESSMENT_FIELDS}
+def _target_assessments(conn, trace_ids: list[str]) -> dict[str, dict[str, dict]]:
+    """{trace id: {assessment id: the row's columns}}: the rows as stored, since MLflow's SQL
+    entity for an expectation leaves out its rationale, as its file reader does."""
+    marks = ",".join("?" * len(trace_ids))
+    out: dict[str, dict[str, dict]] = defaultdict(dict)
+    for row in conn.execute(
+        f"SELECT {', '.join(ASSESSMENT_COLUMNS)} FROM assessments WHERE trace_id IN ({marks})", trace_ids
+    ):
+        record = dict(zip(ASSESSMENT_COLUMNS, row))
+        out[record["trace_id"]][record["assessment_id"]] = record
+    return out
+
+
+def _assessment_kind(a) -> tuple[str, object]:
     if a.feedback is not None:
-        view["type"], view["value"] = "feedback", a.feedback.value
-        view["error"] = a.feedback.error.to_dictionary() if a.feedback.error else None
-    else:
-        view["type"], view["value"], view["error"] = "expectation", a.expectation.value, None
-        if trace_dir is not None:
-            view["valid"], view["overrides"] = expectation_flags(trace_dir, a.assessment_id)
-    view["source"] = (a.source.source_type, a.source.source_id)
-    return view
+        return "feedback", a.feedback.value
+    if a.expectation is not None:
+        return "expectation", a.expectation.value
+    return "issue", {"issue_name": a.issue.issue_name}
 
 
-def _verify_assessments(report, trace_dir, source: list, target: list) -> None:
+def _source_assessment(a, raw: dict) -> dict:
+    """What the database must hold for one assessment file."""
+    kind, value = _assessment_kind(a)
+    error = a.feedback.error if a.feedback is not None else None
+    return {
+        "name": a.name, "trace_id": a.trace_id, "type": kind, "value": value,
+        "error": error.to_dictionary() if error else None,
+        "create_time_ms": a.create_time_ms, "last_update_time_ms": a.last_update_time_ms,
+        "source": (a.source.source_type, a.source.source_id), "span_id": a.span_id,
+        "metadata": a.metadata or None,
+        # From the file, where MLflow's entity drops them: run_id as a key of its own, or else
+        # the sourceRunId metadata MLflow's entity derives it from.
+        "run_id": raw.get("run_id") or a.run_id,
+        "rationale": raw.get("rationale"), "overrides": raw.get("overrides"),
+        "valid": bool(raw.get("valid", True)),
+    }
+
+
+def _target_assessment(row: dict) -> dict:
     import json
 
-    by_id = {a.assessment_id: a for a in target}
-    for a in source:
+    from mlflow.entities.assessment_error import AssessmentError
+
+    error = json.loads(row["error"]) if row["error"] is not None else None
+    return {
+        "name": row["name"], "trace_id": row["trace_id"], "type": row["assessment_type"],
+        "value": json.loads(row["value"]) if row["value"] is not None else None,
+        "error": AssessmentError.from_dictionary(error).to_dictionary() if error else None,
+        "create_time_ms": row["created_timestamp"], "last_update_time_ms": row["last_updated_timestamp"],
+        "source": (row["source_type"], row["source_id"]), "span_id": row["span_id"],
+        "metadata": json.loads(row["assessment_metadata"]) if row["assessment_metadata"] else None,
+        "run_id": row["run_id"], "rationale": row["rationale"], "overrides": row["overrides"],
+        "valid": None if row["valid"] is None else bool(row["valid"]),
+    }
+
+
+def _verify_assessments(report, source: list, target: dict[str, dict]) -> None:
+    import json
+
+    remaining = dict(target)
+    for a, raw in source:
         report.checked("assessments")
-        other = by_id.pop(a.assessment_id, None)
-        if other is None:
+        row = remaining.pop(a.assessment_id, None)
+        if row is None:
             report.mismatch("assessments", a.assessment_id, "presence", True, False)
             continue
-        src, dst = _assessment_view(a, trace_dir), _assessment_view(other)
+        src, dst = _source_assessment(a, raw), _target_assessment(row)
         for field in sorted(src):
             s_val, t_val = src[field], dst[field]
-            # Values and errors compare as JSON documents: 4 and 4.0, key order, are equal.
-            same = (
-                json.dumps(s_val, sort_keys=True) == json.dumps(t_val, sort_keys=True)
-                if field in ("value", "error", "metadata") else s_val == t_val
+            # JSON documents (values, errors, metadata) also match as text: NaN equals NaN there.
+            same = s_val == t_val or (
+                field in ("value", "error", "metadata")
+                and json.dumps(s_val, sort_keys=True) == json.dumps(t_val, sort_keys=True)
             )
             if not same:
                 report.mismatch("assessments", a.assessment_id, field, s_val, t_val)
-    for extra in sorted(by_id):
+    for extra in sorted(remaining):
         report.checked("assessments")
         report.mismatch("assessments", extra, "presence", False, True)
 
@@ -569,20 +647,57 @@ LOGGED_MODEL_FIELDS = (
 )
 
 
-def _model_metrics(model) -> list:
-    return sorted(
-        (m.key, m.timestamp, m.step, m.run_id, m.dataset_name, m.dataset_digest, m.value)
-        for m in model.metrics or []
-    )
+def _model_metric_points(points) -> dict:
+    """{(key, timestamp, step, run_id): (dataset_name, dataset_digest, value as SQL holds it)}.
+
+    The SQL store's key for a logged-model metric row is (model, key, timestamp, step, run_id),
+    and it keeps the first point logged under a key: so, in file order, does this."""
+    out = {}
+    for m in points:
+        out.setdefault((m.key, m.timestamp, m.step, m.run_id),
+                       (m.dataset_name, m.dataset_digest, _sql_value(m.value)[0]))
+    return out
+
+
+def _target_logged_models(conn, model_ids: list[str]) -> tuple[dict, dict]:
+    marks = ",".join("?" * len(model_ids))
+    stages = dict(conn.execute(
+        f"SELECT model_id, lifecycle_stage FROM logged_models WHERE model_id IN ({marks})", model_ids
+    ))
+    metrics = defaultdict(dict)
+    for model_id, key, ts, step, run_id, name, digest, value in conn.execute(
+        f"SELECT model_id, metric_name, metric_timestamp_ms, metric_step, run_id, dataset_name, "
+        f"dataset_digest, metric_value FROM logged_model_metrics WHERE model_id IN ({marks})",
+        model_ids,
+    ):
+        metrics[model_id][(key, ts, step, run_id)] = (name, digest, value)
+    return stages, metrics
+
+
+def _verify_model_metrics(report, model_id: str, source: dict, target: dict) -> None:
+    """Every point the files hold, against every row: the first difference is named."""
+    for point in sorted(source.keys() | target.keys(), key=lambda k: (k[0], k[2], k[1], k[3])):
+        s, t = source.get(point), target.get(point)
+        if s != t:
+            key, ts, step, run_id = point
+            report.mismatch("logged_models", model_id, "metrics",
+                            None if s is None else (key, ts, step, run_id) + s,
+                            None if t is None else (key, ts, step, run_id) + t)
+            return
 
 
 def verify_logged_models(mlruns: str, staging: str, experiment_id: str, model_ids: list[str]) -> VerificationReport:
     store, target = tracking_store(mlruns), sql_store(staging)
     report = VerificationReport()
     folder = os.path.join(store._get_experiment_path(experiment_id, assert_exists=True), "models")
+    conn = _connect(staging)
+    try:
+        stages, metrics = _target_logged_models(conn, model_ids)
+    finally:
+        conn.close()
     for model_id in model_ids:
         report.checked("logged_models")
-        source = store._get_model_from_dir(os.path.join(folder, model_id))
+        meta, source, points = read_logged_model(store, os.path.join(folder, model_id))
         other = _read_target(report, "logged_models", model_id, target.get_logged_model, model_id, True)
         if other is None:
             continue
@@ -591,10 +706,11 @@ def verify_logged_models(mlruns: str, staging: str, experiment_id: str, model_id
             {f: getattr(source, f) for f in LOGGED_MODEL_FIELDS},
             {f: getattr(other, f) for f in LOGGED_MODEL_FIELDS},
         )
+        # A deleted model keeps its folder; only the meta's lifecycle_stage says it is deleted.
+        stage = meta.get("lifecycle_stage") or "active"
+        if stage != stages.get(model_id):
+            report.mismatch("logged_models", model_id, "lifecycle_stage", stage, stages.get(model_id))
         _compare_dict(report, "logged_models", model_id, dict(source.tags), dict(other.tags))
         _compare_dict(report, "logged_models", model_id, dict(source.params), dict(other.params))
-        # The SQL store sanitizes model metric values (NaN -> 0, +-Inf -> +-max) with no flag.
-        src_metrics = [m[:-1] + _sql_value(m[-1])[:1] for m in _model_metrics(source)]
-        if src_metrics != _model_metrics(other):
-            report.mismatch("logged_models", model_id, "metrics", src_metrics, _model_metrics(other))
+        _verify_model_metrics(report, model_id, _model_metric_points(points), metrics.get(model_id, {}))
     return report

@@ -10,8 +10,11 @@ verify itself. MLflow's readers have three habits that matter here, all handled 
    We point that default at a scratch file store in our cache folder.
 3. For 5-field run metric lines (``ts value step dataset_name dataset_digest``) the tracking
    reader reports step 0 although the file holds the step; ``metric_history`` recovers it.
-4. The tracking reader builds expectations without the ``valid`` and ``overrides`` the file
-   holds (``Expectation.from_dictionary`` ignores them); ``expectation_flags`` reads them.
+4. The tracking reader builds assessments without fields their files hold (an expectation's
+   ``valid``, ``overrides`` and ``rationale``; any ``run_id`` key); ``read_trace`` keeps each
+   file's mapping beside the entity MLflow builds from it.
+   Its logged models carry only the latest point of each metric and no lifecycle stage;
+   ``read_logged_model`` reads every line and the meta as the file holds it.
 5. The tracking reader finds a run or a trace by id by listing every experiment folder, once
    per lookup: quadratic over a whole tree; and it resolves an experiment's folder by listing
    the root on every read. ``_index_lookups`` gives the same answers from one listing per
@@ -108,6 +111,15 @@ def registry_store(mlruns: str):
     return store
 
 
+def read_run_meta(run_dir: str):
+    """(run_info, meta as the file holds it) of a run folder: ``FileStore._get_run_info_from_dir``
+    with its mapping kept, since ``RunInfo`` drops ``deleted_time`` and the source fields."""
+    from mlflow.store.tracking.file_store import FileStore, _read_persisted_run_info_dict
+
+    meta = FileStore._read_yaml(run_dir, FileStore.META_DATA_FILE_NAME)
+    return _read_persisted_run_info_dict(meta), meta
+
+
 def read_run(store, run_dir: str):
     """(run_info, params, tags, inputs, outputs, metric keys) of a run folder.
 
@@ -145,12 +157,57 @@ def metric_history(store, run_info, key: str) -> list[tuple[int, int, float]]:
     return points
 
 
-def expectation_flags(trace_dir: str, assessment_id: str) -> tuple[bool, str | None]:
-    """(valid, overrides) of an expectation as its file holds them."""
-    from mlflow.utils.yaml_utils import read_yaml
+def read_logged_model(store, model_dir: str):
+    """(meta as the file holds it, the model without metrics, every metric point) of a logged
+    model folder.
 
-    data = read_yaml(os.path.join(trace_dir, "assessments"), f"{assessment_id}.yaml")
-    return bool(data.get("valid", True)), data.get("overrides")
+    ``FileStore._get_model_from_dir`` keeps only the latest point per (metric, dataset)
+    (``_get_model_metrics_from_file``) and drops ``lifecycle_stage`` (``LoggedModel`` has no
+    such field). Here every line goes through MLflow's own line parser,
+    ``FileStore._get_model_metric_from_line``, and the meta is returned as read.
+    """
+    from mlflow.entities import LoggedModel
+    from mlflow.store.tracking.file_store import FileStore
+    from mlflow.utils.file_utils import read_file_lines
+    from mlflow.utils.validation import _validate_metric_name
+
+    meta = FileStore._read_yaml(model_dir, FileStore.META_DATA_FILE_NAME)
+    model = dict(meta)
+    model["tags"] = store._get_all_model_tags(model_dir)
+    model["params"] = {p.key: p.value for p in store._get_all_model_params(model_dir)}
+    parent, names = store._get_resource_files(model_dir, FileStore.METRICS_FOLDER_NAME)
+    points = []
+    for name in names:
+        _validate_metric_name(name)
+        lines = read_file_lines(parent, name)
+        if not lines:  # as MLflow's reader: an empty metric file is malformed
+            raise ValueError(f"Metric '{name}' is malformed. No data found.")
+        points.extend(FileStore._get_model_metric_from_line(meta["model_id"], name, line) for line in lines)
+    return meta, LoggedModel.from_dictionary(model), points
+
+
+def read_trace(store, trace_dir: str):
+    """(trace info, [(assessment, its file as a mapping), ...]) of a trace folder.
+
+    ``FileStore._get_trace_info_from_dir`` with each assessment file read once and kept beside
+    the entity MLflow builds from it: ``Assessment.from_dictionary`` drops an expectation's
+    ``valid``, ``overrides`` and ``rationale``, and every assessment's ``run_id`` key (it knows
+    the run only from the ``mlflow.assessment.sourceRunId`` metadata).
+    """
+    from mlflow.entities import Assessment, TraceInfo
+    from mlflow.store.tracking.file_store import FileStore
+
+    info = TraceInfo.from_dict(FileStore._read_yaml(trace_dir, FileStore.TRACE_INFO_FILE_NAME))
+    info.trace_metadata = store._get_dict_from_trace_sub_folder(
+        trace_dir, FileStore.TRACE_TRACE_METADATA_FOLDER_NAME
+    )
+    info.tags = store._get_dict_from_trace_sub_folder(trace_dir, FileStore.TRACE_TAGS_FOLDER_NAME)
+    folder = os.path.join(trace_dir, FileStore.ASSESSMENTS_FOLDER_NAME)
+    assessments = []
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        raw = FileStore._read_yaml(folder, name)
+        assessments.append((Assessment.from_dictionary(raw), raw))
+    return info, assessments
 
 
 @cache

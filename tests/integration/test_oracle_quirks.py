@@ -50,8 +50,9 @@ def test_expectation_valid_flag_comes_from_the_file(tree):
     store = oracle.tracking_store(str(mlruns))
     (assessment,) = store.get_trace_info(trace_id).assessments
     assert assessment.valid is None  # MLflow's reader drops it
-    trace_dir = str(mlruns / exp / "traces" / trace_id)
-    assert oracle.expectation_flags(trace_dir, assessment.assessment_id) == (True, None)
+    _, [(entity, raw)] = oracle.read_trace(store, str(mlruns / exp / "traces" / trace_id))
+    assert entity.assessment_id == assessment.assessment_id
+    assert raw["valid"] is True
 
 
 def test_readers_write_nothing(tmp_path, monkeypatch):

@@ -1,0 +1,237 @@
+"""Where MLflow's FileStore reader shows less than its files hold, the verifier reads the files.
+
+One tree made with MLflow's public API holds each such gap. It is migrated once with the default
+command (verification on), which must pass; then each case copies the database, removes or
+changes exactly the thing the reader does not show, and verifies: the mismatch must be named.
+The verification runs in this process (the same functions the CLI runs in its workers), so the
+many cases stay cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sqlite3
+
+import pytest
+
+from etl.verify.compare import (
+    verify_experiments,
+    verify_logged_models,
+    verify_registry,
+    verify_runs,
+    verify_traces,
+)
+from etl.verify.report import VerificationReport
+from tests.conftest import run_cli
+from tests.trees import file_client, sql_client
+
+HISTORY = [(s, round(1.0 / (s + 1), 6)) for s in range(5)]
+
+
+def build_gap_tree(mlruns) -> dict:
+    import mlflow
+    from mlflow.entities import AssessmentSource, Expectation, Feedback
+
+    uri = mlruns.as_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = file_client(mlruns)
+    ids: dict = {}
+    try:
+        exp = client.create_experiment("gaps")
+        # No set_experiment: the active experiment is process-wide and other modules' trees
+        # must not land in this one.
+        with mlflow.start_run(experiment_id=exp) as run:
+            run_id = run.info.run_id
+            model = mlflow.initialize_logged_model(name="trained", source_run_id=run_id)
+            # A training loop: one model metric at every step (the reader keeps the last only).
+            for step, value in HISTORY:
+                mlflow.log_metric("rmse", value, step=step, timestamp=1000 + step, model_id=model.model_id)
+            # Values the SQL store cannot hold as written (0 and +-max, with no flag).
+            for key, value in (("m_nan", math.nan), ("m_pos_inf", math.inf), ("m_neg_inf", -math.inf)):
+                mlflow.log_metric(key, value, step=0, timestamp=2000, model_id=model.model_id)
+            mlflow.finalize_logged_model(model.model_id, "READY")
+            dataset = mlflow.data.from_pandas(__import__("pandas").DataFrame({"x": [1, 2]}), name="ds")
+            mlflow.log_metric("with_dataset", 1.5, step=7, dataset=dataset)
+            mlflow.log_metric("run_inf", math.inf, step=0)
+        ids.update(exp=exp, run=run_id, model=model.model_id)
+
+        gone = mlflow.initialize_logged_model(name="discarded", experiment_id=exp)
+        mlflow.finalize_logged_model(gone.model_id, "FAILED")
+        client.delete_logged_model(gone.model_id)
+        ids["deleted_model"] = gone.model_id
+
+        deleted_run = client.create_run(exp, run_name="deleted").info.run_id
+        client.delete_run(deleted_run)
+        ids["deleted_run"] = deleted_run
+
+        with mlflow.start_run(run_id=run_id), mlflow.start_span("answer") as span:
+            pass  # a span inside the run is traced into the run's experiment
+        mlflow.flush_trace_async_logging()
+        human = AssessmentSource(source_type="HUMAN", source_id="labeler")
+        first = mlflow.log_expectation(trace_id=span.trace_id, name="expected", value="yes", source=human)
+        # An expectation that overrides the first: the file of the first then says valid: false.
+        # The run an assessment came from is kept as metadata (mlflow.genai.evaluate does so);
+        # MLflow's entity, and its SQL store's run_id column, take it from there.
+        from_run = {"mlflow.assessment.sourceRunId": run_id}
+        second = Expectation(name="expected", value="no", source=human, trace_id=span.trace_id,
+                             metadata=from_run)
+        second.overrides = first.assessment_id
+        second.rationale = "relabelled"
+        second = mlflow.log_assessment(trace_id=span.trace_id, assessment=second)
+        feedback = Feedback(name="score", value=3, source=human, trace_id=span.trace_id,
+                            rationale="ok", metadata=from_run)
+        feedback = mlflow.log_assessment(trace_id=span.trace_id, assessment=feedback)
+        ids.update(trace=span.trace_id, overridden=first.assessment_id, overriding=second.assessment_id,
+                   feedback=feedback.assessment_id)
+
+        client.create_registered_model("registered")
+        client.create_model_version("registered", f"models:/{model.model_id}", model_id=model.model_id)
+        client.set_registered_model_alias("registered", "champion", "1")
+    finally:
+        mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+        mlflow.set_registry_uri(os.environ["MLFLOW_TRACKING_URI"])
+    return ids
+
+
+@pytest.fixture(scope="module")
+def migrated(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gaps")
+    ids = build_gap_tree(root / "mlruns")
+    db = root / "mlflow.db"
+    report = root / "report.json"
+    # The default command, verification on: this is what refused such trees before.
+    result = run_cli("--source", str(root), "--target", f"sqlite:///{db}", "--report", str(report))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return root / "mlruns", db, ids, result, json.loads(report.read_text())
+
+
+def verify_in_process(mlruns, db) -> VerificationReport:
+    root, target = str(mlruns), str(db)
+    report, plan = verify_experiments(root, target)
+    report.merge(verify_registry(root, target))
+    for exp_id, ids in plan.items():
+        for func, key in ((verify_runs, "runs"), (verify_traces, "traces"), (verify_logged_models, "models")):
+            if ids[key]:
+                report.merge(func(root, target, exp_id, ids[key]))
+    return report
+
+
+def planted(migrated, tmp_path, sql: str, *params) -> VerificationReport:
+    """Verify a copy of the migrated database changed by one SQL statement (one row, at least)."""
+    mlruns, clean, _, _, _ = migrated
+    db = tmp_path / "planted.db"
+    shutil.copyfile(clean, db)
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute(sql, params).rowcount >= 1, sql
+        conn.commit()
+    finally:
+        conn.close()
+    return verify_in_process(mlruns, db)
+
+
+def only(report: VerificationReport) -> tuple[str, str, str]:
+    assert len(report.mismatches) == 1, report.to_text()
+    m = report.mismatches[0]
+    return m.entity, m.id, m.field
+
+
+def test_every_point_of_a_logged_model_metric_is_migrated(migrated):
+    mlruns, db, ids, result, _ = migrated
+    assert "Status: SUCCESS" in result.stdout
+    reader = file_client(mlruns).get_logged_model(ids["model"])
+    assert [m.step for m in reader.metrics if m.key == "rmse"] == [4]  # MLflow's reader: the last
+    points = sorted((m.step, m.value) for m in sql_client(db).get_logged_model(ids["model"]).metrics
+                    if m.key == "rmse")
+    assert points == HISTORY
+
+
+def test_values_the_database_cannot_hold_are_counted_and_named(migrated):
+    _, db, ids, result, report = migrated
+    named = {(d["entity"], d["id"], d["key"], d["value"]): (d["points"], d["stored_as"])
+             for d in report["unrepresentable_values"]}
+    model, run = ids["model"], ids["run"]
+    assert named == {
+        ("logged model", model, "m_nan", "NaN"): (1, "0 (no NaN flag: reads back as 0)"),
+        ("logged model", model, "m_pos_inf", "+Inf"): (1, "1.7976931348623157e+308"),
+        ("logged model", model, "m_neg_inf", "-Inf"): (1, "-1.7976931348623157e+308"),
+        # log_metric(model_id=...) logs the run metric too; a run's NaN keeps its is_nan flag.
+        ("run", run, "m_pos_inf", "+Inf"): (1, "1.7976931348623157e+308"),
+        ("run", run, "m_neg_inf", "-Inf"): (1, "-1.7976931348623157e+308"),
+        ("run", run, "run_inf", "+Inf"): (1, "1.7976931348623157e+308"),
+    }
+    assert "6 metric value(s) in 6 series cannot be stored as the files hold them" in result.stdout
+    assert f"logged model {model}, metric 'm_nan': 1 NaN point(s) stored as 0" in result.stdout
+    # What the summary says is what the database holds.
+    values = {m.key: m.value for m in sql_client(db).get_logged_model(model).metrics}
+    assert (values["m_nan"], values["m_pos_inf"], values["m_neg_inf"]) == (0.0, 1.7976931348623157e308,
+                                                                           -1.7976931348623157e308)
+    assert math.isnan(sql_client(db).get_run(run).data.metrics["m_nan"])
+
+
+def test_the_clean_database_verifies_clean_in_process(migrated):
+    mlruns, db, _, _, _ = migrated
+    report = verify_in_process(mlruns, db)
+    assert report.ok, report.to_text()
+    assert report.results["logged_models"].checked == 2
+
+
+def test_a_lost_point_of_a_logged_model_metric_history(migrated, tmp_path):
+    ids = migrated[2]
+    report = planted(migrated, tmp_path, "DELETE FROM logged_model_metrics WHERE metric_name = 'rmse' "
+                     "AND metric_step = 1")
+    assert only(report) == ("logged_models", ids["model"], "metrics")
+    assert report.mismatches[0].target is None  # the point is named as missing
+
+
+def test_a_logged_model_metric_point_with_another_value(migrated, tmp_path):
+    ids = migrated[2]
+    report = planted(migrated, tmp_path, "UPDATE logged_model_metrics SET metric_value = 9 "
+                     "WHERE metric_name = 'rmse' AND metric_step = 0")
+    assert only(report) == ("logged_models", ids["model"], "metrics")
+
+
+def test_the_step_of_a_run_metric_logged_with_a_dataset(migrated, tmp_path):
+    ids = migrated[2]
+    report = planted(migrated, tmp_path, "UPDATE metrics SET step = 0 WHERE key = 'with_dataset'")
+    entity, id_, field = only(report)
+    assert (entity, id_) == ("metrics", f"{ids['run']}/with_dataset")
+    assert field.startswith("step 7 @")  # the file's step, which MLflow's reader reports as 0
+
+
+def test_a_deleted_logged_model_shown_as_active(migrated, tmp_path):
+    ids = migrated[2]
+    report = planted(migrated, tmp_path, "UPDATE logged_models SET lifecycle_stage = 'active' "
+                     "WHERE model_id = ?", ids["deleted_model"])
+    assert only(report) == ("logged_models", ids["deleted_model"], "lifecycle_stage")
+
+
+@pytest.mark.parametrize("column, value, which, field", [
+    ("valid", 1, "overridden", "valid"),
+    ("overrides", None, "overriding", "overrides"),
+    ("run_id", None, "overriding", "run_id"),
+    ("rationale", None, "overriding", "rationale"),
+    ("run_id", None, "feedback", "run_id"),
+])
+def test_assessment_fields_the_reader_drops(migrated, tmp_path, column, value, which, field):
+    ids = migrated[2]
+    report = planted(migrated, tmp_path, f"UPDATE assessments SET {column} = ? WHERE assessment_id = ?",
+                     value, ids[which])
+    assert only(report) == ("assessments", ids[which], field)
+
+
+@pytest.mark.parametrize("column, value", [("deleted_time", None), ("source_type", "'NOTEBOOK'")])
+def test_run_columns_the_reader_drops(migrated, tmp_path, column, value):
+    ids = migrated[2]
+    report = planted(migrated, tmp_path, f"UPDATE runs SET {column} = {value or 'NULL'} WHERE run_uuid = ?",
+                     ids["deleted_run"])
+    assert only(report) == ("runs", ids["deleted_run"], column)
+
+
+def test_a_model_version_storage_location(migrated, tmp_path):
+    report = planted(migrated, tmp_path, "UPDATE model_versions SET storage_location = 'elsewhere'")
+    assert only(report) == ("model_versions", "registered/1", "storage_location")
