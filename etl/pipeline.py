@@ -133,7 +133,7 @@ async def migrate(config: MigrationConfig, progress: Progress | None = None) -> 
         for table, count in stats.orphans.items():
             log.warning("skipped rows of skipped entities", table=table, rows=count)
         if stats.lossy:
-            log.warning("metric values stored as MLflow's SQL store stores them, not as written "
+            log.info("metric values stored as MLflow's SQL store stores them, not as written "
                         "(NaN model metrics as 0, +-Inf as +-max; listed in the summary and report)",
                         points=sum(stats.lossy.values()), series=len(stats.lossy))
 
