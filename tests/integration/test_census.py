@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import generate_fixture_tree, run_cli
+from tests.trees import file_client
 
 WARNING_REASON = "holds YAML files where MLflow writes none: data of a newer MLflow? It was NOT migrated"
 
@@ -87,10 +88,21 @@ def artifact_folders(mlruns: Path) -> list[Path]:
             if p.is_dir() and "artifacts" not in p.relative_to(mlruns).parts[:-1]]
 
 
+def log_artifacts(mlruns: Path, work: Path) -> None:
+    """Artifacts of a run and of a logged model, written by MLflow: kept in place, not listed."""
+    client = file_client(mlruns)
+    run_id = _first("*/*/inputs", mlruns).parent.name
+    client.log_text(run_id, "a note\n", "notes/readme.txt")
+    weights = work / "weights.bin"
+    weights.write_bytes(b"\1" * 64)
+    client.log_model_artifact(_first("*/models/*/meta.yaml", mlruns).parent.name, str(weights))
+
+
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
     work = tmp_path_factory.mktemp("census")
     mlruns = generate_fixture_tree(work / "tree") / "mlruns"
+    log_artifacts(mlruns, work)
     strays, warnings = plant_strays(mlruns)
     report = work / "report.json"
     result = run_cli("--source", str(mlruns), "--target", f"sqlite:///{work}/mlflow.db",
@@ -114,6 +126,7 @@ def test_every_file_falls_in_exactly_one_class(planted):
     assert census["kept_in_place"]["run_artifacts"] == len([p for p in artifacts if p.parent.parent.name != "traces"
                                                             and p.parent.parent.name != "models"])
     assert census["kept_in_place"]["trace_artifacts"] == len([p for p in artifacts if p.parent.parent.name == "traces"])
+    assert census["kept_in_place"]["logged_model_artifacts"] == 1
     # Files migrated are the files the load read, table by table.
     assert census["counts"]["migrated_files"] == planted["report"]["files"] == sum(census["migrated"].values())
     assert census["migrated"]["runs"] == planted["report"]["counts"]["source"]["runs"]
