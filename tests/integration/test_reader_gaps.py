@@ -53,6 +53,9 @@ def build_gap_tree(mlruns) -> dict:
             # Values the SQL store cannot hold as written (0 and +-max, with no flag).
             for key, value in (("m_nan", math.nan), ("m_pos_inf", math.inf), ("m_neg_inf", -math.inf)):
                 mlflow.log_metric(key, value, step=0, timestamp=2000, model_id=model.model_id)
+            # The same (metric, timestamp, step, run) twice: the SQL store keeps the first.
+            for value in (1.0, 2.0):
+                mlflow.log_metric("twice", value, step=0, timestamp=3000, model_id=model.model_id)
             mlflow.finalize_logged_model(model.model_id, "READY")
             dataset = mlflow.data.from_pandas(__import__("pandas").DataFrame({"x": [1, 2]}), name="ds")
             mlflow.log_metric("with_dataset", 1.5, step=7, dataset=dataset)
@@ -91,6 +94,7 @@ def build_gap_tree(mlruns) -> dict:
         client.create_registered_model("registered")
         client.create_model_version("registered", f"models:/{model.model_id}", model_id=model.model_id)
         client.set_registered_model_alias("registered", "champion", "1")
+        mlflow.genai.register_prompt(name="prompt", template="Answer {{q}}")
     finally:
         mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
         mlflow.set_registry_uri(os.environ["MLFLOW_TRACKING_URI"])
@@ -233,5 +237,38 @@ def test_run_columns_the_reader_drops(migrated, tmp_path, column, value):
 
 
 def test_a_model_version_storage_location(migrated, tmp_path):
-    report = planted(migrated, tmp_path, "UPDATE model_versions SET storage_location = 'elsewhere'")
+    report = planted(migrated, tmp_path, "UPDATE model_versions SET storage_location = 'elsewhere' "
+                     "WHERE name = 'registered'")
     assert only(report) == ("model_versions", "registered/1", "storage_location")
+
+
+def test_a_logged_model_point_logged_twice_keeps_the_first(migrated, tmp_path):
+    _, db, ids, _, _ = migrated
+    conn = sqlite3.connect(db)
+    try:
+        rows = conn.execute("SELECT metric_value FROM logged_model_metrics WHERE metric_name = 'twice'").fetchall()
+    finally:
+        conn.close()
+    assert rows == [(1.0,)]
+    report = planted(migrated, tmp_path, "UPDATE logged_model_metrics SET metric_value = 2.0 "
+                     "WHERE metric_name = 'twice'")
+    assert only(report) == ("logged_models", ids["model"], "metrics")
+
+
+@pytest.mark.parametrize("sql, params, expected", [
+    # An integer enum in the file, its name through MLflow's reader.
+    ("UPDATE runs SET status = 'RUNNING' WHERE run_uuid = ?", "run", ("runs", "run", "status")),
+    # The trace name lives in a column; MLflow's SQL store renders it back as the tag.
+    ("UPDATE trace_info SET trace_name = NULL WHERE request_id = ?", "trace",
+     ("traces", "trace", "mlflow.traceName")),
+    # Hidden from RegisteredModel.tags, and what makes a registered model a prompt.
+    ("DELETE FROM registered_model_tags WHERE key = 'mlflow.prompt.is_prompt'", None,
+     ("registered_models", "prompt", "mlflow.prompt.is_prompt")),
+    ("DELETE FROM registered_model_aliases WHERE alias = 'champion'", None,
+     ("registered_models", "registered", "champion")),
+])
+def test_what_the_reader_converts_or_hides(migrated, tmp_path, sql, params, expected):
+    ids = migrated[2]
+    report = planted(migrated, tmp_path, sql, *([ids[params]] if params else []))
+    entity, id_, field = expected
+    assert only(report) == (entity, ids.get(id_, id_), field)
