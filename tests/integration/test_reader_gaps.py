@@ -258,9 +258,6 @@ def test_a_logged_model_point_logged_twice_keeps_the_first(migrated, tmp_path):
 @pytest.mark.parametrize("sql, params, expected", [
     # An integer enum in the file, its name through MLflow's reader.
     ("UPDATE runs SET status = 'RUNNING' WHERE run_uuid = ?", "run", ("runs", "run", "status")),
-    # The trace name lives in a column; MLflow's SQL store renders it back as the tag.
-    ("UPDATE trace_info SET trace_name = NULL WHERE request_id = ?", "trace",
-     ("traces", "trace", "mlflow.traceName")),
     # Hidden from RegisteredModel.tags, and what makes a registered model a prompt.
     ("DELETE FROM registered_model_tags WHERE key = 'mlflow.prompt.is_prompt'", None,
      ("registered_models", "prompt", "mlflow.prompt.is_prompt")),
@@ -272,3 +269,18 @@ def test_what_the_reader_converts_or_hides(migrated, tmp_path, sql, params, expe
     report = planted(migrated, tmp_path, sql, *([ids[params]] if params else []))
     entity, id_, field = expected
     assert only(report) == (entity, ids.get(id_, id_), field)
+
+
+def test_the_trace_name(migrated, tmp_path):
+    _, db, ids, _, _ = migrated
+    conn = sqlite3.connect(db)
+    try:
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(trace_info)")}
+    finally:
+        conn.close()
+    # Newer MLflow keeps the trace name in a column and renders it back as the tag; older keeps
+    # the tag row. Either way the tag is what a client sees, and what must match the file.
+    sql = ("UPDATE trace_info SET trace_name = NULL WHERE request_id = ?" if "trace_name" in columns
+           else "DELETE FROM trace_tags WHERE key = 'mlflow.traceName' AND request_id = ?")
+    report = planted(migrated, tmp_path, sql, ids["trace"])
+    assert only(report) == ("traces", ids["trace"], "mlflow.traceName")
