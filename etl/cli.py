@@ -79,7 +79,8 @@ def _common_options(func):
                      "most one process per CPU core)."),
         click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
                      help="Write a JSON report of the run here (counts, timings, problems, "
-                     "census of the tree, verification, exit status)."),
+                     "census of the tree, metric values stored otherwise than written, "
+                     "verification, exit status)."),
         click.option("--verbose", "-v", is_flag=True,
                      help="Log every step, per experiment, and every entry of the tree that is "
                      "not FileStore data."),
