@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from etl.config import DEFAULT_BATCH_SIZE, RUNS_PER_UNIT
-from etl.sink.schema import create_schema
+from etl.sink.schema import create_schema, schema_limits
 from etl.sink.writer import StagingWriter
 from etl.source.extract import extract
 from etl.source.layout import (
@@ -55,13 +55,14 @@ def main() -> None:
     units += [RegisteredModelUnit(path) for path in registered_model_dirs(mlruns)]
     seconds["discover"] = time.perf_counter() - started
 
+    limits = schema_limits()
     parse = cProfile.Profile()
     started = time.perf_counter()
-    batches = [parse.runcall(extract, unit) for unit in units]
+    batches = [parse.runcall(extract, unit, limits) for unit in units]
     seconds["extract (profiled)"] = time.perf_counter() - started
     started = time.perf_counter()
     for unit in units:
-        extract(unit)
+        extract(unit, limits)
     seconds["extract (plain)"] = time.perf_counter() - started
 
     started = time.perf_counter()

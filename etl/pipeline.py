@@ -22,14 +22,17 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from etl.config import MigrationConfig
 from etl.errors import InvalidSourceError, TargetError, VerificationFailed
+from etl.sql_limits import Limits
 from etl.observe import Progress, log
 from etl.rows import Census, Problem, RowBatch, RowCounter
-from etl.sink.schema import create_schema
+from etl.sink.schema import create_schema, schema_limits, sqlite_limits
 from etl.sink.staging import StagingArea, check_is_mlflow_database, check_target_is_free, target_path
 from etl.sink.writer import StagingWriter
 from etl.source.census import census_tree, survey_root
 from etl.source.extract import extract
 from etl.source.layout import (
+    META,
+    TRASH,
     LayoutError,
     RegisteredModelUnit,
     WorkUnit,
@@ -59,7 +62,9 @@ class LoadStats:
     # With --skip-invalid: rows removed after the load because their parent was left out.
     orphans: dict[str, int] = field(default_factory=dict)
     # Ids found twice in the tree: neither copy can be trusted to be "the" entity.
-    clashes: dict[str, set] = field(default_factory=lambda: {"experiments": set(), "runs": set()})
+    clashes: dict[str, set] = field(
+        default_factory=lambda: {"experiments": set(), "runs": set(), "traces": set(), "logged_models": set()}
+    )
     census: Census = field(default_factory=Census)
     # Metric values the database holds otherwise than the files (etl.rows.LossyKey -> points).
     lossy: Counter = field(default_factory=Counter)
@@ -109,10 +114,11 @@ async def migrate(config: MigrationConfig, progress: Progress | None = None) -> 
         phases["schema"] = time.monotonic() - started
 
         started = time.monotonic()
+        limits = await anyio.to_thread.run_sync(sqlite_limits, area.staging)
         writer = StagingWriter(area.staging, config.batch_size)
         progress.phase("load")
         try:
-            stats = await load(mlruns, writer, config, progress)
+            stats = await load(mlruns, writer, config, progress, limits)
             if stats.problems and not config.skip_invalid:
                 # Strict: the whole tree was read so every problem is listed; nothing is kept.
                 raise InvalidSourceError(stats.problems)
@@ -162,8 +168,9 @@ async def dry_run(config: MigrationConfig, progress: Progress | None = None) -> 
     target = target_path(config.target)
     check_target_is_free(target)
     started = time.monotonic()
+    limits = await anyio.to_thread.run_sync(schema_limits)
     progress.phase("load")
-    stats = await load(mlruns, None, config, progress)
+    stats = await load(mlruns, None, config, progress, limits)
     log_census(stats.census)
     return MigrationResult(mlruns, target, stats, {"load": time.monotonic() - started}, None)
 
@@ -210,17 +217,18 @@ def first_error(group: BaseExceptionGroup) -> BaseException:
 
 
 async def load(
-    mlruns: Path, writer: StagingWriter | None, config: MigrationConfig, progress: Progress
+    mlruns: Path, writer: StagingWriter | None, config: MigrationConfig, progress: Progress, limits: Limits
 ) -> LoadStats:
-    """Discover, parse and (unless writer is None, for a dry run) write the whole tree."""
+    """Discover, parse, check against the target's limits and (unless writer is None, for a dry
+    run) write the whole tree."""
     try:
-        return await _load(mlruns, writer, config, progress)
+        return await _load(mlruns, writer, config, progress, limits)
     except BaseExceptionGroup as group:
         raise first_error(group) from None
 
 
 async def _load(
-    mlruns: Path, writer: StagingWriter | None, config: MigrationConfig, progress: Progress
+    mlruns: Path, writer: StagingWriter | None, config: MigrationConfig, progress: Progress, limits: Limits
 ) -> LoadStats:
     stats = LoadStats()
     limiter = anyio.CapacityLimiter(process_count(config.workers))
@@ -230,8 +238,8 @@ async def _load(
         tg.start_soon(discover, mlruns, config.runs_per_unit, units_send, progress, stats.census)
         async with units_recv, rows_send:
             for _ in range(config.workers):
-                tg.start_soon(produce, units_recv.clone(), rows_send.clone(), limiter)
-        tg.start_soon(consume, rows_recv, writer, stats, progress)
+                tg.start_soon(produce, units_recv.clone(), rows_send.clone(), limiter, limits)
+        tg.start_soon(consume, rows_recv, writer, stats, progress, mlruns)
     return stats
 
 
@@ -258,19 +266,22 @@ async def produce(
     units: MemoryObjectReceiveStream[WorkUnit],
     rows: MemoryObjectSendStream[RowBatch],
     limiter: anyio.CapacityLimiter,
+    limits: Limits,
 ) -> None:
     async with units, rows:
         async for unit in units:
-            batch = await anyio.to_process.run_sync(extract, unit, cancellable=True, limiter=limiter)
+            batch = await anyio.to_process.run_sync(extract, unit, limits, cancellable=True, limiter=limiter)
             await rows.send(batch)
 
 
 async def consume(
     rows: MemoryObjectReceiveStream[RowBatch], writer: StagingWriter | None, stats: LoadStats,
-    progress: Progress,
+    progress: Progress, mlruns: Path,
 ) -> None:
     seen_runs: dict[str, int] = {}
     seen_experiments: set[int] = set()
+    seen_names: dict[str, int] = {}
+    seen_ids: dict[str, dict[str, int]] = {kind: {} for kind in _TREE_WIDE_IDS}
     async with rows:
         async for batch in rows:
             stats.files += batch.files
@@ -280,6 +291,8 @@ async def consume(
             # Ids the tree holds twice: folders cannot stop that, a primary key does. The second
             # copy is left out (and reported), so the writer never trips over the key.
             stats.problems.extend(_drop_clashes(batch, seen_runs, seen_experiments, stats.clashes))
+            stats.problems.extend(_drop_name_clashes(batch, seen_names, stats.clashes, mlruns))
+            stats.problems.extend(_drop_id_clashes(batch, seen_ids, stats.clashes, mlruns))
             stats.rows.add_batch(batch)
             if writer is not None:
                 await anyio.to_thread.run_sync(writer.write, batch)
@@ -319,6 +332,76 @@ def _drop_clashes(
         dropped_inputs = {r[0] for r in batch.rows.get("inputs", ()) if r[2] in clashing or r[4] in clashing}
         batch.rows["inputs"] = [r for r in batch.rows.get("inputs", ()) if r[0] not in dropped_inputs]
         batch.rows["input_tags"] = [r for r in batch.rows.get("input_tags", ()) if r[0] not in dropped_inputs]
+    return problems
+
+
+def _experiment_folder(mlruns: Path, exp_id: int) -> Path:
+    folder = mlruns / str(exp_id)
+    return folder if folder.is_dir() else mlruns / TRASH / str(exp_id)
+
+
+def _experiment_meta(mlruns: Path, exp_id: int) -> str:
+    return str(_experiment_folder(mlruns, exp_id) / META)
+
+
+# Ids each experiment folder holds for itself but the target keys across the whole tree:
+# kind -> (folder inside the experiment, {table: where the id sits in its rows}, where the
+# experiment id sits in the kind's own table's rows). The first table is the kind's own.
+_TREE_WIDE_IDS = {
+    "traces": ("traces", {"trace_info": "request_id", "trace_tags": 0, "trace_request_metadata": 0,
+                          "assessments": "trace_id"}, "experiment_id"),
+    "logged_models": ("models", {"logged_models": 0, "logged_model_params": 0, "logged_model_tags": 0,
+                                 "logged_model_metrics": 0}, 1),
+}
+
+
+def _drop_id_clashes(
+    batch: RowBatch, seen_ids: dict[str, dict[str, int]], clashes: dict[str, set], mlruns: Path
+) -> list[Problem]:
+    """A trace or logged model id found in two experiments (a folder copied by hand): like a run
+    id in two experiments, neither copy is kept, and the problem names both folders."""
+    problems = []
+    for kind, (folder, tables, exp_at) in _TREE_WIDE_IDS.items():
+        own_table, id_at = next(iter(tables.items()))
+        clashing = set()
+        for row in batch.rows.get(own_table, ()):
+            entity_id, exp_id = row[id_at], row[exp_at]
+            first = seen_ids[kind].setdefault(entity_id, exp_id)
+            if first != exp_id:
+                clashing.add(entity_id)
+                clashes[kind].add(entity_id)
+                where = [str(_experiment_folder(mlruns, e) / folder / entity_id) for e in (exp_id, first)]
+                problems.append(Problem(where[0], f"the same id is also the folder {where[1]}; the target "
+                                        "keys it across all experiments", None, kind, entity_id))
+        if clashing:
+            for table, at in tables.items():
+                batch.rows[table] = [r for r in batch.rows.get(table, ()) if r[at] not in clashing]
+    return problems
+
+
+def _drop_name_clashes(
+    batch: RowBatch, seen_names: dict[str, int], clashes: dict[str, set], mlruns: Path
+) -> list[Problem]:
+    """Experiment names are unique in the target (a tree merged by hand can hold one twice).
+    Neither experiment is "the" one, so both are left out, each problem naming the other folder."""
+    problems = []
+    for row in batch.rows.get("experiments", ()):
+        exp_id, name = row[0], row[1]
+        first = seen_names.setdefault(name, exp_id)
+        if first == exp_id:
+            continue
+        pair = (first, exp_id)
+        for this, other in (pair, pair[::-1]):
+            if this not in clashes["experiments"]:
+                clashes["experiments"].add(this)
+                problems.append(Problem(
+                    _experiment_meta(mlruns, this),
+                    f"experiment name {name!r} is also the name of {_experiment_meta(mlruns, other)}; "
+                    "the target holds each name once", None, "experiments", str(this)))
+    if clashes["experiments"]:
+        for table in ("experiments", "experiment_tags", "datasets"):
+            column = 1 if table == "datasets" else 0
+            batch.rows[table] = [r for r in batch.rows.get(table, ()) if r[column] not in clashes["experiments"]]
     return problems
 
 

@@ -1,11 +1,149 @@
 """What MLflow's SQL schema cannot hold as written, shared by the loader and the verifier.
 
-A plain constant, not a function: the loader (etl/source) and the verifier (etl/verify) each
-apply it with their own code, so a slip in one cannot pass the other's check.
+FLOAT_MAX is a plain constant, not a function: the loader (etl/source) and the verifier
+(etl/verify) each apply it with their own code, so a slip in one cannot pass the other's check.
+
+Everything else the target refuses (a step beyond 64 bits, a missing required field, a status its
+CHECK constraint does not list, a name longer than its VARCHAR) is a problem of the source file
+it came from, reported like any other invalid input, not a database error halfway through the
+load. The target supplies the table: ``Limits`` maps (table, column) to a ``ColumnLimit``, read
+from the target's own schema (``etl.sink.schema.sqlite_limits`` for SQLite: 64-bit integers, no
+lengths; a PostgreSQL target adds VARCHAR lengths and 32-bit INTEGER columns the same way).
+``check_rows`` runs in the producer processes: plain Python only.
 """
 
 from __future__ import annotations
 
+import datetime
+from dataclasses import dataclass
+from operator import itemgetter
+
+from etl.rows import COLUMNS
+
 # MLflow's SQL store writes +-Inf as the largest finite double of that sign
 # (SqlAlchemyStore.sanitize_metric_value); SQL REAL columns cannot hold IEEE infinities.
 FLOAT_MAX = 1.7976931348623157e308
+
+INT64 = (-(2**63), 2**63 - 1)
+INT32 = (-(2**31), 2**31 - 1)
+INT16 = (-(2**15), 2**15 - 1)
+_RANGE_NAMES = {INT64: "64-bit", INT32: "32-bit", INT16: "16-bit"}
+
+# Tables whose values have their column's Python type by construction (parsed with int() and
+# float(), keys and ids taken from file and folder names, is_nan computed): only ranges and
+# lengths can be exceeded there, so only those are checked, which keeps the check cheap on the
+# millions of rows these tables get.
+TYPED_TABLES = frozenset({"metrics", "latest_metrics", "logged_model_metrics"})
+
+# Rows computed from other rows of the same entity (the latest point of each metric): whatever
+# they could exceed, the rows they come from exceed first, and those name the line.
+DERIVED_TABLES = frozenset({"latest_metrics"})
+
+_NUMBER = (int, float)
+_TEXT = (str, int, float)  # SQLite and PostgreSQL drivers turn numbers into text alike
+
+
+@dataclass(frozen=True)
+class ColumnLimit:
+    """One column's constraints: kind is "integer", "real", "boolean" or "text"."""
+
+    kind: str
+    nullable: bool = True
+    int_range: tuple[int, int] | None = None
+    max_length: int | None = None
+    choices: frozenset | None = None  # CHECK (column IN (...))
+
+    def violation(self, column: str, value) -> str | None:
+        """Why the target would refuse value, or None."""
+        if value is None:
+            return None if self.nullable else f"{column} is missing (the target requires a value)"
+        if isinstance(value, (datetime.date, datetime.time)):
+            return f"{column} must be a {self._noun()}, found the date/time {value!s}"
+        if self.kind == "integer":
+            if not isinstance(value, _NUMBER):
+                return f"{column} must be an integer, found {_shown(value)}"
+            low, high = self.int_range or INT64
+            if not low <= value <= high:
+                return f"{column} {value} is beyond the target's {self._range()} integer range"
+        elif self.kind in ("real", "boolean"):
+            if not isinstance(value, _NUMBER):
+                return f"{column} must be a {self._noun()}, found {_shown(value)}"
+        elif not isinstance(value, _TEXT):
+            return f"{column} must be text, found {_shown(value)}"
+        elif self.max_length is not None and len(str(value)) > self.max_length:
+            return (f"{column} is {len(str(value))} characters long; the target holds at most "
+                    f"{self.max_length}")
+        if self.choices is not None and value not in self.choices:
+            allowed = ", ".join(repr(c) for c in sorted(self.choices, key=str))
+            return f"{column} {value!r} is not a value the target accepts ({allowed})"
+        return None
+
+    def _noun(self) -> str:
+        return {"integer": "integer", "real": "number", "boolean": "boolean"}.get(self.kind, "text")
+
+    def _range(self) -> str:
+        low, high = self.int_range or INT64
+        return _RANGE_NAMES.get((low, high), f"[{low}, {high}]")
+
+
+Limits = dict[tuple[str, str], ColumnLimit]
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
+
+
+@dataclass(frozen=True)
+class Violation:
+    table: str
+    index: int  # of the row in its table's list
+    reason: str
+
+
+def check_rows(rows: dict[str, list], limits: Limits) -> list[Violation]:
+    """Every value in rows (table -> tuples in COLUMNS order, or dicts) the target would refuse."""
+    found: list[Violation] = []
+    # One entity repeats a value across its tables (its experiment id in every tag row): each
+    # bad value is reported once, where it first appears.
+    reported: set[tuple[str, str]] = set()
+    for table, table_rows in rows.items():
+        if not table_rows or table in DERIVED_TABLES:
+            continue
+        if isinstance(table_rows[0], dict):
+            columns = sorted({c for row in table_rows for c in row})
+            getters = [(c, lambda row, c=c: row.get(c)) for c in columns]
+        else:
+            getters = [(c, itemgetter(i)) for i, c in enumerate(COLUMNS[table])]
+        for column, get in getters:
+            limit = limits.get((table, column))
+            if limit is None or _passes_quickly(table, limit, get, table_rows):
+                continue
+            for index, row in enumerate(table_rows):
+                value = get(row)
+                reason = limit.violation(f"{table}.{column}", value)
+                if reason is not None and (column, repr(value)) not in reported:
+                    reported.add((column, repr(value)))
+                    found.append(Violation(table, index, reason))
+    return found
+
+
+def _passes_quickly(table: str, limit: ColumnLimit, get, rows: list) -> bool:
+    """A whole-column check at C speed for the common case; False sends it row by row."""
+    if limit.choices is not None and table not in TYPED_TABLES:
+        return False
+    if table not in TYPED_TABLES:
+        types = set(map(type, map(get, rows)))
+        allowed = {str} if limit.kind == "text" else {int}
+        if limit.nullable:
+            allowed.add(type(None))
+        if not types <= allowed:
+            return False
+        if type(None) in types:  # a nullable integer column with gaps: rare, small tables
+            return limit.kind == "text" and limit.max_length is None
+    if limit.kind == "integer":
+        low, high = limit.int_range or INT64
+        return low <= min(map(get, rows)) and max(map(get, rows)) <= high
+    if limit.kind == "text" and limit.max_length is not None:
+        return max(map(len, map(get, rows))) <= limit.max_length
+    return True

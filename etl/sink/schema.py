@@ -6,17 +6,20 @@ function of the MLflow release, so it is built once per release into a cache and
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.metadata
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import sqlite3
 import tempfile
 from pathlib import Path
 
 from etl.errors import MigrationError
+from etl.sql_limits import INT64, ColumnLimit, Limits
 from etl.rows import COLUMNS
 
 # Tables MLflow's migrations fill themselves; the rest of an empty target holds no rows.
@@ -124,5 +127,50 @@ def check_columns(staging: Path) -> None:
                     f"the installed MLflow's {table!r} table requires column(s) {unfilled} "
                     "that etl-migrate does not fill; this MLflow version is not supported"
                 )
+    finally:
+        conn.close()
+
+
+# CHECK (column IN ('a', 'b')) or CHECK (column IN (0, 1)), as MLflow's migrations write them.
+_CHECK_IN = re.compile(r"""CHECK\s*\(\s*"?(\w+)"?\s+IN\s*\(([^)]*)\)\s*\)""", re.IGNORECASE)
+
+
+def _declared_kind(declared: str) -> str:
+    declared = declared.upper()
+    if "INT" in declared:
+        return "integer"
+    if any(word in declared for word in ("FLOAT", "REAL", "DOUBLE", "NUMERIC")):
+        return "real"
+    return "boolean" if "BOOL" in declared else "text"
+
+
+def schema_limits() -> Limits:
+    """The limits of the schema ``create_schema`` makes, without a staging file (a dry run)."""
+    try:
+        return sqlite_limits(template_path())
+    except OSError:
+        with tempfile.TemporaryDirectory() as folder:
+            build_schema(Path(folder) / "schema.db")
+            return sqlite_limits(Path(folder) / "schema.db")
+
+
+def sqlite_limits(database: Path) -> Limits:
+    """What a SQLite database made by MLflow accepts in each column we fill: its own declared
+    types, NOT NULL (and primary keys), and CHECK (... IN ...) constraints. SQLite integers are
+    64-bit whatever the declared width, and it enforces no VARCHAR length."""
+    conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    try:
+        limits: Limits = {}
+        for table in COLUMNS:
+            (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                  (table,)).fetchone()
+            choices = {m[1]: frozenset(ast.literal_eval(f"({m[2]},)")) for m in _CHECK_IN.finditer(sql)}
+            for _cid, name, declared, not_null, _default, pk in conn.execute(f'PRAGMA table_info("{table}")'):
+                kind = _declared_kind(declared)
+                limits[(table, name)] = ColumnLimit(
+                    kind, nullable=not (not_null or pk), int_range=INT64 if kind == "integer" else None,
+                    choices=choices.get(name),
+                )
+        return limits
     finally:
         conn.close()

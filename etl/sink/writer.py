@@ -86,7 +86,9 @@ class StagingWriter:
                     self.conn.executemany(self._sql[table], rows)
                 self._pending += len(rows)
         except sqlite3.IntegrityError as e:
-            raise MigrationError(f"the source holds two entities with the same key: {e}") from e
+            # Every constraint of the target is checked as input first (etl.sql_limits, the clash
+            # checks in the pipeline): reaching this is a bug, and says so.
+            raise MigrationError(f"a row broke a constraint the input checks missed (a bug): {e}") from e
         except sqlite3.OperationalError as e:
             raise self._write_failed(e) from e
         if self._pending >= self.batch_size:
@@ -131,11 +133,13 @@ class StagingWriter:
 
     @_exclusive
     def delete_entities(self, ids: dict[str, set]) -> None:
-        """Delete experiments and runs by id; prune_orphans then removes what hung from them."""
+        """Delete experiments, runs, traces and logged models by id; prune_orphans then removes
+        what hung from them."""
         self.commit()
         self.conn.execute("BEGIN")
-        self.conn.executemany("DELETE FROM experiments WHERE experiment_id = ?", [(i,) for i in ids["experiments"]])
-        self.conn.executemany("DELETE FROM runs WHERE run_uuid = ?", [(i,) for i in ids["runs"]])
+        for kind, table, key in (("experiments", "experiments", "experiment_id"), ("runs", "runs", "run_uuid"),
+                                 ("traces", "trace_info", "request_id"), ("logged_models", "logged_models", "model_id")):
+            self.conn.executemany(f'DELETE FROM "{table}" WHERE "{key}" = ?', [(i,) for i in ids.get(kind, ())])
         self.conn.execute("COMMIT")
 
     @_exclusive

@@ -14,6 +14,7 @@ import uuid
 from collections import Counter
 from datetime import datetime
 
+from etl.sql_limits import Limits, check_rows
 from etl.rows import Problem, RowBatch
 from etl.source import derived
 from etl.source.census import survey_unit
@@ -60,22 +61,31 @@ def stable_id(*parts: str) -> str:
     return str(uuid.uuid5(ID_NAMESPACE, "/".join(parts)))
 
 
-def extract(unit: WorkUnit) -> RowBatch:
+def extract(unit: WorkUnit, limits: Limits) -> RowBatch:
+    """The unit's rows; an entity that does not read, or holds a value the target would refuse
+    (``limits``, supplied by the target), is left out and its problems reported instead."""
     batch = RowBatch()
+
+    def guarded(kind: str, entity_id: str, folder: str, extractor, *args) -> None:
+        _guarded(batch, limits, (kind, entity_id), folder, extractor, *args)
+
     if isinstance(unit, RunsUnit):
         for name in unit.run_dirs:
-            _guarded(batch, ("runs", name), _extract_run, unit.experiment_path, unit.experiment_id, name)
+            guarded("runs", name, os.path.join(unit.experiment_path, name), _extract_run,
+                    unit.experiment_path, unit.experiment_id, name)
     elif isinstance(unit, ExperimentUnit):
-        _guarded(batch, ("experiments", os.path.basename(unit.path)), _extract_experiment, unit.path, unit.deleted)
-        _extract_datasets(batch, unit.path)
+        guarded("experiments", os.path.basename(unit.path), unit.path, _extract_experiment, unit.path, unit.deleted)
+        _extract_datasets(batch, limits, unit.path)
     elif isinstance(unit, TracesUnit):
         for name in unit.trace_dirs:
-            _guarded(batch, ("traces", name), _extract_trace, unit.experiment_path, unit.experiment_id, name)
+            guarded("traces", name, os.path.join(unit.experiment_path, "traces", name), _extract_trace,
+                    unit.experiment_path, unit.experiment_id, name)
     elif isinstance(unit, LoggedModelsUnit):
         for name in unit.model_dirs:
-            _guarded(batch, ("logged_models", name), _extract_logged_model, unit.experiment_path, unit.experiment_id, name)
+            guarded("logged_models", name, os.path.join(unit.experiment_path, "models", name),
+                    _extract_logged_model, unit.experiment_path, unit.experiment_id, name)
     elif isinstance(unit, RegisteredModelUnit):
-        _guarded(batch, ("registered_models", os.path.basename(unit.path)), _extract_registered_model, unit.path)
+        guarded("registered_models", os.path.basename(unit.path), unit.path, _extract_registered_model, unit.path)
     else:  # pragma: no cover - a new unit kind without an extractor is a programming error
         raise TypeError(f"unknown work unit {unit!r}")
     # Files read were counted above, per table; this adds what was not read, and why.
@@ -83,17 +93,23 @@ def extract(unit: WorkUnit) -> RowBatch:
     return batch
 
 
-def _guarded(batch: RowBatch, entity: tuple[str, str], extractor, *args) -> None:
-    """Run one entity's extractor into a private batch; keep its rows only if it all read."""
+def _guarded(batch: RowBatch, limits: Limits, entity: tuple[str, str], folder: str, extractor, *args) -> None:
+    """Run one entity's extractor into a private batch; keep its rows only if it all read and
+    the target accepts every value."""
     own = RowBatch()
     try:
         extractor(own, *args)
+        errors = []
+        for v in check_rows(own.rows, limits):
+            path, line = _located(folder, v.table, own.rows[v.table], v.index)
+            errors.append(SourceError(path, v.reason, line))
     except (SourceError, SourceErrors) as e:
-        _count_files(batch, own)
-        for error in e.errors if isinstance(e, SourceErrors) else [e]:
+        errors = e.errors if isinstance(e, SourceErrors) else [e]
+    _count_files(batch, own)
+    if errors:
+        for error in errors:
             batch.problems.append(Problem(error.path, error.reason, error.line, entity[0], entity[1]))
         return
-    _count_files(batch, own)
     for table, rows in own.rows.items():
         batch.extend(table, rows)
     batch.lossy.update(own.lossy)
@@ -103,6 +119,59 @@ def _count_files(batch: RowBatch, own: RowBatch) -> None:
     """An entity's files were read (and are FileStore data) whether or not it is kept."""
     batch.files += own.files
     batch.census.migrated.update(own.census.migrated)
+
+
+# The file each table's row comes from, relative to its entity's folder (row -> path parts).
+_SOURCE_FILES = {
+    "experiments": lambda row: [META],
+    "experiment_tags": lambda row: ["tags", row[1]],
+    "datasets": lambda row: [META],
+    "runs": lambda row: [META],
+    "params": lambda row: ["params", row[1]],
+    "tags": lambda row: ["tags", row[1]],
+    "metrics": lambda row: ["metrics", row[1]],
+    "latest_metrics": lambda row: ["metrics", row[1]],
+    "trace_info": lambda row: ["trace_info.yaml"],
+    "trace_tags": lambda row: ["tags", row[1]],
+    "trace_request_metadata": lambda row: ["request_metadata", row[1]],
+    "assessments": lambda row: ["assessments", f"{row['assessment_id']}.yaml"],
+    "logged_models": lambda row: [META],
+    "logged_model_params": lambda row: ["params", row[2]],
+    "logged_model_tags": lambda row: ["tags", row[2]],
+    "logged_model_metrics": lambda row: ["metrics", row[1]],
+    "registered_models": lambda row: [META],
+    "registered_model_tags": lambda row: ["tags", row[1]],
+    "registered_model_aliases": lambda row: ["aliases", row[1]],
+    "model_versions": lambda row: [f"version-{row[1]}", META],
+    "model_version_tags": lambda row: [f"version-{row[1]}", "tags", row[2]],
+}
+# Metric files hold one point per line, in the order their rows were made: the line of a row is
+# its place among the rows of the same key (the column named here).
+_LINE_KEY = {"metrics": 1, "logged_model_metrics": 1}
+
+
+def _located(folder: str, table: str, rows: list, index: int) -> tuple[str, int | None]:
+    """(file, line) a row was read from; only computed for a row the target would refuse."""
+    row = rows[index]
+    if table in ("inputs", "input_tags"):
+        return _input_file(folder, row[0]), None
+    path = os.path.join(folder, *_SOURCE_FILES[table](row))
+    if table in _LINE_KEY:
+        key_at = _LINE_KEY[table]
+        return path, sum(1 for r in rows[:index] if r[key_at] == row[key_at]) + 1
+    if table == "assessments" and not os.path.isfile(path):
+        return os.path.join(folder, "assessments"), None
+    return path, None
+
+
+def _input_file(run_path: str, input_uuid: str) -> str:
+    """The meta.yaml of the run input or output whose stable id is input_uuid."""
+    run_id = os.path.basename(run_path)
+    for kind in ("inputs", "outputs"):
+        for name in subdirs(os.path.join(run_path, kind)):
+            if stable_id(run_id, kind, name) == input_uuid:
+                return os.path.join(run_path, kind, name, META)
+    return run_path
 
 
 def _meta(batch: RowBatch, folder: str, what: str, table: str) -> dict:
@@ -269,11 +338,12 @@ def _run_outputs(batch: RowBatch, run_path: str, run_id: str) -> None:
         )
 
 
-def _extract_datasets(batch: RowBatch, exp_path: str) -> None:
+def _extract_datasets(batch: RowBatch, limits: Limits, exp_path: str) -> None:
     exp_id = os.path.basename(exp_path)
     folder = os.path.join(exp_path, "datasets")
     for name in subdirs(folder):
-        _guarded(batch, ("datasets", f"{exp_id}/{name}"), _extract_dataset, folder, exp_id, name)
+        _guarded(batch, limits, ("datasets", f"{exp_id}/{name}"), os.path.join(folder, name),
+                 _extract_dataset, folder, exp_id, name)
 
 
 def _extract_dataset(batch: RowBatch, folder: str, exp_id: str, name: str) -> None:
