@@ -10,20 +10,15 @@ are registered models too. Traces, logged models, datasets and assessments come 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 from mlflow.exceptions import MlflowException
 
+from tests import mlflow_server
 from tests.client_compare import assert_fields, assert_mapping, compare_experiments, compare_registry, compare_runs
 from tests.conftest import REPO, posix_only, run_cli, tree_fingerprint
 from tests.trees import file_client
@@ -32,8 +27,6 @@ from tests.trees import file_client
 pytestmark = posix_only("the server's process group, started with start_new_session and stopped with os.killpg")
 
 GENERATOR = REPO / "scripts" / "generate_migration_fixtures.py"
-HEALTH_TIMEOUT = 120  # s; the server imports for ~10-25 s on 2 busy cores
-STOP_TIMEOUT = 15  # s between SIGTERM and SIGKILL
 # What MLflow logs when it creates or upgrades a schema; none may appear on a migrated database.
 SCHEMA_CHANGE_LOG_LINES = (
     "Running upgrade",  # alembic
@@ -41,12 +34,6 @@ SCHEMA_CHANGE_LOG_LINES = (
     "Updating database tables",  # mlflow.store.db.utils
     "out-of-date database schema",  # _verify_schema refusing the database
 )
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _schema_snapshot(db: Path) -> tuple:
@@ -58,30 +45,6 @@ def _schema_snapshot(db: Path) -> tuple:
     finally:
         conn.close()
     return revision, ddl
-
-
-def _mlflow_command() -> list[str]:
-    exe = Path(sys.executable).with_name("mlflow")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "mlflow"]
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM the server's own process group (it spawns uvicorn), SIGKILL after a timeout."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            pass
-    # Children may outlive the parent: the group id is the server's pid (start_new_session).
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=STOP_TIMEOUT)
 
 
 class _RegistryAsStores:
@@ -143,47 +106,12 @@ def migrated(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(migrated):
     root, db = migrated["root"], migrated["db"]
-    artifacts = root / "artifacts"
-    artifacts.mkdir()
     schema_before = _schema_snapshot(db)
-    port = _free_port()
-    log_path = root / "server.log"
-    env = dict(os.environ)
-    env.update(
-        # The job runner spawns ~7 huey consumers that survive the server's SIGTERM and leave a
-        # folder in /dev/shm; it only runs background jobs, nothing this test reads.
-        MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
-        MLFLOW_DISABLE_TELEMETRY="true",
-        DO_NOT_TRACK="true",
-    )
-    cmd = [
-        *_mlflow_command(), "server",
-        "--backend-store-uri", f"sqlite:///{db}",
-        "--default-artifact-root", str(artifacts),
-        "--artifacts-destination", str(artifacts),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-    ]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root, env=env,
-                                start_new_session=True)
+    proc, url, log_path = mlflow_server.start(db, root)
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + HEALTH_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"mlflow server exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=5) as resp:
-                    if resp.status == 200:
-                        break
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"mlflow server not healthy after {HEALTH_TIMEOUT}s:\n{log_path.read_text()[-4000:]}")
-            time.sleep(0.5)
         yield {"url": url, "log": log_path, "proc": proc, "schema_before": schema_before}
     finally:
-        _stop(proc)
+        mlflow_server.stop(proc)
 
 
 @pytest.fixture(scope="module")
