@@ -38,11 +38,26 @@ class VerificationFailed(MigrationError):
         super().__init__(f"verification found {len(report.mismatches)} mismatch(es){where}")
 
 
+class NotPromoted(MigrationError):
+    """The database was built (and verified) but the target could not take it; it is kept."""
+
+    def __init__(self, cause: BaseException, target, kept, verified: bool):
+        self.kept = kept
+        # A target that is busy, changed or refused is a target error; anything else is I/O.
+        self.exit_code = 2 if isinstance(cause, (TargetError, PermissionError)) else 4
+        what = "verified database" if verified else "migrated database (NOT verified: --no-verify)"
+        super().__init__(
+            f"{cause}; it was not touched. The {what} is kept at {kept}: "
+            f"once {target} is free, move it there (or point MLflow at it)"
+        )
+
+
 EXIT_CODES = {
     0: "success: migrated and verified (or verification skipped with --no-verify)",
     1: "verification failed: the database differs from the source; target untouched",
-    2: "usage or target error: bad option, target not sqlite:///, folder missing, "
-    "target holds data, or another etl-migrate runs on it",
+    2: "usage or target error: bad option, target not sqlite:///, folder missing or not "
+    "writable, target holds data (also when it gained data during the run: the migrated "
+    "database is then kept beside it, named in the error), or another etl-migrate runs on it",
     3: "invalid input: the source tree has files that cannot be migrated (all listed)",
     4: "migration failed: I/O error (e.g. disk full) or internal error; target untouched",
     130: "interrupted (Ctrl-C, or Ctrl-Break on Windows); target untouched",

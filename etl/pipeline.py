@@ -153,12 +153,26 @@ async def migrate(config: MigrationConfig, progress: Progress | None = None) -> 
         else:
             log.warning("verification skipped (--no-verify): the database was NOT compared with the source")
 
+        await hold_for_test()
         started = time.monotonic()
         progress.phase("promote", total=1)
-        area.promote()
+        # In this thread, not a worker: Ctrl-C or SIGTERM then lands in the copy's progress
+        # callback, which rolls the copy back, instead of leaving a copy running unwatched.
+        area.promote(config.verify)
         progress.advance()
         phases["promote"] = time.monotonic() - started
     return MigrationResult(mlruns, target, stats, phases, report)
+
+
+# Tests only: a run waits before promotion until this file exists, so a test can change the target
+# at a known point (a writer, a server starting) and then let the promotion meet it.
+HOLD_BEFORE_PROMOTION = "ETL_MIGRATE_TEST_HOLD_BEFORE_PROMOTION"
+
+
+async def hold_for_test() -> None:
+    flag = os.environ.get(HOLD_BEFORE_PROMOTION)
+    while flag and not os.path.exists(flag):
+        await anyio.sleep(0.05)
 
 
 async def dry_run(config: MigrationConfig, progress: Progress | None = None) -> MigrationResult:

@@ -61,6 +61,13 @@ def build_schema(path: Path) -> None:
         engine.dispose()
 
 
+def schema_head() -> str:
+    """The alembic revision of the installed MLflow's schema."""
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    return _get_latest_schema_revision()
+
+
 def template_path() -> Path:
     """The cached template for the installed MLflow, built on first use."""
     folder = cache_dir()
