@@ -25,7 +25,7 @@ from etl.sink.schema import create_schema
 from etl.sink.staging import StagingArea, _TargetChanged
 from tests import mlflow_server
 from tests.client_compare import compare_experiments, compare_runs
-from tests.conftest import run_cli
+from tests.conftest import posix_only, run_cli
 from tests.trees import build_core_tree, file_client, sql_client
 
 HOLD = "ETL_MIGRATE_TEST_HOLD_BEFORE_PROMOTION"
@@ -142,6 +142,7 @@ def test_a_target_created_with_data_mid_run_is_never_replaced(tree, tmp_path):
     assert leftovers(tmp_path) == []
 
 
+@posix_only("the server's process group, stopped with os.killpg")
 def test_a_server_started_on_the_target_mid_run_serves_the_migrated_data(tree, tmp_path, monkeypatch):
     """`mlflow server` started early creates the target (schema, Default experiment) and keeps
     it open; the run must land in that very file, where the server reads and writes."""
@@ -249,6 +250,7 @@ def test_a_target_locked_for_too_long_keeps_the_database(tmp_path, monkeypatch):
     assert experiment_names(db) == ["Default"]
 
 
+@posix_only("symlinks without Windows' developer mode")
 def test_a_dangling_symlink_target_gets_its_destination_created(tree, tmp_path):
     disk = tmp_path / "bigdisk"
     disk.mkdir()
@@ -264,6 +266,7 @@ def test_a_dangling_symlink_target_gets_its_destination_created(tree, tmp_path):
     assert sorted(p.name for p in disk.iterdir()) == ["mlflow.db"]
 
 
+@posix_only("POSIX mode bits and groups")
 def test_a_symlinked_existing_target_keeps_link_file_mode_and_group(tree, tmp_path):
     disk = tmp_path / "bigdisk"
     disk.mkdir()
@@ -284,6 +287,7 @@ def test_a_symlinked_existing_target_keeps_link_file_mode_and_group(tree, tmp_pa
     assert compare_runs(file_client(tree), sql_client(real)) == RUNS
 
 
+@posix_only("umask set in preexec_fn")
 def test_a_new_target_gets_the_usual_umask_mode(tree, tmp_path):
     db = tmp_path / "mlflow.db"
     result = run_cli("--source", str(tree), "--target", f"sqlite:///{db}", "--no-verify",
@@ -292,6 +296,7 @@ def test_a_new_target_gets_the_usual_umask_mode(tree, tmp_path):
     assert stat.S_IMODE(db.stat().st_mode) == 0o640
 
 
+@posix_only("a folder made unwritable with chmod")
 def test_a_symlink_into_a_folder_we_cannot_write_is_refused(tree, tmp_path):
     readonly = tmp_path / "readonly"
     readonly.mkdir()
