@@ -22,14 +22,13 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from etl.config import MigrationConfig
 from etl.errors import InvalidSourceError, TargetError, VerificationFailed
-from etl.sql_limits import Limits
 from etl.observe import Progress, log
 from etl.rows import Census, Problem, RowBatch, RowCounter
 from etl.sink.schema import create_schema, schema_limits, sqlite_limits
 from etl.sink.staging import StagingArea, check_is_mlflow_database, check_target_is_free, target_path
 from etl.sink.writer import StagingWriter
 from etl.source.census import census_tree, survey_root
-from etl.source.extract import extract
+from etl.source.extract import extract, input_file
 from etl.source.layout import (
     META,
     TRASH,
@@ -41,6 +40,7 @@ from etl.source.layout import (
     registered_model_dirs,
     resolve_mlruns,
 )
+from etl.sql_limits import Limits
 from etl.verify.compare import (
     verify_experiments,
     verify_logged_models,
@@ -125,6 +125,7 @@ async def migrate(config: MigrationConfig, progress: Progress | None = None) -> 
             if stats.problems:
                 # Both copies of a clashing id go: which one arrived first is an accident of timing.
                 await anyio.to_thread.run_sync(writer.delete_entities, stats.clashes)
+                await _drop_dependents(writer, stats, mlruns)
                 stats.orphans = await anyio.to_thread.run_sync(writer.prune_orphans)
             await anyio.to_thread.run_sync(writer.finish)
         except BaseException:
@@ -347,6 +348,26 @@ def _drop_clashes(
         batch.rows["inputs"] = [r for r in batch.rows.get("inputs", ()) if r[0] not in dropped_inputs]
         batch.rows["input_tags"] = [r for r in batch.rows.get("input_tags", ()) if r[0] not in dropped_inputs]
     return problems
+
+
+async def _drop_dependents(writer: StagingWriter, stats: LoadStats, mlruns: Path) -> None:
+    """Entities that name one left out cannot be migrated as they are (the reference would point
+    nowhere, and MLflow would show them changed): a run using a dataset left out, then a logged
+    model with metrics of a run left out. They are left out too, the referring file named."""
+    runs = set()
+    for input_uuid, run_id, exp_id in await anyio.to_thread.run_sync(writer.inputs_of_missing_datasets):
+        run_path = str(_experiment_folder(mlruns, exp_id) / run_id)
+        stats.problems.append(Problem(input_file(run_path, input_uuid), "the run uses a dataset that "
+                                      "was left out (listed above)", None, "runs", run_id))
+        runs.add(run_id)
+    await anyio.to_thread.run_sync(writer.delete_entities, {"runs": runs})
+    models = set()
+    for model_id, exp_id, key, run_id in await anyio.to_thread.run_sync(writer.model_metrics_of_missing_runs):
+        path = _experiment_folder(mlruns, exp_id) / "models" / model_id / "metrics" / key
+        stats.problems.append(Problem(str(path), f"the metric names run {run_id}, which was left out",
+                                      None, "logged_models", model_id))
+        models.add(model_id)
+    await anyio.to_thread.run_sync(writer.delete_entities, {"logged_models": models})
 
 
 def _experiment_folder(mlruns: Path, exp_id: int) -> Path:

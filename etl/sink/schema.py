@@ -19,8 +19,8 @@ import tempfile
 from pathlib import Path
 
 from etl.errors import MigrationError
-from etl.sql_limits import INT64, ColumnLimit, Limits
 from etl.rows import COLUMNS
+from etl.sql_limits import INT64, ColumnLimit, Limits
 
 # Tables MLflow's migrations fill themselves; the rest of an empty target holds no rows.
 SCHEMA_SEED_TABLES = frozenset({"alembic_version", "workspaces"})

@@ -143,6 +143,26 @@ class StagingWriter:
         self.conn.execute("COMMIT")
 
     @_exclusive
+    def inputs_of_missing_datasets(self) -> list[tuple[str, str, int]]:
+        """(input uuid, run id, experiment id) of each run input whose dataset is not staged."""
+        self.commit()
+        return self.conn.execute(
+            "SELECT i.input_uuid, r.run_uuid, r.experiment_id FROM inputs i JOIN runs r "
+            "ON r.run_uuid = i.destination_id WHERE i.source_type = 'DATASET' AND i.destination_type = 'RUN' "
+            "AND i.source_id NOT IN (SELECT dataset_uuid FROM datasets) ORDER BY r.run_uuid, i.input_uuid"
+        ).fetchall()
+
+    @_exclusive
+    def model_metrics_of_missing_runs(self) -> list[tuple[str, int, str, str]]:
+        """(model id, experiment id, metric key, run id), once per metric file, of logged-model
+        metrics whose run is not staged."""
+        self.commit()
+        return self.conn.execute(
+            "SELECT DISTINCT m.model_id, m.experiment_id, m.metric_name, m.run_id FROM logged_model_metrics m "
+            "WHERE m.run_id NOT IN (SELECT run_uuid FROM runs) ORDER BY 1, 3, 4"
+        ).fetchall()
+
+    @_exclusive
     def prune_orphans(self) -> dict[str, int]:
         """Delete rows whose parent entity was left out (--skip-invalid); rows deleted per table.
 

@@ -14,7 +14,6 @@ import uuid
 from collections import Counter
 from datetime import datetime
 
-from etl.sql_limits import Limits, check_rows
 from etl.rows import Problem, RowBatch
 from etl.source import derived
 from etl.source.census import survey_unit
@@ -38,6 +37,7 @@ from etl.source.read import (
     read_text,
     read_yaml,
 )
+from etl.sql_limits import Limits, check_rows
 
 # Protobuf enum numbers MLflow's FileStore writes into run meta.yaml (mlflow/protos/service.proto:
 # RunStatus, SourceType). Wire-format numbers never change, so a literal table is safe here and
@@ -154,7 +154,7 @@ def _located(folder: str, table: str, rows: list, index: int) -> tuple[str, int 
     """(file, line) a row was read from; only computed for a row the target would refuse."""
     row = rows[index]
     if table in ("inputs", "input_tags"):
-        return _input_file(folder, row[0]), None
+        return input_file(folder, row[0]), None
     path = os.path.join(folder, *_SOURCE_FILES[table](row))
     if table in _LINE_KEY:
         key_at = _LINE_KEY[table]
@@ -164,7 +164,7 @@ def _located(folder: str, table: str, rows: list, index: int) -> tuple[str, int 
     return path, None
 
 
-def _input_file(run_path: str, input_uuid: str) -> str:
+def input_file(run_path: str, input_uuid: str) -> str:
     """The meta.yaml of the run input or output whose stable id is input_uuid."""
     run_id = os.path.basename(run_path)
     for kind in ("inputs", "outputs"):
@@ -192,6 +192,20 @@ def _required(meta: dict, field: str, path: str):
     value = meta.get(field)
     if value is None or value == "":
         raise SourceError(path, f"required field '{field}' is missing")
+    return value
+
+
+def _integer(value, field: str, path: str) -> int:
+    """A number MLflow writes as an int (or a string of one); anything else is invalid input."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise SourceError(path, f"{field} must be an integer, found {value!r}") from None
+
+
+def _mapping(value, field: str, path: str) -> dict:
+    if not isinstance(value, dict):
+        raise SourceError(path, f"{field} must be a mapping, found {type(value).__name__}")
     return value
 
 
@@ -331,19 +345,40 @@ def _run_outputs(batch: RowBatch, run_path: str, run_id: str) -> None:
     folder = os.path.join(run_path, "outputs")
     for model_id in subdirs(folder):
         meta = _meta(batch, os.path.join(folder, model_id), "run output", "inputs")
-        step = meta.get("step") or 0
+        step = _integer(meta.get("step") or 0, "step", os.path.join(folder, model_id, META))
         batch.add(
             "inputs",
-            (stable_id(run_id, "outputs", model_id), "RUN_OUTPUT", run_id, "MODEL_OUTPUT", model_id, int(step)),
+            (stable_id(run_id, "outputs", model_id), "RUN_OUTPUT", run_id, "MODEL_OUTPUT", model_id, step),
         )
 
 
 def _extract_datasets(batch: RowBatch, limits: Limits, exp_path: str) -> None:
     exp_id = os.path.basename(exp_path)
     folder = os.path.join(exp_path, "datasets")
-    for name in subdirs(folder):
+    names = subdirs(folder)
+    for name in names:
         _guarded(batch, limits, ("datasets", f"{exp_id}/{name}"), os.path.join(folder, name),
                  _extract_dataset, folder, exp_id, name)
+    # The target keys datasets by (experiment, name, digest); FileStore names their folders by a
+    # hash of the same, so two folders with one key were copied by hand: neither is kept.
+    by_key: dict[tuple, list[str]] = {}
+    for name in names:
+        row = next((r for r in batch.rows.get("datasets", ()) if r[0] == stable_id(exp_id, "datasets", name)), None)
+        if row is not None:
+            by_key.setdefault((row[2], row[3]), []).append(name)
+    clashing = {name for names_ in by_key.values() if len(names_) > 1 for name in names_}
+    for (ds_name, digest), names_ in by_key.items():
+        if len(names_) < 2:
+            continue
+        for name in names_:
+            others = ", ".join(os.path.join(folder, o) for o in names_ if o != name)
+            batch.problems.append(Problem(
+                os.path.join(folder, name, META),
+                f"dataset {ds_name!r} (digest {digest}) is also in {others}; the target holds it once",
+                None, "datasets", f"{exp_id}/{name}"))
+    if clashing:
+        dropped = {stable_id(exp_id, "datasets", n) for n in clashing}
+        batch.rows["datasets"] = [r for r in batch.rows["datasets"] if r[0] not in dropped]
 
 
 def _extract_dataset(batch: RowBatch, folder: str, exp_id: str, name: str) -> None:
@@ -408,9 +443,9 @@ def _extract_trace(batch: RowBatch, exp_path: str, exp_id: str, name: str) -> No
     row = {
         "request_id": trace_id,
         "experiment_id": int(exp_id),
-        "timestamp_ms": int(timestamp),
+        "timestamp_ms": _integer(timestamp, "timestamp_ms", info_path),
         # 0 is a real duration (2.x writes it for fast traces); only a missing one is None.
-        "execution_time_ms": None if duration is None else int(duration),
+        "execution_time_ms": None if duration is None else _integer(duration, "execution time", info_path),
         "status": status,
         "client_request_id": previews[0],
         "request_preview": previews[1],
@@ -423,26 +458,27 @@ def _extract_trace(batch: RowBatch, exp_path: str, exp_id: str, name: str) -> No
 
     folder = os.path.join(trace_dir, "assessments")
     for file_name in sorted(list_files(folder)):
-        _extract_assessment(batch, os.path.join(folder, file_name), trace_id, int(exp_id), int(timestamp))
+        _extract_assessment(batch, os.path.join(folder, file_name), trace_id, int(exp_id), row["timestamp_ms"])
 
 
 def _extract_assessment(batch: RowBatch, path: str, trace_id: str, exp_id: int, trace_ms: int) -> None:
     meta = read_yaml(path)
     batch.read("assessments")
     if meta.get("feedback"):
-        kind, body = "feedback", meta["feedback"]
+        kind, body = "feedback", _mapping(meta["feedback"], "feedback", path)
         value = body.get("value")
-        error = body.get("error")
+        error = body.get("error") and _mapping(body["error"], "feedback.error", path)
         error_json = (
             json.dumps({"error_code": error.get("error_code"), "error_message": error.get("error_message"),
                         "stack_trace": error.get("stack_trace")})
             if error else None
         )
     elif meta.get("expectation"):
-        kind, body = "expectation", meta["expectation"]
+        kind, body = "expectation", _mapping(meta["expectation"], "expectation", path)
         error_json = None
         serialized = body.get("serialized_value")
         if serialized is not None:
+            _mapping(serialized, "expectation.serialized_value", path)
             # Dict and list expectations are stored as a JSON string; the value is what it holds.
             if serialized.get("serialization_format") != "JSON_FORMAT":
                 raise SourceError(path, f"unknown serialization_format {serialized.get('serialization_format')!r}")
@@ -509,9 +545,10 @@ def _extract_logged_model(batch: RowBatch, exp_path: str, exp_id: str, name: str
             experiment,
             str(_required(meta, "name", meta_path)),
             meta.get("artifact_location") or "",
-            int(meta.get("creation_timestamp") or 0),
-            int(meta.get("last_updated_timestamp") or meta.get("creation_timestamp") or 0),
-            int(status),
+            _integer(meta.get("creation_timestamp") or 0, "creation_timestamp", meta_path),
+            _integer(meta.get("last_updated_timestamp") or meta.get("creation_timestamp") or 0,
+                     "last_updated_timestamp", meta_path),
+            _integer(status, "status", meta_path),
             _lifecycle(meta, meta_path, "active"),
             meta.get("model_type"),
             meta.get("source_run_id"),

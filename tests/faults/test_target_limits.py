@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from etl.sql_limits import INT32, ColumnLimit, check_rows
 from etl.sink.schema import schema_limits
+from etl.sql_limits import INT32, ColumnLimit, check_rows
 from tests.conftest import generate_fixture_tree, run_cli, tree_fingerprint
 from tests.faults.test_bad_input import _edit_yaml, _runs
 
@@ -97,12 +97,28 @@ def damage(mlruns: Path) -> tuple[dict[str, str], dict[str, str], tuple[str, str
     expected[str(second / "meta.yaml")] = f"experiment name {name!r} is also the name of {first / 'meta.yaml'}"
     left_out["experiments"] = second.name
 
+    # One dataset in two folders of an experiment (FileStore names them by a hash of name and
+    # digest, so only a hand copy does this): both are left out, and with --skip-invalid so are the
+    # runs that use it.
+    dataset = min((main / "datasets").iterdir())
+    copy = dataset.parent / ("0" * 32)
+    shutil.copytree(dataset, copy)
+    expected[str(dataset / "meta.yaml")] = f"is also in {copy}; the target holds it once"
+    expected[str(copy / "meta.yaml")] = f"is also in {dataset}; the target holds it once"
+
     # One trace id in two experiments: which copy is met second is a matter of timing, so the
     # problem names both folders.
     trace = min((main / "traces").iterdir())
     twin = second / "traces" / trace.name
     shutil.copytree(trace, twin)
     left_out["traces"] = trace.name
+
+    # A value of the wrong shape where the code expects a mapping.
+    assessment = min(p for p in main.glob("traces/*/assessments/*.yaml") if trace.name not in str(p))
+    data = yaml.safe_load(assessment.read_text())
+    data["feedback" if "feedback" in data else "expectation"] = "not a mapping"
+    assessment.write_text(yaml.safe_dump(data))
+    expected[str(assessment)] = "must be a mapping, found str"
     return expected, left_out, (str(trace), str(twin))
 
 
@@ -170,6 +186,8 @@ def test_skip_invalid_leaves_them_out_migrates_the_rest_and_verifies(damaged, tm
     try:
         assert not conn.execute("SELECT 1 FROM runs WHERE run_uuid = ?", (left_out["runs"],)).fetchall()
         assert not conn.execute("SELECT 1 FROM trace_info WHERE request_id = ?", (left_out["traces"],)).fetchall()
+        assert conn.execute("SELECT COUNT(*) FROM inputs WHERE source_type = 'DATASET' AND source_id NOT IN "
+                            "(SELECT dataset_uuid FROM datasets)").fetchone() == (0,)
         assert not conn.execute("SELECT 1 FROM logged_models WHERE model_id = ?",
                                 (left_out["logged_models"],)).fetchall()
         assert not conn.execute("SELECT 1 FROM experiments WHERE experiment_id = ?",
