@@ -11,6 +11,7 @@ import math
 import os
 import sqlite3
 from collections import defaultdict
+from functools import cache
 
 from etl.sql_limits import FLOAT_MAX
 from etl.verify.oracle import (
@@ -531,12 +532,64 @@ ASSESSMENT_COLUMNS = (
 )
 
 
+@cache
+def _trace_analytics():
+    """MLflow's derivation of trace_info columns from trace metadata, in releases that have it."""
+    try:
+        from mlflow.store.tracking.utils import trace_analytics
+    except ImportError:
+        return None
+    return trace_analytics
+
+
+def _target_analytics(conn, trace_ids: list[str]) -> tuple[tuple[str, ...], dict[str, dict]]:
+    """The trace_info columns MLflow fills from promoted metadata, and their values per trace."""
+    analytics = _trace_analytics()
+    if analytics is None:
+        return (), {}
+    present = {r[1] for r in conn.execute("PRAGMA table_info(trace_info)")}
+    wanted = ("session_id", *analytics.TOKEN_COLUMN_BY_KEY.values(), *analytics.COST_COLUMN_BY_KEY.values())
+    columns = tuple(c for c in wanted if c in present)
+    if not columns:
+        return (), {}
+    marks = ",".join("?" * len(trace_ids))
+    rows = {
+        r[0]: dict(zip(columns, r[1:]))
+        for r in conn.execute(
+            f"SELECT request_id, {', '.join(columns)} FROM trace_info WHERE request_id IN ({marks})", trace_ids
+        )
+    }
+    return columns, rows
+
+
+def _verify_trace_metadata(report, trace_id: str, source: dict, shown: dict, columns, row: dict) -> None:
+    """Session, token usage and cost metadata live in trace_info columns, which MLflow's SQL store
+    renders back as JSON text: those are compared as the columns MLflow derives from the file's
+    text (so JSON spacing or key order cannot refuse a correct migration), the rest as text."""
+    source, shown = dict(source), dict(shown)
+    analytics = _trace_analytics()
+    if columns:
+        try:
+            expected = analytics.analytics_columns_from_metadata(source)
+        except Exception as e:  # noqa: BLE001 - MLflow's own validation refused the value
+            report.mismatch("traces", trace_id, "metadata readable by MLflow", str(e)[:200], None)
+            return
+        for key in analytics.PROMOTED_TRACE_METADATA_KEYS:
+            source.pop(key, None)
+            shown.pop(key, None)
+        for column in columns:
+            if expected.get(column) != row.get(column):
+                report.mismatch("traces", trace_id, column, expected.get(column), row.get(column))
+    _compare_dict(report, "traces", trace_id, source, shown)
+
+
 def verify_traces(mlruns: str, staging: str, experiment_id: str, trace_ids: list[str]) -> VerificationReport:
     store, target = tracking_store(mlruns), sql_store(staging)
     report = VerificationReport()
     conn = _connect(staging)
     try:
         assessments = _target_assessments(conn, trace_ids)
+        columns, analytics = _target_analytics(conn, trace_ids)
     finally:
         conn.close()
     for trace_id in trace_ids:
@@ -552,7 +605,8 @@ def verify_traces(mlruns: str, staging: str, experiment_id: str, trace_ids: list
         dst["state"] = str(other.state)
         _compare_fields(report, "traces", trace_id, TRACE_FIELDS, src, dst)
         _compare_dict(report, "traces", trace_id, dict(source.tags), dict(other.tags))
-        _compare_dict(report, "traces", trace_id, dict(source.trace_metadata), dict(other.trace_metadata))
+        _verify_trace_metadata(report, trace_id, source.trace_metadata, other.trace_metadata, columns,
+                               analytics.get(trace_id, {}))
         _verify_assessments(report, source_assessments, assessments.get(trace_id, {}))
     return report
 

@@ -77,7 +77,10 @@ def build_gap_tree(mlruns) -> dict:
         ids["deleted_run"] = deleted_run
 
         with mlflow.start_run(run_id=run_id), mlflow.start_span("answer") as span:
-            pass  # a span inside the run is traced into the run's experiment
+            # A span inside the run is traced into the run's experiment. Token usage and the
+            # session become trace metadata, which newer MLflow keeps in trace_info columns.
+            span.set_attribute("mlflow.chat.tokenUsage", {"input_tokens": 5, "output_tokens": 3, "total_tokens": 8})
+            mlflow.update_current_trace(metadata={"mlflow.trace.session": "session-1"})
         mlflow.flush_trace_async_logging()
         human = AssessmentSource(source_type="HUMAN", source_id="labeler")
         first = mlflow.log_expectation(trace_id=span.trace_id, name="expected", value="yes", source=human)
@@ -299,3 +302,23 @@ def test_the_trace_name(migrated, tmp_path):
            else "DELETE FROM trace_tags WHERE key = 'mlflow.traceName' AND request_id = ?")
     report = planted(migrated, tmp_path, sql, ids["trace"])
     assert only(report) == ("traces", ids["trace"], "mlflow.traceName")
+
+
+@pytest.mark.parametrize("column, key", [("input_tokens", "mlflow.trace.tokenUsage"),
+                                         ("session_id", "mlflow.trace.session")])
+def test_trace_metadata_kept_in_columns(migrated, tmp_path, column, key):
+    mlruns, db, ids, _, _ = migrated
+    trace_dir = next(mlruns.glob(f"*/traces/{ids['trace']}"))
+    assert (trace_dir / "request_metadata" / key).is_file()
+    conn = sqlite3.connect(db)
+    try:
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(trace_info)")}
+    finally:
+        conn.close()
+    if column in columns:
+        report = planted(migrated, tmp_path, f"UPDATE trace_info SET {column} = NULL WHERE request_id = ?",
+                         ids["trace"])
+        assert only(report) == ("traces", ids["trace"], column)
+    else:  # older MLflow: the metadata row itself
+        report = planted(migrated, tmp_path, "DELETE FROM trace_request_metadata WHERE key = ?", key)
+        assert only(report) == ("traces", ids["trace"], key)
