@@ -27,12 +27,14 @@ REFERENCE = BENCH / "reference_migrate.py"
 
 # (shape, make_large_tree --scale) per --bench-size. "full" is the shapes:
 # metric-heavy 2,000 runs x 10 params x 5 tags x 10 metric keys x 50-100 steps;
-# wide 10,000 runs x 10 params x 10 tags x 5 metrics x 1 step.
+# wide 10,000 runs x 10 params x 10 tags x 5 metrics x 1 step;
+# trace-heavy like MLflow's own fs2db generator at "full": 1,200 runs, 600 traces (half in
+# MLflow 2.x's layout), 12,000 assessments, 200 logged models with 50-step metric histories.
 SIZES = {
-    "ci": {"metric-heavy": 0.1, "wide": 0.1},
-    "full": {"metric-heavy": 1.0, "wide": 1.0},
+    "ci": {"metric-heavy": 0.1, "wide": 0.1, "trace-heavy": 0.1},
+    "full": {"metric-heavy": 1.0, "wide": 1.0, "trace-heavy": 1.0},
 }
-SHAPES = ("metric-heavy", "wide")
+SHAPES = ("metric-heavy", "wide", "trace-heavy")
 
 ETL = "etl-migrate"
 ETL_NO_VERIFY = "etl-migrate --no-verify"

@@ -22,8 +22,9 @@ What is written (``DIR`` is the mlruns folder itself)::
     DIR/<exp>/<run>/outputs/<model_id>/meta.yaml      logged-model outputs
     DIR/<exp>/datasets/<md5>/meta.yaml
     DIR/<exp>/traces/<trace_id>/trace_info.yaml, tags/, request_metadata/,
-        artifacts/traces.json                         one root span (as the exporter writes)
-    DIR/<exp>/models/<model_id>/meta.yaml, params/, tags/, metrics/
+        artifacts/traces.json                         3.x layout, or 2.x (--v2-trace-fraction)
+    DIR/<exp>/traces/<trace_id>/assessments/<id>.yaml feedback and expectations (3.x layout)
+    DIR/<exp>/models/<model_id>/meta.yaml, params/, tags/, metrics/   metric histories
     DIR/models/<name>/meta.yaml, tags/, aliases/, version-<n>/meta.yaml, version-<n>/tags/
 
 Importable: ``parse_args`` / ``build_config`` give a :class:`Config`,
@@ -79,6 +80,13 @@ SHAPES = {
     "wide": dict(
         experiments=10, runs=10000, params=10, tags=10, metric_keys=5, min_steps=1, max_steps=1
     ),
+    # Comparable to MLflow's own fs2db test generator at size "full": 1,206 runs, 600 traces,
+    # 12,000 assessments, 200 logged models (here each with a 50-step metric history).
+    "trace-heavy": dict(
+        experiments=20, runs=1200, params=3, tags=6, metric_keys=5, min_steps=1, max_steps=5,
+        datasets=3, inputs=3, traces=30, assessments=20, v2_trace_fraction=0.5,
+        logged_models=10, model_metric_steps=50, registered_models=20, versions_per_model=2,
+    ),  # fmt: skip
     "tiny": dict(
         experiments=1, runs=3, params=3, tags=5, metric_keys=2, min_steps=3, max_steps=5,
         datasets=1, inputs=1, traces=1, logged_models=1, registered_models=1, versions_per_model=2,
@@ -96,7 +104,10 @@ DEFAULTS = dict(
     datasets=0,
     inputs=0,
     traces=0,
+    assessments=0,
+    v2_trace_fraction=0.0,
     logged_models=0,
+    model_metric_steps=1,
     registered_models=0,
     versions_per_model=1,
     deleted_experiment_fraction=0.0,
@@ -119,7 +130,10 @@ class Config:
     datasets: int
     inputs: int
     traces: int
+    assessments: int
+    v2_trace_fraction: float
     logged_models: int
+    model_metric_steps: int
     registered_models: int
     versions_per_model: int
     deleted_experiment_fraction: float
@@ -143,7 +157,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--output", required=True, type=Path, help="the mlruns folder to create")
     p.add_argument("--shape", choices=sorted(SHAPES), default="tiny", help="preset (default tiny)")
-    p.add_argument("--scale", type=float, default=1.0, help="multiply the number of runs")
+    p.add_argument("--scale", type=float, default=1.0, help="multiply the runs, traces and logged models")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--artifact-root", default=None, help="artifact URI base (default: DIR)")
     p.add_argument("--overwrite", action="store_true", help="delete DIR first if it exists")
@@ -164,7 +178,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--datasets": "datasets per experiment",
         "--inputs": "dataset inputs per run",
         "--traces": "traces per experiment",
+        "--assessments": "assessments per trace (feedback and expectations, some overriding)",
         "--logged-models": "logged models per experiment",
+        "--model-metric-steps": "steps in each logged model's metric history",
         "--registered-models": "registered models",
         "--versions-per-model": "versions per registered model",
     }
@@ -175,6 +191,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--deleted-run-fraction": "fraction of runs deleted",
         "--nan-fraction": "fraction of metric values that are NaN",
         "--inf-fraction": "fraction of metric values that are +/-Inf",
+        "--v2-trace-fraction": "fraction of traces in MLflow 2.x's layout (request_id, ...)",
     }
     for flag, help_ in floats.items():
         p.add_argument(flag, type=float, default=None, help=help_)
@@ -187,7 +204,9 @@ def build_config(ns: argparse.Namespace) -> Config:
     for name in DEFAULTS:
         if getattr(ns, name) is not None:
             values[name] = getattr(ns, name)
-    values["runs"] = int(values["runs"] * ns.scale + 0.5)
+    # What grows with a tree: its runs, traces and logged models (per experiment).
+    for name in ("runs", "traces", "logged_models"):
+        values[name] = int(values[name] * ns.scale + 0.5)
     cfg = Config(
         output=ns.output,
         seed=ns.seed,
@@ -210,7 +229,9 @@ def _validate(cfg: Config) -> None:
         raise SystemExit("need 1 <= --min-steps <= --max-steps")
     if cfg.versions_per_model < 1 and cfg.registered_models:
         raise SystemExit("--versions-per-model must be >= 1")
-    for name in ("deleted_experiment_fraction", "deleted_run_fraction"):
+    if cfg.model_metric_steps < 1:
+        raise SystemExit("--model-metric-steps must be >= 1")
+    for name in ("deleted_experiment_fraction", "deleted_run_fraction", "v2_trace_fraction"):
         if not 0 <= getattr(cfg, name) <= 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be in [0, 1]")
     if cfg.nan_fraction < 0 or cfg.inf_fraction < 0 or cfg.nan_fraction + cfg.inf_fraction > 1:
@@ -220,7 +241,7 @@ def _validate(cfg: Config) -> None:
 # --------------------------------------------------------------------------------------
 # YAML emission, byte-compatible with yaml.dump(..., default_flow_style=False,
 # allow_unicode=True, sort_keys=True, Dumper=CSafeDumper) for the values used here:
-# dicts with str keys, str / int / bool / None scalars, empty lists.
+# dicts with str keys, str / int / float / bool / None scalars, empty lists.
 # --------------------------------------------------------------------------------------
 
 _BEST_WIDTH = 80
@@ -359,6 +380,8 @@ def _emit_mapping(data: dict, indent: int, out: list[str]) -> None:
             out.append(" true" if value else " false")
         elif isinstance(value, int):
             out.append(f" {value}")
+        elif isinstance(value, float):
+            out.append(f" {_yaml_float(value)}")
         elif isinstance(value, str):
             out.append(" ")
             if _plain_allowed(value):
@@ -368,6 +391,16 @@ def _emit_mapping(data: dict, indent: int, out: list[str]) -> None:
         else:
             raise TypeError(f"unsupported YAML value {value!r}")
         out.append("\n")
+
+
+def _yaml_float(value: float) -> str:
+    # yaml.representer.SafeRepresenter.represent_float, finite values
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError("generator only emits finite YAML floats")
+    text = repr(value).lower()
+    if "." not in text and "e" in text:
+        text = text.replace("e", ".0e", 1)
+    return text
 
 
 def dump_yaml(data: dict) -> str:
@@ -414,8 +447,25 @@ class LoggedModelSpec:
     params: dict[str, str]
     tags: dict[str, str]
     metric_key: str
-    metric_value: float
-    metric_timestamp: int
+    # (timestamp, value, step): one log_metric(..., model_id=...) call per step
+    metric_points: list[tuple[int, float, int]]
+
+
+@dataclass
+class AssessmentSpec:
+    assessment_id: str
+    name: str
+    kind: str  # "feedback" or "expectation"
+    value: object  # a JSON value; dict/list expectations are written as serialized_value
+    create_ms: int
+    source_type: str
+    source_id: str
+    rationale: str | None = None
+    metadata: dict[str, str] | None = None
+    span_id: str | None = None
+    error: dict[str, str] | None = None  # a feedback whose judge failed: value is null
+    overrides: str | None = None
+    valid: bool = True
 
 
 @dataclass
@@ -430,6 +480,8 @@ class TraceSpec:
     tags: dict[str, str]
     request_metadata: dict[str, str]
     span_id: bytes  # 8 bytes, for the root span in artifacts/traces.json
+    v2: bool = False  # MLflow 2.x layout: request_id, timestamp_ms, status; no previews
+    assessments: list[AssessmentSpec] = field(default_factory=list)
 
 
 @dataclass
@@ -612,40 +664,52 @@ class TreePlan:
                         "flavor": "sklearn",
                     },
                     metric_key="eval_accuracy",
-                    metric_value=rng.random(),
-                    metric_timestamp=created + 50,
+                    metric_points=[
+                        (created + 50 + 10 * s, rng.random(), s)
+                        for s in range(cfg.model_metric_steps)
+                    ],
                 )
                 self.logged_models.append(spec)
                 if run_index is not None:
                     self.outputs_by_run.setdefault(run_index, []).append(spec)
 
         self.traces: list[TraceSpec] = []
+        n_v2 = int(cfg.v2_trace_fraction * cfg.traces + 0.5)
         for exp in self.experiments:
             for t in range(cfg.traces):
-                trace_id = f"tr-{_hex32(rng)}"
+                v2 = t < n_v2
+                # 2.x ids are bare hex request ids; 3.x ones carry the "tr-" prefix.
+                trace_id = _hex32(rng) if v2 else f"tr-{_hex32(rng)}"
                 request_ms = exp.creation_time + 7_200_000 + 1000 * t + 1 + rng.randrange(999)
                 artifact = f"{self._exp_artifact_location(exp)}/traces/{trace_id}/artifacts"
-                self.traces.append(
-                    TraceSpec(
-                        trace_id=trace_id,
-                        experiment=exp,
-                        request_time_ms=request_ms,
-                        duration_ms=rng.randrange(1, 5000),
-                        state="ERROR" if t % 5 == 4 else "OK",
-                        request_preview=json.dumps({"question": f"q{t}"}),
-                        response_preview=json.dumps(f"answer {t}"),
-                        tags={"mlflow.artifactLocation": artifact, "mlflow.traceName": "predict"},
-                        request_metadata={
-                            "mlflow.source.name": SOURCE_NAME,
-                            "mlflow.source.type": "LOCAL",
-                            "mlflow.trace_schema.version": "3",
-                            "mlflow.traceInputs": json.dumps({"question": f"q{t}"}),
-                            "mlflow.traceOutputs": json.dumps(f"answer {t}"),
-                            "mlflow.user": USER,
-                        },
-                        span_id=rng.getrandbits(64).to_bytes(8, "big"),
-                    )
+                inputs, outputs = json.dumps({"question": f"q{t}"}), json.dumps(f"answer {t}")
+                tags = {"mlflow.artifactLocation": artifact, "mlflow.traceName": "predict"}
+                if v2:  # 2.x kept the source as tags and wrote no previews
+                    tags.update({"mlflow.source.name": SOURCE_NAME, "mlflow.source.type": "LOCAL"})
+                    metadata = {"mlflow.trace_schema.version": "2"}
+                else:
+                    metadata = {
+                        "mlflow.source.name": SOURCE_NAME,
+                        "mlflow.source.type": "LOCAL",
+                        "mlflow.trace_schema.version": "3",
+                        "mlflow.user": USER,
+                    }
+                metadata.update({"mlflow.traceInputs": inputs, "mlflow.traceOutputs": outputs})
+                trace = TraceSpec(
+                    trace_id=trace_id,
+                    experiment=exp,
+                    request_time_ms=request_ms,
+                    duration_ms=rng.randrange(1, 5000),
+                    state="ERROR" if t % 5 == 4 else "OK",
+                    request_preview=None if v2 else inputs,
+                    response_preview=None if v2 else outputs,
+                    tags=tags,
+                    request_metadata=metadata,
+                    span_id=rng.getrandbits(64).to_bytes(8, "big"),
+                    v2=v2,
                 )
+                trace.assessments = self._assessments(trace)
+                self.traces.append(trace)
 
         self.registered_models: list[RegisteredModelSpec] = []
         rm_base = self.run_end_base + 2 * 86_400_000
@@ -692,6 +756,46 @@ class TreePlan:
                     versions=versions,
                 )
             )
+
+    def _assessments(self, tr: TraceSpec) -> list[AssessmentSpec]:
+        """cfg.assessments per trace, cycling through the kinds MLflow 3.x writes; every tenth
+        overrides the first of its cycle, which MLflow then marks valid: false."""
+        rng = random.Random(f"make_large_tree/{self.cfg.seed}/assessments/{tr.trace_id}")
+        span = tr.span_id.hex()
+        out: list[AssessmentSpec] = []
+        for k in range(self.cfg.assessments):
+            created = tr.request_time_ms + tr.duration_ms + 1000 * (k + 1)
+            a = AssessmentSpec(f"a-{_hex32(rng)}", "", "feedback", None, created, "HUMAN", "labeler")
+            kind = k % 10
+            if kind == 0:
+                a.name, a.value, a.rationale = "correctness", k % 20 == 0, "looks right"
+            elif kind == 1:
+                a.name, a.value = "relevance", round(rng.random(), 3)
+                a.source_type, a.source_id = "LLM_JUDGE", "judge-model"
+                a.metadata, a.span_id = {"judge": "v1", "prompt_version": "3"}, span
+            elif kind == 2:
+                a.name, a.value = "category", rng.choice(("good", "needs_improvement"))
+            elif kind == 3:
+                a.name, a.kind, a.value = "expected_answer", "expectation", f"answer {k}"
+            elif kind == 4:
+                a.name, a.kind, a.value = "expected_score", "expectation", float(k)
+            elif kind == 5:
+                a.name, a.kind = "expected_facts", "expectation"
+                a.value = {"fact": f"f{k}", "weight": k, "required": True}
+            elif kind == 6:
+                a.name, a.kind, a.value = "expected_docs", "expectation", [f"doc-{k}", k, False]
+            elif kind == 7:
+                a.name, a.value, a.span_id = "scores", {"fluency": 0.5, "ok": True}, span
+                a.source_type, a.source_id = "LLM_JUDGE", "judge-model"
+            elif kind == 8:
+                a.name, a.source_type, a.source_id = "safety", "LLM_JUDGE", "judge-model"
+                a.error = {"error_code": "RATE_LIMIT_EXCEEDED", "error_message": "judge was rate limited"}
+            else:
+                original = out[k - 9]
+                a.name, a.value, a.rationale = original.name, not original.value, "overridden"
+                a.overrides, original.valid = original.assessment_id, False
+            out.append(a)
+        return out
 
     # -- derived values ---------------------------------------------------------------
 
@@ -772,7 +876,7 @@ class TreePlan:
 
         outputs = self.outputs_by_run.get(i, [])
         # log_metric(..., model_id=...) writes the point to the run's metrics too
-        model_metrics = [(lm.metric_key, lm.metric_timestamp, lm.metric_value, 0) for lm in outputs]
+        model_metrics = [(lm.metric_key, *point) for lm in outputs for point in lm.metric_points]
 
         inputs = []
         if exp.datasets and cfg.inputs:
@@ -890,6 +994,15 @@ class TreePlan:
 
     @staticmethod
     def trace_info(tr: TraceSpec) -> dict:
+        if tr.v2:  # TraceInfoV2.to_dict() minus request_metadata and tags, as 2.x's FileStore
+            return {
+                "assessments": [],
+                "execution_time_ms": tr.duration_ms,
+                "experiment_id": tr.experiment.experiment_id,
+                "request_id": tr.trace_id,
+                "status": tr.state,
+                "timestamp_ms": tr.request_time_ms,
+            }
         return {
             "execution_duration_ms": tr.duration_ms,
             "request_preview": tr.request_preview,
@@ -904,8 +1017,56 @@ class TreePlan:
         }
 
     @staticmethod
+    def assessment(tr: TraceSpec, a: AssessmentSpec) -> dict:
+        """Assessment.to_dictionary() (protobuf MessageToDict): None fields left out, ISO
+        timestamps, numbers as floats, dict/list expectations as a JSON serialized_value."""
+        if a.kind == "expectation" and isinstance(a.value, (dict, list)):
+            body = {"serialized_value": {"serialization_format": "JSON_FORMAT",
+                                         "value": json.dumps(a.value)}}  # fmt: skip
+        else:
+            body = {"value": a.value}
+            if a.error is not None:
+                body["error"] = dict(a.error)
+        when = _iso_ms(a.create_ms)
+        d = {
+            "assessment_id": a.assessment_id,
+            "assessment_name": a.name,
+            "create_time": when,
+            a.kind: body,
+            "last_update_time": when,
+            "source": {"source_id": a.source_id, "source_type": a.source_type},
+            "trace_id": tr.trace_id,
+            "valid": a.valid,
+        }
+        optional = {"metadata": a.metadata, "overrides": a.overrides, "rationale": a.rationale,
+                    "span_id": a.span_id}  # fmt: skip
+        d.update({k: v for k, v in optional.items() if v is not None})
+        return d
+
+    @staticmethod
     def trace_spans(tr: TraceSpec) -> str:
         """artifacts/traces.json as the tracing exporter writes it: one root span."""
+        if tr.v2:  # MLflow 2.x's span layout: hex ids, nanosecond times, status_code
+            otel_trace = hashlib.md5(tr.trace_id.encode(), usedforsecurity=False).hexdigest()
+            inputs = tr.request_metadata["mlflow.traceInputs"]
+            outputs = tr.request_metadata["mlflow.traceOutputs"]
+            span = {
+                "name": "predict",
+                "context": {"span_id": tr.span_id.hex(), "trace_id": otel_trace},
+                "parent_id": None,
+                "start_time": tr.request_time_ms * 1_000_000,
+                "end_time": (tr.request_time_ms + tr.duration_ms) * 1_000_000,
+                "status_code": tr.state,
+                "status_message": "",
+                "attributes": {
+                    "mlflow.traceRequestId": json.dumps(tr.trace_id),
+                    "mlflow.spanType": json.dumps("CHAIN"),
+                    "mlflow.spanInputs": inputs,
+                    "mlflow.spanOutputs": outputs,
+                },
+                "events": [],
+            }
+            return json.dumps({"spans": [span], "request": inputs, "response": outputs})
         b64 = base64.b64encode
         span = {
             "trace_id": b64(bytes.fromhex(tr.trace_id[3:])).decode(),
@@ -1013,11 +1174,9 @@ _RUN_COUNTS = (
 )  # fmt: skip
 
 
-def _metric_text(t0: int, values: list[float], run_id: str | None = None) -> str:
+def _metric_text(t0: int, values: list[float]) -> str:
     # FileStore._log_run_metric: f"{timestamp} {value} {step}\n" (value via str(float)).
-    if run_id is None:
-        return "".join([f"{t0 + 100 * s} {v} {s}\n" for s, v in enumerate(values)])
-    return "".join([f"{t0 + 100 * s} {v} {s} {run_id}\n" for s, v in enumerate(values)])
+    return "".join([f"{t0 + 100 * s} {v} {s}\n" for s, v in enumerate(values)])
 
 
 def _write_runs(
@@ -1116,8 +1275,9 @@ def generate(cfg: Config) -> dict:
         (
             "experiments", "deleted_experiments", "experiment_tags", "runs", "deleted_runs",
             "params", "tags", "metric_files", "metric_rows", "nan_values", "inf_values",
-            "datasets", "inputs", "input_tags", "outputs", "traces", "trace_tags",
-            "trace_metadata", "logged_models", "logged_model_params", "logged_model_tags",
+            "datasets", "inputs", "input_tags", "outputs", "traces", "v2_traces", "trace_tags",
+            "trace_metadata", "assessments", "assessments_feedback", "assessments_expectation",
+            "logged_models", "logged_model_params", "logged_model_tags",
             "logged_model_metrics", "registered_models", "registered_model_tags",
             "registered_model_aliases", "model_versions", "model_version_tags",
         ),
@@ -1156,15 +1316,14 @@ def generate(cfg: Config) -> dict:
         w.write(f"{m_dir}/meta.yaml", dump_yaml(plan.logged_model_meta(lm)))
         w.write_files(f"{m_dir}/params", lm.params)
         w.write_files(f"{m_dir}/tags", lm.tags)
+        # FileStore._log_model_metric: f"{timestamp} {value} {step} {run_id}\n"
         metric_run = lm.source_run_id or ("0" * 32)
-        w.write_files(
-            f"{m_dir}/metrics",
-            {lm.metric_key: _metric_text(lm.metric_timestamp, [lm.metric_value], metric_run)},
-        )
+        lines = "".join(f"{ts} {v} {step} {metric_run}\n" for ts, v, step in lm.metric_points)
+        w.write_files(f"{m_dir}/metrics", {lm.metric_key: lines})
         counts["logged_models"] += 1
         counts["logged_model_params"] += len(lm.params)
         counts["logged_model_tags"] += len(lm.tags)
-        counts["logged_model_metrics"] += 1
+        counts["logged_model_metrics"] += len(lm.metric_points)
 
     made_traces_dir: set[str] = set()
     for tr in plan.traces:
@@ -1178,7 +1337,14 @@ def generate(cfg: Config) -> dict:
         w.write_files(f"{t_dir}/tags", tr.tags)
         w.mkdir(f"{t_dir}/artifacts")
         w.write(f"{t_dir}/artifacts/traces.json", plan.trace_spans(tr))
+        if tr.assessments:
+            a_dir = w.mkdir(f"{t_dir}/assessments")
+            for a in tr.assessments:
+                w.write(f"{a_dir}/{a.assessment_id}.yaml", dump_yaml(plan.assessment(tr, a)))
+                counts[f"assessments_{a.kind}"] += 1
+            counts["assessments"] += len(tr.assessments)
         counts["traces"] += 1
+        counts["v2_traces"] += tr.v2
         counts["trace_tags"] += len(tr.tags)
         counts["trace_metadata"] += len(tr.request_metadata)
 

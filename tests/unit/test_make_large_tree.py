@@ -19,11 +19,14 @@ import pytest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "make_large_tree.py"
 
-# tiny plus one of everything; 3 experiments so one lands in .trash and 6 runs stay live
+# tiny plus one of everything; 3 experiments so one lands in .trash and 6 runs stay live; per
+# experiment one trace in each layout (2.x, 3.x), 12 assessments per trace (every kind, one
+# overriding ones), logged models with 4-step metric histories
 ARGS = [
     "--shape", "tiny", "--experiments", "3", "--runs", "9", "--params", "5", "--tags", "7",
     "--datasets", "2", "--inputs", "2", "--traces", "2", "--logged-models", "2",
-    "--registered-models", "2", "--versions-per-model", "2",
+    "--registered-models", "2", "--versions-per-model", "2", "--assessments", "12",
+    "--v2-trace-fraction", "0.5", "--model-metric-steps", "4",
     "--deleted-experiment-fraction", "0.34", "--deleted-run-fraction", "0.34",
     "--nan-fraction", "0.15", "--inf-fraction", "0.15", "--seed", "7", "--workers", "1",
 ]  # fmt: skip
@@ -106,7 +109,16 @@ def test_presets_overrides_and_scale():
     assert sizes == (10, 10000, 3, 10, 5)
     assert (cfg.min_steps, cfg.max_steps) == (1, 1)
     cfg = mlt.build_config(mlt.parse_args(["--output", "x", "--shape", "tiny", "--scale", "10"]))
-    assert (cfg.experiments, cfg.runs) == (1, 30)
+    assert (cfg.experiments, cfg.runs, cfg.traces, cfg.logged_models) == (1, 30, 10, 10)
+    # MLflow's fs2db generator at "full": 600 traces, 12,000 assessments, 200 logged models
+    cfg = mlt.build_config(mlt.parse_args(["--output", "x", "--shape", "trace-heavy"]))
+    total = (cfg.runs, cfg.experiments * cfg.traces, cfg.experiments * cfg.traces * cfg.assessments,
+             cfg.experiments * cfg.logged_models)  # fmt: skip
+    assert total == (1200, 600, 12000, 200)
+    assert (cfg.v2_trace_fraction, cfg.model_metric_steps) == (0.5, 50)
+    args = ["--output", "x", "--shape", "trace-heavy", "--scale", "0.1"]
+    cfg = mlt.build_config(mlt.parse_args(args))
+    assert (cfg.runs, cfg.traces, cfg.logged_models, cfg.assessments) == (120, 3, 1, 20)
 
 
 def test_summary_counts_match_plan(tree):
@@ -123,6 +135,9 @@ def test_summary_counts_match_plan(tree):
     assert counts["nan_values"] > 0 and counts["inf_values"] > 0
     assert counts["datasets"] == 6 and counts["inputs"] == 18
     assert counts["traces"] == 6 and counts["logged_models"] == 6 and counts["outputs"] == 6
+    assert counts["v2_traces"] == 3 and counts["assessments"] == 6 * 12
+    assert counts["assessments_expectation"] == 6 * 4
+    assert counts["logged_model_metrics"] == 6 * 4
     assert counts["registered_models"] == 2 and counts["model_versions"] == 4
 
 
@@ -252,13 +267,56 @@ def test_traces(tree, client):
         assert info.response_preview == tr.response_preview
         assert info.tags == tr.tags
         assert info.trace_metadata == tr.request_metadata
-    live = next(t for t in plan.traces if not t.experiment.deleted)
-    trace = client.get_trace(live.trace_id)
-    assert [s.name for s in trace.data.spans] == ["predict"]
+        assert info.trace_metadata["mlflow.trace_schema.version"] == ("2" if tr.v2 else "3")
+    for v2 in (True, False):  # both span layouts read back
+        live = next(t for t in plan.traces if not t.experiment.deleted and t.v2 == v2)
+        trace = client.get_trace(live.trace_id)
+        assert [s.name for s in trace.data.spans] == ["predict"]
+        assert trace.data.spans[0].span_id == live.span_id.hex()
+
+
+def _assessment_value(a):
+    from mlflow.entities import Expectation
+
+    return a.value if isinstance(a, Expectation) else a.feedback.value
+
+
+def test_assessments(tree, client):
+    """Every kind reads back through MLflow; valid and overrides as the file holds them."""
+    import yaml
+
+    root, _, plan = tree
+    kinds = set()
+    infos = client.search_traces(locations=_all_experiment_ids(plan), include_spans=False)
+    by_trace = {t.info.trace_id: t.info for t in infos}
+    for tr in plan.traces:
+        got = {a.assessment_id: a for a in by_trace[tr.trace_id].assessments}
+        assert set(got) == {a.assessment_id for a in tr.assessments}
+        folder = next(root.glob(f"**/traces/{tr.trace_id}/assessments"))
+        for want in tr.assessments:
+            a = got[want.assessment_id]
+            assert (a.name, a.trace_id, a.span_id) == (want.name, tr.trace_id, want.span_id)
+            assert (a.source.source_type, a.source.source_id) == (want.source_type, want.source_id)
+            assert a.create_time_ms == a.last_update_time_ms == want.create_ms
+            assert (a.rationale, a.metadata) == (want.rationale, want.metadata)
+            assert _assessment_value(a) == want.value
+            assert (a.feedback is not None) == (want.kind == "feedback")
+            if want.error:
+                assert a.feedback.error.error_code == want.error["error_code"]
+            on_disk = yaml.safe_load((folder / f"{want.assessment_id}.yaml").read_text())
+            assert on_disk["valid"] == want.valid and on_disk.get("overrides") == want.overrides
+            if want.kind == "expectation" and isinstance(want.value, (dict, list)):
+                assert "serialized_value" in on_disk["expectation"]
+            kinds.add((want.kind, type(want.value).__name__, bool(want.error), want.valid))
+    assert len(kinds) >= 9  # bool/float/str/dict feedback, error, str/float/dict/list expectations
+    overridden = [a for tr in plan.traces for a in tr.assessments if not a.valid]
+    assert len(overridden) == 6  # one per trace: the 10th assessment overrides the 1st
 
 
 def test_logged_models(tree, client):
-    _, _, plan = tree
+    from mlflow.store.tracking.file_store import FileStore
+
+    root, _, plan = tree
     found = client.search_logged_models(experiment_ids=_all_experiment_ids(plan), max_results=100)
     by_id = {m.model_id: m for m in found}
     assert set(by_id) == {lm.model_id for lm in plan.logged_models}
@@ -271,10 +329,20 @@ def test_logged_models(tree, client):
         assert model.model_type == lm.model_type
         assert model.params == lm.params
         assert model.tags == lm.tags
+        # FileStore's reader shows only the latest point; the file holds the whole history.
         [metric] = model.metrics
-        assert (metric.key, metric.value, metric.step, metric.run_id) == (
-            lm.metric_key, lm.metric_value, 0, lm.source_run_id,
+        ts, value, step = max(lm.metric_points, key=lambda p: (p[2], p[0], p[1]))
+        assert (metric.key, metric.value, metric.step, metric.timestamp, metric.run_id) == (
+            lm.metric_key, value, step, ts, lm.source_run_id,
         )  # fmt: skip
+        assert len(lm.metric_points) == 4
+        path = next(root.glob(f"**/models/{lm.model_id}/metrics/{lm.metric_key}"))
+        history = [
+            FileStore._get_model_metric_from_line(lm.model_id, lm.metric_key, line)
+            for line in path.read_text().splitlines()
+        ]
+        assert [(m.timestamp, m.value, m.step) for m in history] == lm.metric_points
+        assert {m.run_id for m in history} == {lm.source_run_id or "0" * 32}
 
 
 def test_registered_models_versions_and_aliases(tree, client):
@@ -330,3 +398,27 @@ def test_same_seed_gives_byte_identical_trees(tmp_path):
 def _tree_digest_of(out: Path, *args: str) -> str:
     _generate(out, *args)
     return _tree_digest(out)
+
+
+def test_etl_migrate_migrates_and_verifies_the_tree(tree, tmp_path, monkeypatch):
+    """The default command (verification on) accepts the tree; MLflow reads it from the database."""
+    from mlflow import MlflowClient
+
+    root, summary, plan = tree
+    db = tmp_path / "target.db"
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    proc = subprocess.run(
+        [sys.executable, "-m", "etl", "--source", str(root), "--target", f"sqlite:///{db}",
+         "--report", str(tmp_path / "report.json"), "-q"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    target = json.loads((tmp_path / "report.json").read_text())["counts"]["target"]
+    counts = summary["counts"]
+    assert target["assessments"] == counts["assessments"]
+    assert target["trace_info"] == counts["traces"]
+    assert target["logged_model_metrics"] == counts["logged_model_metrics"]
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    infos = client.search_traces(locations=_all_experiment_ids(plan), include_spans=False)
+    got = {t.info.trace_id: sorted(a.assessment_id for a in t.info.assessments) for t in infos}
+    assert got == {tr.trace_id: sorted(a.assessment_id for a in tr.assessments) for tr in plan.traces}
