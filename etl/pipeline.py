@@ -27,6 +27,7 @@ from etl.rows import Census, Problem, RowBatch, RowCounter
 from etl.sink.schema import create_schema, schema_limits, sqlite_limits
 from etl.sink.staging import StagingArea, check_is_mlflow_database, check_target_is_free, target_path
 from etl.sink.writer import StagingWriter
+from etl.source import derived
 from etl.source.census import census_tree, survey_root
 from etl.source.extract import extract, input_file
 from etl.source.layout import (
@@ -299,6 +300,8 @@ async def consume(
     seen_ids: dict[str, dict[str, int]] = {kind: {} for kind in _TREE_WIDE_IDS}
     async with rows:
         async for batch in rows:
+            if derived.needed(batch):
+                await anyio.to_thread.run_sync(derived.apply, batch)
             stats.files += batch.files
             stats.census.merge(batch.census)
             stats.problems.extend(batch.problems)

@@ -3,13 +3,20 @@
 Newer MLflow releases promote some trace metadata into columns (session id, token usage, cost),
 move the trace name tag into a column, and store an aggregate of each assessment value. Which of
 these exist depends on the installed release, so they are computed here by that release's own
-code and its own table definition, never by a copy that would drift. MLflow is imported lazily:
-only trees that hold traces pay for it, once per worker process.
+code and its own table definition, never by a copy that would drift.
+
+Importing MLflow costs seconds of CPU, so this runs in the main process on each batch that holds
+traces or assessments (``apply``), not in the worker processes that parse: MLflow is imported at
+most once per run (and not at all for a tree without traces), where the schema build on a first
+run imports it anyway.
 """
 
 from __future__ import annotations
 
+import json
 from functools import cache
+
+from etl.rows import RowBatch
 
 TRACE_NAME_TAG = "mlflow.traceName"
 
@@ -49,3 +56,34 @@ def assessment_columns(value) -> dict:
         return {}
     aggregate, numeric = analytics.assessment_aggregate(value)
     return {"aggregate_value": aggregate, "is_numeric_value": numeric}
+
+
+def needed(batch: RowBatch) -> bool:
+    return bool(batch.rows.get("trace_info") or batch.rows.get("assessments"))
+
+
+def apply(batch: RowBatch) -> None:
+    """Fill the derived columns of a batch's traces and assessments, in place; tags and metadata
+    that a column absorbs leave their tables, as the SQL store does."""
+    traces = batch.rows.get("trace_info") or []
+    if traces:
+        tags = _by_trace(batch.rows.get("trace_tags", ()))
+        metadata = _by_trace(batch.rows.get("trace_request_metadata", ()))
+        for row in traces:
+            trace_id = row["request_id"]
+            row.update(trace_columns(tags.setdefault(trace_id, {}), metadata.setdefault(trace_id, {})))
+        batch.rows["trace_tags"] = _rows(tags)
+        batch.rows["trace_request_metadata"] = _rows(metadata)
+    for row in batch.rows.get("assessments") or ():
+        row.update(assessment_columns(json.loads(row["value"])))
+
+
+def _by_trace(rows) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for trace_id, key, value in rows:
+        out.setdefault(trace_id, {})[key] = value
+    return out
+
+
+def _rows(by_trace: dict[str, dict[str, str]]) -> list[tuple[str, str, str]]:
+    return [(trace_id, k, v) for trace_id, pairs in by_trace.items() for k, v in pairs.items()]

@@ -15,7 +15,6 @@ from collections import Counter
 from datetime import datetime
 
 from etl.rows import Problem, RowBatch
-from etl.source import derived
 from etl.source.census import survey_unit
 from etl.source.layout import (
     META,
@@ -451,8 +450,7 @@ def _extract_trace(batch: RowBatch, exp_path: str, exp_id: str, name: str) -> No
         "request_preview": previews[1],
         "response_preview": previews[2],
     }
-    row.update(derived.trace_columns(tags, metadata))
-    batch.add("trace_info", row)
+    batch.add("trace_info", row)  # derived columns: etl.source.derived.apply, in the main process
     batch.extend("trace_tags", [(trace_id, k, v) for k, v in tags.items()])
     batch.extend("trace_request_metadata", [(trace_id, k, v) for k, v in metadata.items()])
 
@@ -518,7 +516,6 @@ def _extract_assessment(batch: RowBatch, path: str, trace_id: str, exp_id: int, 
         "experiment_id": exp_id,
         "trace_timestamp_ms": trace_ms,
     }
-    row.update(derived.assessment_columns(value))
     batch.add("assessments", row)
 
 
