@@ -93,6 +93,18 @@ def process_count(workers: int) -> int:
     return max(1, min(workers, os.cpu_count() or 1))
 
 
+# Below both, a tree is verified in one process: each verification process imports MLflow
+# (1-2 s of CPU), more than a second process would save on a small tree.
+SMALL_TREE_FILES = 2_000
+SMALL_TREE_ROWS = 20_000
+
+
+def verify_processes(workers: int, stats: LoadStats) -> int:
+    if stats.files < SMALL_TREE_FILES and sum(stats.rows.values()) < SMALL_TREE_ROWS:
+        return 1
+    return process_count(workers)
+
+
 def source_tree(config: MigrationConfig) -> Path:
     try:
         return resolve_mlruns(config.source)
@@ -148,7 +160,8 @@ async def migrate(config: MigrationConfig, progress: Progress | None = None) -> 
         report = None
         if config.verify:
             started = time.monotonic()
-            report = await verify(mlruns, area.staging, config.workers, progress, stats.skipped_ids())
+            processes = verify_processes(config.workers, stats)
+            report = await verify(mlruns, area.staging, processes, progress, stats.skipped_ids())
             phases["verify"] = time.monotonic() - started
             if not report.ok:
                 raise VerificationFailed(report, area.staging if config.keep_failed else None)
@@ -208,7 +221,7 @@ async def verify_existing(source: Path, target: str, workers: int, progress: Pro
         async with anyio.create_task_group() as tg:
             # Listing folders only, in a thread: it overlaps the comparison, which runs in processes.
             tg.start_soon(take_census)
-            report = await verify(mlruns, path, workers, progress or Progress())
+            report = await verify(mlruns, path, process_count(workers), progress or Progress())
     except BaseExceptionGroup as group:
         raise first_error(group) from None
     log_census(census)
@@ -444,19 +457,20 @@ def _drop_name_clashes(
 
 
 async def verify(
-    mlruns: Path, staging: Path, workers: int, progress: Progress,
+    mlruns: Path, staging: Path, processes: int, progress: Progress,
     skipped: dict[str, set[str]] | None = None,
 ) -> VerificationReport:
-    """Compare the staged database with the source; items in ``skipped`` (entity -> ids, left
-    out with --skip-invalid) are counted as skipped instead of compared."""
+    """Compare the staged database with the source in up to ``processes`` worker processes;
+    items in ``skipped`` (entity -> ids, left out with --skip-invalid) are counted as skipped
+    instead of compared."""
     try:
-        return await _verify(mlruns, staging, workers, progress, skipped)
+        return await _verify(mlruns, staging, processes, progress, skipped)
     except BaseExceptionGroup as group:
         raise first_error(group) from None
 
 
-async def _verify(mlruns, staging, workers, progress, skipped) -> VerificationReport:
-    limiter = anyio.CapacityLimiter(process_count(workers))
+async def _verify(mlruns, staging, processes, progress, skipped) -> VerificationReport:
+    limiter = anyio.CapacityLimiter(processes)
     root, db = str(mlruns), str(staging)
     progress.phase("verify", total=2)
     report = VerificationReport()
