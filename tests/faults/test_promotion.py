@@ -42,16 +42,28 @@ def tree(tmp_path_factory) -> Path:
     return mlruns
 
 
-def initialized(db: Path, journal_mode: str = "delete") -> Path:
+@pytest.fixture(scope="module")
+def new_mlflow_db(tmp_path_factory) -> Path:
     """A database exactly as MLflow leaves a new one: its schema and the Default experiment."""
-    client = sql_client(db)
-    assert [e.name for e in client.search_experiments()] == ["Default"]
-    conn = sqlite3.connect(db)
-    try:
-        conn.execute(f"PRAGMA journal_mode={journal_mode}")
-    finally:
-        conn.close()
+    db = tmp_path_factory.mktemp("new-mlflow-db") / "mlflow.db"
+    assert [e.name for e in sql_client(db).search_experiments()] == ["Default"]
     return db
+
+
+@pytest.fixture
+def initialized(new_mlflow_db):
+    """Copies of it (MLflow's ~70 migrations take long on busy cores), in either journal mode."""
+
+    def make(db: Path, journal_mode: str = "delete") -> Path:
+        shutil.copyfile(new_mlflow_db, db)
+        conn = sqlite3.connect(db)
+        try:
+            conn.execute(f"PRAGMA journal_mode={journal_mode}")
+        finally:
+            conn.close()
+        return db
+
+    return make
 
 
 def write_row(db: Path) -> None:
@@ -108,7 +120,7 @@ def assert_kept_and_verified(err: str, tree: Path, folder: Path) -> Path:
 
 
 @pytest.mark.parametrize("journal_mode", ["delete", "wal"])
-def test_a_row_written_into_the_target_mid_run_is_never_overwritten(tree, tmp_path, journal_mode):
+def test_a_row_written_into_the_target_mid_run_is_never_overwritten(initialized, tree, tmp_path, journal_mode):
     db = initialized(tmp_path / "mlflow.db", journal_mode)
     flag = tmp_path / "go"
     proc = start_held(tree, f"sqlite:///{db}", flag)
@@ -178,14 +190,14 @@ def test_a_server_started_on_the_target_mid_run_serves_the_migrated_data(tree, t
     assert leftovers(tmp_path) == []
 
 
-def test_a_database_mlflow_initialized_counts_as_empty(tree, tmp_path):
+def test_a_database_mlflow_initialized_counts_as_empty(initialized, tree, tmp_path):
     db = initialized(tmp_path / "mlflow.db")
     result = run_cli("--source", str(tree), "--target", f"sqlite:///{db}", "--no-verify")
     assert result.returncode == 0, result.stderr
     assert compare_runs(file_client(tree), sql_client(db)) == RUNS
 
 
-def test_a_target_of_another_mlflow_schema_revision_is_refused(tree, tmp_path):
+def test_a_target_of_another_mlflow_schema_revision_is_refused(initialized, tree, tmp_path):
     db = initialized(tmp_path / "mlflow.db")
     conn = sqlite3.connect(db)
     (head,) = conn.execute("SELECT version_num FROM alembic_version").fetchone()
@@ -207,7 +219,7 @@ def _staged_area(db: Path) -> StagingArea:
 
 
 @pytest.mark.parametrize("journal_mode", ["delete", "wal"])
-def test_a_write_between_the_check_and_the_copy_is_caught(tmp_path, journal_mode):
+def test_a_write_between_the_check_and_the_copy_is_caught(initialized, tmp_path, journal_mode):
     """The copy cannot start inside the checking transaction; a write that lands in between is
     seen by the copy's guard, under the copy's own lock, and the copy rolls back."""
     db = initialized(tmp_path / "mlflow.db", journal_mode)
@@ -228,7 +240,7 @@ def test_a_write_between_the_check_and_the_copy_is_caught(tmp_path, journal_mode
     assert experiment_names(db) == ["Default", "written meanwhile"]
 
 
-def test_a_target_locked_for_too_long_keeps_the_database(tmp_path, monkeypatch):
+def test_a_target_locked_for_too_long_keeps_the_database(initialized, tmp_path, monkeypatch):
     db = initialized(tmp_path / "mlflow.db")
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sqlite3, sys, time\n"
@@ -271,7 +283,7 @@ def test_a_dangling_symlink_target_gets_its_destination_created(tree, tmp_path):
 
 
 @posix_only("POSIX mode bits and groups")
-def test_a_symlinked_existing_target_keeps_link_file_mode_and_group(tree, tmp_path):
+def test_a_symlinked_existing_target_keeps_link_file_mode_and_group(initialized, tree, tmp_path):
     disk = tmp_path / "bigdisk"
     disk.mkdir()
     real = initialized(disk / "mlflow.db")
