@@ -475,16 +475,22 @@ async def _verify(mlruns, staging, processes, progress, skipped) -> Verification
     progress.phase("verify", total=2)
     report = VerificationReport()
 
+    async def run(func, *args):
+        if processes == 1:
+            # One process: this one, on a thread. A new process would import MLflow again (most
+            # of a small tree's verification); here it is imported once, or already was for the
+            # tree's traces or the first run's schema.
+            return await anyio.to_thread.run_sync(func, *args, limiter=limiter)
+        return await anyio.to_process.run_sync(func, *args, cancellable=True, limiter=limiter)
+
     async def one(func, *args) -> None:
-        report.merge(await anyio.to_process.run_sync(func, *args, cancellable=True, limiter=limiter))
+        report.merge(await run(func, *args))
         progress.advance()
 
     async with anyio.create_task_group() as tg:
         # The registry goes first, beside the experiments: both workers import MLflow at once.
         tg.start_soon(one, verify_registry, root, db, skipped)
-        experiments, plan = await anyio.to_process.run_sync(
-            verify_experiments, root, db, skipped, cancellable=True, limiter=limiter
-        )
+        experiments, plan = await run(verify_experiments, root, db, skipped)
         report.merge(experiments)
         progress.advance()
         for exp_id, ids in plan.items():
