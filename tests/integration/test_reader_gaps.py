@@ -42,8 +42,8 @@ def build_gap_tree(mlruns) -> dict:
     ids: dict = {}
     try:
         exp = client.create_experiment("gaps")
-        # No set_experiment: the active experiment is process-wide and other modules' trees
-        # must not land in this one.
+        # The active experiment is process-wide: another module's tree may have left its own.
+        mlflow.set_experiment(experiment_id=exp)
         with mlflow.start_run(experiment_id=exp) as run:
             run_id = run.info.run_id
             model = mlflow.initialize_logged_model(name="trained", source_run_id=run_id)
@@ -77,8 +77,8 @@ def build_gap_tree(mlruns) -> dict:
         ids["deleted_run"] = deleted_run
 
         with mlflow.start_run(run_id=run_id), mlflow.start_span("answer") as span:
-            # A span inside the run is traced into the run's experiment. Token usage and the
-            # session become trace metadata, which newer MLflow keeps in trace_info columns.
+            # Token usage and the session become trace metadata, which newer MLflow keeps in
+            # trace_info columns.
             span.set_attribute("mlflow.chat.tokenUsage", {"input_tokens": 5, "output_tokens": 3, "total_tokens": 8})
             mlflow.update_current_trace(metadata={"mlflow.trace.session": "session-1"})
         mlflow.flush_trace_async_logging()
