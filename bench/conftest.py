@@ -7,7 +7,10 @@
 from __future__ import annotations
 
 import itertools
+import os
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,10 +19,14 @@ from harness import (
     BUILTIN,
     CONTENDERS,
     ETL,
+    ETL_COLD,
     ETL_NO_VERIFY,
+    ETL_WARM,
     REFERENCE_NAME,
     SIZES,
+    SMALL_TREE,
     Tree,
+    bench_env,
     build_tree,
     command,
     count_rows,
@@ -28,8 +35,17 @@ from harness import (
 )
 
 RESULTS = pytest.StashKey[dict]()
+GATE = pytest.StashKey[list]()
+# Gate limits: target + margin. Targets: not slower than the plain single-threaded reference;
+# verification at most half the load (default run <= 1.5x --no-verify, issue 11). Margins: above
+# the largest (max - median) of each ratio over 5 CI-size sessions (bench/README.md, "The CI gate").
+GATE_MAX_VS_REFERENCE = 1.0 + 1.5
+GATE_MAX_VERIFY = 1.5 + 1.0
 PHASE_ORDER = ("schema", "load", "verify", "promote")
 RATIOS = ((BUILTIN, ETL), (BUILTIN, ETL_NO_VERIFY), (REFERENCE_NAME, ETL_NO_VERIFY))
+# Start-up on a small tree (issue 11 §3): the first run no slower than the built-in, later ones
+# at most half its time.
+START_RATIOS = ((ETL_COLD, BUILTIN, 1.0), (ETL_WARM, BUILTIN, 0.5))
 
 
 def pytest_addoption(parser):
@@ -44,10 +60,23 @@ def pytest_addoption(parser):
                     help="cache folder for generated trees (default $ETL_BENCH_TREES or "
                     "<tmp>/etl-migrate-bench-trees); reused across sessions")
     group.addoption("--bench-seed", type=int, default=0, help="make_large_tree --seed")  # fmt: skip
+    group.addoption("--bench-gate", action="store_true",
+                    help="fail the session when a gated ratio (measured in this session) is over "
+                    "its limit; see --gate-max-vs-reference and --gate-max-verify")
+    group.addoption("--gate-max-vs-reference", type=float,
+                    default=float(os.environ.get("ETL_BENCH_GATE_MAX_VS_REFERENCE",
+                                                 GATE_MAX_VS_REFERENCE)),
+                    help="limit of (etl-migrate --no-verify) / reference wall time on trees where "
+                    "both write the same rows (env ETL_BENCH_GATE_MAX_VS_REFERENCE; default "
+                    "%(default)s)")
+    group.addoption("--gate-max-verify", type=float,
+                    default=float(os.environ.get("ETL_BENCH_GATE_MAX_VERIFY", GATE_MAX_VERIFY)),
+                    help="limit of etl-migrate / (etl-migrate --no-verify) wall time "
+                    "(env ETL_BENCH_GATE_MAX_VERIFY; default %(default)s)")  # fmt: skip
 
 
 def pytest_configure(config):
-    config.stash[RESULTS] = {"throughput": {}, "workers": {}, "size": {}}
+    config.stash[RESULTS] = {"throughput": {}, "start": {}, "workers": {}, "size": {}}
 
 
 @pytest.fixture(scope="session")
@@ -75,13 +104,31 @@ def tree_factory(pytestconfig):
     return get
 
 
+@pytest.fixture(scope="session")
+def small_tree(pytestconfig) -> Tree:
+    cache = pytestconfig.getoption("--bench-trees") or default_tree_cache()
+    seed = pytestconfig.getoption("--bench-seed")
+    return build_tree(cache, SMALL_TREE["shape"], 1.0, seed, SMALL_TREE["args"], name="small")
+
+
+@pytest.fixture(scope="session")
+def warm_cache(tmp_path_factory) -> Path:
+    """An etl-migrate cache folder as a first run leaves it (the schema template built)."""
+    folder = tmp_path_factory.mktemp("warm-cache")
+    env = {**bench_env(), "ETL_MIGRATE_CACHE_DIR": str(folder)}
+    code = "from etl.sink.schema import template_path; template_path()"
+    subprocess.run([sys.executable, "-c", code], env=env, check=True)
+    return folder
+
+
 @pytest.fixture
 def measure(benchmark, tmp_path, bench_rounds, pytestconfig):
     """measure(contender, tree, table=, key=): time fresh runs, record them, check exit 0."""
     results = pytestconfig.stash[RESULTS]
 
     def run(contender: str, tree: Tree, *, table: str, key, workers: int | None = None,
-            rounds: int | None = None) -> dict:  # fmt: skip
+            rounds: int | None = None, cache_dir: Path | str | None = None) -> dict:  # fmt: skip
+        """cache_dir: etl-migrate's cache folder; "empty" gives each round a new empty one."""
         from harness import RunResult, run_once
 
         runs: list[RunResult] = []
@@ -92,18 +139,22 @@ def measure(benchmark, tmp_path, bench_rounds, pytestconfig):
             workdir = tmp_path / f"round{next(numbers)}"
             workdir.mkdir()
             db, report = workdir / "target.db", workdir / "report.json"
-            return (command(contender, tree, db, report, workers), db, report, workdir), {}
+            cache = cache_dir
+            if cache == "empty":
+                cache = workdir / "cache"
+                cache.mkdir()
+            return (command(contender, tree, db, report, workers), db, report, workdir, cache), {}
 
-        def target(cmd, db, report, workdir):
-            runs.append(run_once(cmd, db, report, workdir))
+        def target(cmd, db, report, workdir, cache):
+            runs.append(run_once(cmd, db, report, workdir, cache))
 
-        def teardown(cmd, db, report, workdir):  # untimed: count the rows written, free the disk
+        def teardown(cmd, db, report, workdir, cache):  # untimed: count rows written, free disk
             if runs[-1].exit_code == 0 and not rows:
                 rows.update(count_rows(db))
             remove_db(db)
 
-        scaling = table != "throughput"
-        benchmark.group = f"scaling {table}" if scaling else f"throughput: {tree.label}"
+        scaling = table not in ("throughput", "start")
+        benchmark.group = f"scaling {table}" if scaling else f"{table}: {tree.label}"
         benchmark.pedantic(target, setup=setup, teardown=teardown, rounds=rounds or bench_rounds,
                            iterations=1, warmup_rounds=0)  # fmt: skip
 
@@ -120,6 +171,8 @@ def measure(benchmark, tmp_path, bench_rounds, pytestconfig):
             "rounds": len(runs),
             "wall_seconds": [round(r.seconds, 3) for r in runs],
             "median_seconds": round(seconds, 3),
+            "cpu_seconds": [round(r.cpu_seconds, 3) for r in runs],
+            "median_cpu_seconds": round(statistics.median(r.cpu_seconds for r in runs), 3),
             "rows": total,
             "rows_by_table": rows,
             "rows_per_s": round(total / seconds, 1),
@@ -146,16 +199,17 @@ def measure(benchmark, tmp_path, bench_rounds, pytestconfig):
 
 def _fmt_row(name, rec) -> str:
     phases = " ".join(f"{k} {v:.2f}" for k, v in rec["phases"].items())
-    return (f"  {name:<30}{rec['median_seconds']:>9.2f}{rec['rows_per_s']:>12,.0f}"
+    return (f"  {name:<30}{rec['median_seconds']:>9.2f}{rec['median_cpu_seconds']:>8.2f}"
+            f"{rec['rows_per_s']:>12,.0f}"
             f"{rec['files_per_s']:>11,.0f}{rec['peak_rss_mib']:>10,.0f}   {phases}")  # fmt: skip
 
 
-HEADER = f"  {'':<30}{'seconds':>9}{'rows/s':>12}{'files/s':>11}{'RSS MB':>10}   phases (s)"
+HEADER = f"  {'':<30}{'seconds':>9}{'CPU s':>8}{'rows/s':>12}{'files/s':>11}{'RSS MB':>10}   phases (s)"
 
 
-def _ratio(results: dict, num: str, den: str) -> str:
-    if num in results and den in results and results[den]["median_seconds"] > 0:
-        return f"{results[num]['median_seconds'] / results[den]['median_seconds']:.2f}x"
+def _ratio(results: dict, num: str, den: str, field: str = "median_seconds") -> str:
+    if num in results and den in results and results[den][field] > 0:
+        return f"{results[num][field] / results[den][field]:.2f}x"
     return "n/a"
 
 
@@ -178,12 +232,63 @@ def summary_lines(config) -> list[str]:
             for num, den in RATIOS:
                 lines.append(f"  ratio {num + ' / ' + den + ':':<46}{_ratio(recs, num, den):>8}")
         lines.append("  (a ratio > 1 means etl-migrate took less time than the other contender)")
+    for label, recs in results["start"].items():
+        any_rec = next(iter(recs.values()))
+        lines.append(f"Start-up, {label}: {any_rec['runs_in_tree']:,} runs, {any_rec['files']:,} "
+                     f"files, {any_rec['rows']:,} rows; cold = empty ETL_MIGRATE_CACHE_DIR")  # fmt: skip
+        lines.append(HEADER)
+        lines += [_fmt_row(c, recs[c]) for c in (ETL_COLD, ETL_WARM, BUILTIN) if c in recs]
+        for num, den, target in START_RATIOS:
+            text, cpu = _ratio(recs, num, den), _ratio(recs, num, den, "median_cpu_seconds")
+            lines.append(f"  ratio {num + ' / ' + den + ':':<46}{text:>8}   (target <= {target:g}x;"
+                         f" CPU seconds {cpu})")  # fmt: skip
     for table, title in (("workers", "--workers N"), ("size", "tree size")):
         for _, recs in results[table].items():
             lines.append(f"Scaling, {title}: {ETL_NO_VERIFY}")
             lines.append(HEADER)
             lines += [_fmt_row(str(key), rec) for key, rec in recs.items()]
     return lines
+
+
+# --------------------------------------------------------------------------------------------
+# the gate: ratios of median wall times measured in this session, so machine drift cancels
+
+
+def gate_checks(config) -> list[dict]:
+    """One check per gated ratio and tree: {tree, ratio, value, limit, ok} (computed once)."""
+    if GATE in config.stash:
+        return config.stash[GATE]
+    checks = []
+    limits = {(ETL_NO_VERIFY, REFERENCE_NAME): config.getoption("--gate-max-vs-reference"),
+              (ETL, ETL_NO_VERIFY): config.getoption("--gate-max-verify")}  # fmt: skip
+    for label, recs in config.stash[RESULTS]["throughput"].items():
+        for (num, den), limit in limits.items():
+            if num not in recs or den not in recs or recs[den]["median_seconds"] <= 0:
+                continue
+            if any(code != 0 for c in (num, den) for code in recs[c]["exit_codes"]):
+                continue  # a failed run already fails the session; its time means nothing
+            # The reference covers fewer entity kinds (no traces, datasets, logged models):
+            # where it writes fewer rows, beating it proves nothing, so that ratio is not gated.
+            if den == REFERENCE_NAME and recs[den]["rows"] != recs[num]["rows"]:
+                continue
+            value = recs[num]["median_seconds"] / recs[den]["median_seconds"]
+            checks.append({"tree": label, "ratio": f"{num} / {den}", "value": round(value, 3),
+                           "limit": limit, "ok": value <= limit})  # fmt: skip
+    config.stash[GATE] = checks
+    return checks
+
+
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    output_json["etl_migrate_gate"] = {"enabled": config.getoption("--bench-gate"),
+                                       "checks": gate_checks(config)}  # fmt: skip
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session, exitstatus):
+    config = session.config
+    if config.getoption("--bench-gate") and exitstatus == pytest.ExitCode.OK:
+        if not all(check["ok"] for check in gate_checks(config)):
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.hookimpl(trylast=True)
@@ -193,3 +298,14 @@ def pytest_terminal_summary(terminalreporter, config):
         terminalreporter.write_sep("=", "etl-migrate benchmark summary")
         for line in lines:
             terminalreporter.write_line(line)
+    checks = gate_checks(config)
+    if checks:
+        enabled = config.getoption("--bench-gate")
+        terminalreporter.write_sep("=", "etl-migrate gate" + ("" if enabled else " (not enforced)"))
+        for c in checks:
+            verdict = "ok" if c["ok"] else "OVER THE LIMIT"
+            terminalreporter.write_line(f"  {c['tree']:<20}{c['ratio']:<48}{c['value']:>6.2f}x"
+                                        f"  limit {c['limit']:.2f}x  {verdict}")  # fmt: skip
+        if enabled and not all(c["ok"] for c in checks):
+            terminalreporter.write_line("The gate fails this session (bench/README.md, 'The CI "
+                                        "gate': limits, overrides, ETL_BENCH_GATE=0).", red=True)

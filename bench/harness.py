@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import resource
 import shutil
 import sqlite3
 import subprocess
@@ -41,6 +42,16 @@ ETL_NO_VERIFY = "etl-migrate --no-verify"
 BUILTIN = "migrate-filestore"
 REFERENCE_NAME = "reference"
 CONTENDERS = (ETL, ETL_NO_VERIFY, BUILTIN, REFERENCE_NAME)
+# The first run on a machine (no cached schema: MLflow's migrations run) and every later one.
+ETL_COLD = "etl-migrate, cold cache"
+ETL_WARM = "etl-migrate, warm cache"
+# A small tree with every entity kind, as most users have: make_large_tree arguments.
+SMALL_TREE = dict(shape="tiny", args=(
+    "--experiments", "3", "--runs", "36", "--datasets", "2", "--inputs", "2", "--traces", "3",
+    "--assessments", "10", "--v2-trace-fraction", "0.34", "--logged-models", "2",
+    "--model-metric-steps", "5", "--registered-models", "2", "--versions-per-model", "2",
+    "--deleted-experiment-fraction", "0.34", "--deleted-run-fraction", "0.1",
+))  # fmt: skip
 
 # Rows MLflow's migrations put in an empty database (alembic_version, workspaces): not migrated.
 _template_counts: dict[str, int] | None = None
@@ -97,9 +108,10 @@ def warm_page_cache(root: Path) -> None:
                 f.read()
 
 
-def build_tree(cache: Path, shape: str, scale: float, seed: int = 0) -> Tree:
-    """The tree for (shape, scale, seed), generated once and then reused from the cache."""
-    folder = cache / f"{shape}-x{scale:g}-seed{seed}-{_generator_digest()}"
+def build_tree(cache: Path, shape: str, scale: float, seed: int = 0,
+               args: tuple[str, ...] = (), name: str | None = None) -> Tree:  # fmt: skip
+    """The tree for (shape, scale, seed, args), generated once and then reused from the cache."""
+    folder = cache / f"{name or shape}-x{scale:g}-seed{seed}-{_generator_digest()}"
     mlruns = folder / "mlruns"
     done = folder / "summary.json"
     if not done.is_file():
@@ -107,14 +119,14 @@ def build_tree(cache: Path, shape: str, scale: float, seed: int = 0) -> Tree:
             shutil.rmtree(folder)  # a half-written tree from an interrupted session
         folder.mkdir(parents=True)
         cmd = [sys.executable, str(MAKE_TREE), "--output", str(mlruns), "--shape", shape,
-               "--scale", str(scale), "--seed", str(seed)]  # fmt: skip
+               "--scale", str(scale), "--seed", str(seed), *args]  # fmt: skip
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         summary = json.loads(out)
         summary["files_counted"] = count_files(mlruns)
         done.write_text(json.dumps(summary, indent=2))
     summary = json.loads(done.read_text())
     warm_page_cache(mlruns)
-    return Tree(shape, scale, mlruns, summary["files_counted"], summary)
+    return Tree(name or shape, scale, mlruns, summary["files_counted"], summary)
 
 
 # --------------------------------------------------------------------------------------------
@@ -123,7 +135,7 @@ def build_tree(cache: Path, shape: str, scale: float, seed: int = 0) -> Tree:
 
 def command(contender: str, tree: Tree, db: Path, report: Path, workers: int | None = None):
     uri = f"sqlite:///{db}"
-    if contender in (ETL, ETL_NO_VERIFY):
+    if contender in (ETL, ETL_NO_VERIFY, ETL_COLD, ETL_WARM):
         cmd = [sys.executable, "-m", "etl", "--source", str(tree.mlruns), "--target", uri,
                "--report", str(report), "--log-format", "json"]  # fmt: skip
         if contender == ETL_NO_VERIFY:
@@ -142,6 +154,7 @@ def command(contender: str, tree: Tree, db: Path, report: Path, workers: int | N
 @dataclass
 class RunResult:
     seconds: float
+    cpu_seconds: float
     peak_rss_mib: float
     exit_code: int
     db: Path
@@ -149,20 +162,30 @@ class RunResult:
     stderr_tail: str
 
 
-def run_once(cmd: list[str], db: Path, report: Path, workdir: Path) -> RunResult:
-    """One timed subprocess run; output goes to files (a full pipe must not stall the child)."""
+def run_once(cmd: list[str], db: Path, report: Path, workdir: Path,
+             cache_dir: Path | None = None) -> RunResult:  # fmt: skip
+    """One timed subprocess run; output goes to files (a full pipe must not stall the child).
+    cache_dir: etl-migrate's cache folder (ETL_MIGRATE_CACHE_DIR); default: the user's own."""
+    env = bench_env()
+    if cache_dir is not None:
+        env["ETL_MIGRATE_CACHE_DIR"] = str(cache_dir)
     with open(workdir / "stdout.log", "wb") as out, open(workdir / "stderr.log", "wb") as err:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                cwd=workdir, env=bench_env())  # fmt: skip
+                                cwd=workdir, env=env)  # fmt: skip
         with PeakRSS(proc.pid) as peak:
             code = proc.wait()
         seconds = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU of the child and every descendant it waited for (worker processes): on a busy machine
+    # it moves far less than wall time, and it is what the run costs the machine.
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     phases = {}
     if report.is_file():
         phases = json.loads(report.read_text()).get("phases") or {}
     tail = (workdir / "stderr.log").read_text(errors="replace")[-3000:]
-    return RunResult(seconds, peak.max_mib, code, db, phases, tail)
+    return RunResult(seconds, cpu, peak.max_mib, code, db, phases, tail)
 
 
 def count_rows(db: Path) -> dict[str, int]:

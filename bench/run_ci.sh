@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
-# Small benchmark for CI: ci-size trees, one round per contender, no x10 tree.
-# Prints the ratio table; fails only if something crashes (timings are never asserted).
+# Small benchmark for CI: ci-size trees, one round per contender: throughput and start-up on a
+# small tree (no scaling tables). Prints the ratio table and FAILS when a gated ratio measured in this session is over
+# its limit (see "The CI gate" in bench/README.md): etl-migrate --no-verify against the plain
+# reference, and the default run against --no-verify. Limits: --gate-max-vs-reference and
+# --gate-max-verify, or the environment variables ETL_BENCH_GATE_MAX_VS_REFERENCE and
+# ETL_BENCH_GATE_MAX_VERIFY; ETL_BENCH_GATE=0 prints the gate without enforcing it.
 #   bench/run_ci.sh [extra pytest args, e.g. --benchmark-json=bench.json]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export MLFLOW_ALLOW_FILE_STORE=true
 PYTHON="${PYTHON:-python}"
 if [ -z "${VIRTUAL_ENV:-}" ] && [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; fi
-"$PYTHON" -m pytest bench --bench-size ci --bench-rounds 1 -p no:cacheprovider \
-    --benchmark-columns=median,rounds --benchmark-sort=name "$@"
+GATE=(--bench-gate)
+if [ "${ETL_BENCH_GATE:-1}" = "0" ]; then GATE=(); fi
+"$PYTHON" -m pytest bench/test_throughput.py::test_throughput bench/test_throughput.py::test_start_up \
+    --bench-size ci --bench-rounds 1 -p no:cacheprovider --benchmark-columns=median,rounds \
+    --benchmark-sort=name "${GATE[@]}" "$@"

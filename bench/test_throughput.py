@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness import CONTENDERS, ETL_NO_VERIFY, SHAPES, SIZES
+from harness import BUILTIN, CONTENDERS, ETL_COLD, ETL_NO_VERIFY, ETL_WARM, SHAPES, SIZES
 
 CASES = [(shape, contender) for shape in SHAPES for contender in CONTENDERS]
 
@@ -38,3 +38,11 @@ def test_scaling_size(factor, bench_size, tree_factory, measure, pytestconfig):
     tree = tree_factory("metric-heavy", base * factor)
     key = f"{tree.label} ({tree.runs:,} runs)"
     measure(ETL_NO_VERIFY, tree, table="size", key=key, rounds=1 if factor > 1 else None)
+
+
+@pytest.mark.parametrize("contender", [ETL_COLD, ETL_WARM, BUILTIN], ids=["cold", "warm", "builtin"])
+def test_start_up(contender, small_tree, warm_cache, measure):
+    """A small tree end to end: a first run (empty cache: MLflow's migrations build the schema),
+    a later run, and the built-in, which builds its schema on every run."""
+    cache = {ETL_COLD: "empty", ETL_WARM: warm_cache}.get(contender)
+    measure(contender, small_tree, table="start", key=contender, cache_dir=cache)
