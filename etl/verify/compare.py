@@ -14,17 +14,9 @@ from collections import defaultdict
 from functools import cache
 
 from etl.sql_limits import FLOAT_MAX
-from etl.verify.oracle import (
-    registry_store,
-    sql_store,
-    tracking_store,
-    metric_history,
-    read_logged_model,
-    read_run,
-    read_run_meta,
-    read_trace,
-)
+from etl.verify.oracle import read_logged_model, read_trace, registry_store, sql_store, tracking_store
 from etl.verify.report import VerificationReport
+
 
 def _connect(staging: str) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{staging}?mode=ro", uri=True)
@@ -136,12 +128,8 @@ def verify_experiments(
         for exp_id, key, value in conn.execute("SELECT experiment_id, key, value FROM experiment_tags"):
             target_tags[str(exp_id)][key] = value
         target_runs, target_traces, target_models = defaultdict(set), defaultdict(set), defaultdict(set)
-        target_run_meta = {}
-        for exp_id, run_id, *meta in conn.execute(
-            f"SELECT experiment_id, run_uuid, {', '.join(RUN_META_FIELDS)} FROM runs"
-        ):
+        for exp_id, run_id in conn.execute("SELECT experiment_id, run_uuid FROM runs"):
             target_runs[str(exp_id)].add(run_id)
-            target_run_meta[run_id] = dict(zip(RUN_META_FIELDS, meta))
         for exp_id, trace_id in conn.execute("SELECT experiment_id, request_id FROM trace_info"):
             target_traces[str(exp_id)].add(trace_id)
         for exp_id, model_id in conn.execute("SELECT experiment_id, model_id FROM logged_models"):
@@ -169,14 +157,9 @@ def verify_experiments(
         _compare_dict(report, "experiments", exp_id, dict(exp.tags), target_tags.get(exp_id, {}))
 
         exp_dir = store._get_experiment_path(exp_id, assert_exists=True)
-        runs = _read_each(
-            report, "runs", _dirs(exp_dir, FileStore.RESERVED_EXPERIMENT_FOLDERS),
-            read_run_meta, skipped.get("runs", set()),
-        )
-        # MLflow's reader lists only the runs whose meta names this experiment (_list_run_infos).
-        run_ids = sorted(r for r, (info, _) in runs.items() if info.experiment_id == exp_id)
-        for run_id in run_ids:
-            _verify_run_meta(report, run_id, runs[run_id][1], target_run_meta.get(run_id))
+        # Run folders are read by the run checks (etl.verify.runs), which also decide which of
+        # them MLflow counts as runs of this experiment.
+        run_ids = [name for name, _ in _dirs(exp_dir, FileStore.RESERVED_EXPERIMENT_FOLDERS)]
         traces = _read_each(
             report, "traces", _dirs(os.path.join(exp_dir, "traces")),
             store._get_trace_info_from_dir, skipped.get("traces", set()),
@@ -185,7 +168,7 @@ def verify_experiments(
             report, "logged_models", _dirs(os.path.join(exp_dir, "models")),
             store._get_model_from_dir, skipped.get("logged_models", set()),
         )
-        plan[exp_id] = {"runs": run_ids, "traces": sorted(traces), "models": sorted(models)}
+        plan[exp_id] = {"path": exp_dir, "runs": run_ids, "traces": sorted(traces), "models": sorted(models)}
         for entity, source_ids, target_ids in (
             ("runs", run_ids, target_runs), ("traces", traces, target_traces),
             ("logged_models", models, target_models),
@@ -197,26 +180,6 @@ def verify_experiments(
         _verify_datasets(report, store, exp_id, exp_dir, target_datasets.get(exp_id, {}),
                          skipped.get("datasets", set()))
     return report, plan
-
-
-# Run columns MLflow's RunInfo does not carry, so its reader never shows them: compared with the
-# run's meta.yaml here, where every run's meta is read anyway (the rest in verify_runs).
-RUN_META_FIELDS = ("deleted_time", "source_type", "source_name", "entry_point_name", "source_version")
-
-
-def _verify_run_meta(report, run_id: str, meta: dict, row: dict | None) -> None:
-    from mlflow.entities import SourceType
-
-    if row is None:  # absent: reported once, by the run checks
-        return
-    source_type = meta.get("source_type", SourceType.LOCAL)
-    expected = {
-        "deleted_time": meta.get("deleted_time"),
-        # An integer enum in the file (SourceType), its name in the database.
-        "source_type": SourceType.to_string(source_type) if isinstance(source_type, int) else source_type,
-        **{f: meta.get(f, "") for f in ("source_name", "entry_point_name", "source_version")},
-    }
-    _compare_fields(report, "runs", run_id, RUN_META_FIELDS, expected, row)
 
 
 DATASET_FIELDS = ("source_type", "source", "schema", "profile")
@@ -243,174 +206,6 @@ def _verify_datasets(report, store, exp_id: str, exp_dir: str, target: dict, ski
     for name, digest in sorted(target.keys() - seen):
         report.checked("datasets")
         report.mismatch("datasets", f"{exp_id}/{name}@{digest}", "presence", False, True)
-
-
-# --- runs: info, params, tags, metric history, latest metrics ------------------------------------
-
-RUN_FIELDS = (
-    "name", "experiment_id", "user_id", "status", "start_time", "end_time", "artifact_uri",
-    "lifecycle_stage",
-)
-
-
-def verify_runs(mlruns: str, staging: str, experiment_id: str, run_ids: list[str]) -> VerificationReport:
-    store = tracking_store(mlruns)
-    report = VerificationReport()
-    conn = _connect(staging)
-    try:
-        target = _target_runs(conn, run_ids)
-    finally:
-        conn.close()
-    for run_id in run_ids:
-        _verify_run(report, store, mlruns, experiment_id, run_id, target)
-    return report
-
-
-def _target_runs(conn: sqlite3.Connection, run_ids: list[str]) -> dict:
-    marks = ",".join("?" * len(run_ids))
-    runs = {}
-    for row in conn.execute(
-        f"SELECT run_uuid, name, experiment_id, user_id, status, start_time, end_time, "
-        f"artifact_uri, lifecycle_stage FROM runs WHERE run_uuid IN ({marks})",
-        run_ids,
-    ):
-        runs[row[0]] = dict(zip(RUN_FIELDS, row[1:]))
-        runs[row[0]]["experiment_id"] = str(row[2])
-    params, tags = defaultdict(dict), defaultdict(dict)
-    for run_id, key, value in conn.execute(
-        f"SELECT run_uuid, key, value FROM params WHERE run_uuid IN ({marks})", run_ids
-    ):
-        params[run_id][key] = value
-    for run_id, key, value in conn.execute(
-        f"SELECT run_uuid, key, value FROM tags WHERE run_uuid IN ({marks})", run_ids
-    ):
-        tags[run_id][key] = value
-    history = defaultdict(list)
-    for run_id, key, ts, step, value, is_nan in conn.execute(
-        f"SELECT run_uuid, key, timestamp, step, value, is_nan FROM metrics "
-        f"WHERE run_uuid IN ({marks}) ORDER BY run_uuid, key, step, timestamp, value, is_nan",
-        run_ids,
-    ):
-        history[(run_id, key)].append((ts, step, value, is_nan))
-    latest = defaultdict(dict)
-    for run_id, key, ts, step, value, is_nan in conn.execute(
-        f"SELECT run_uuid, key, timestamp, step, value, is_nan FROM latest_metrics "
-        f"WHERE run_uuid IN ({marks})",
-        run_ids,
-    ):
-        latest[run_id][key] = (ts, step, value, is_nan)
-    input_tags = defaultdict(list)
-    for input_uuid, name, value in conn.execute(
-        f"SELECT t.input_uuid, t.name, t.value FROM input_tags t JOIN inputs i "
-        f"ON i.input_uuid = t.input_uuid WHERE i.destination_id IN ({marks})",
-        run_ids,
-    ):
-        input_tags[input_uuid].append((name, value))
-    inputs = defaultdict(list)
-    for run_id, input_uuid, *dataset in conn.execute(
-        f"SELECT i.destination_id, i.input_uuid, d.name, d.digest FROM inputs i "
-        f"LEFT JOIN datasets d ON d.dataset_uuid = i.source_id "
-        f"WHERE i.source_type = 'DATASET' AND i.destination_type = 'RUN' "
-        f"AND i.destination_id IN ({marks})",
-        run_ids,
-    ):
-        inputs[run_id].append(tuple(dataset) + (tuple(sorted(input_tags[input_uuid])),))
-    model_inputs, outputs = defaultdict(list), defaultdict(list)
-    for source_type, run_id, model_id, step in conn.execute(
-        f"SELECT source_type, source_id, destination_id, step FROM inputs "
-        f"WHERE source_type IN ('RUN_INPUT', 'RUN_OUTPUT') AND source_id IN ({marks})",
-        run_ids,
-    ):
-        if source_type == "RUN_INPUT":
-            model_inputs[run_id].append(model_id)
-        else:
-            outputs[run_id].append((model_id, step))
-    return {
-        "runs": runs, "params": params, "tags": tags, "history": history, "latest": latest,
-        "inputs": inputs, "model_inputs": model_inputs, "outputs": outputs,
-    }
-
-
-def _verify_run(report, store, mlruns, experiment_id, run_id, target) -> None:
-    report.checked("runs")
-    row = target["runs"].get(run_id)
-    if row is None:
-        report.mismatch("runs", run_id, "presence", True, False)
-        return
-    exp_dir = store._get_experiment_path(experiment_id, assert_exists=True)
-    info, params, tags, inputs, outputs, metric_keys = read_run(store, os.path.join(exp_dir, run_id))
-    src = {
-        "name": info.run_name, "experiment_id": info.experiment_id, "user_id": info.user_id,
-        "status": info.status, "start_time": info.start_time, "end_time": info.end_time,
-        "artifact_uri": info.artifact_uri, "lifecycle_stage": info.lifecycle_stage,
-    }
-    _compare_fields(report, "runs", run_id, RUN_FIELDS, src, row)
-
-    report.checked("params")
-    _compare_dict(report, "params", run_id, params, target["params"].get(run_id, {}))
-    report.checked("tags")
-    _compare_dict(report, "tags", run_id, tags, target["tags"].get(run_id, {}))
-
-    _verify_run_inputs(report, run_id, inputs, outputs, target)
-
-    report.checked("latest_metrics")
-    target_latest = target["latest"].get(run_id, {})
-    keys = set(metric_keys)
-    for key in sorted(target_latest.keys() - keys):
-        report.mismatch("latest_metrics", run_id, key, None, target_latest[key])
-    for key in sorted(keys):
-        points = metric_history(store, info, key)
-        _verify_history(report, f"{run_id}/{key}", points, target["history"].get((run_id, key), []))
-        _verify_latest(report, run_id, key, points, target_latest.get(key))
-
-
-def _verify_run_inputs(report, run_id, inputs, outputs, target) -> None:
-    report.checked("inputs")
-    # Which datasets the run used, and the input's tags; the datasets themselves are compared
-    # once each (_verify_datasets), so one wrong dataset field is reported once.
-    datasets = sorted(
-        (d.dataset.name, d.dataset.digest, tuple(sorted((t.key, t.value) for t in d.tags)))
-        for d in inputs.dataset_inputs
-    )
-    if datasets != sorted(target["inputs"].get(run_id, [])):
-        report.mismatch("inputs", run_id, "dataset_inputs", datasets, sorted(target["inputs"].get(run_id, [])))
-    models = sorted(m.model_id for m in inputs.model_inputs or [])
-    if models != sorted(target["model_inputs"].get(run_id, [])):
-        report.mismatch("inputs", run_id, "model_inputs", models, sorted(target["model_inputs"].get(run_id, [])))
-    outputs = sorted((m.model_id, m.step) for m in (outputs.model_outputs if outputs else []))
-    if outputs != sorted(target["outputs"].get(run_id, [])):
-        report.mismatch("inputs", run_id, "model_outputs", outputs, sorted(target["outputs"].get(run_id, [])))
-
-
-def _verify_history(report, id_, points, target) -> None:
-    """The full history as a set: the FileStore may repeat an identical point, SQL cannot."""
-    report.checked("metrics")
-    unique = {}
-    for ts, step, value in points:
-        # NaN != NaN, so NaN points are keyed (and ordered) the way the SQL store holds them.
-        key = (step, ts, value, 0) if value == value else (step, ts, 0.0, 1)
-        unique.setdefault(key, (ts, step, value))
-    source = [unique[k] for k in sorted(unique)]
-    if len(source) != len(target):
-        report.mismatch("metrics", id_, "points", len(source), len(target))
-        return
-    for (ts, step, value), (t_ts, t_step, t_value, t_nan) in zip(source, target):
-        if (ts, step) != (t_ts, t_step) or not metric_value_equal(value, t_value, t_nan):
-            report.mismatch(
-                "metrics", id_, f"step {step} @ {ts}", (ts, step, value), (t_ts, t_step, t_value, t_nan)
-            )
-            return
-
-
-def _verify_latest(report, run_id, key, points, target) -> None:
-    # MLflow's SQL store's rule: greatest (step, timestamp, value), NaN counting as 0, first wins.
-    ts, step, value = max(points, key=lambda p: (p[1], p[0], _sql_value(p[2])[0]))
-    if target is None:
-        report.mismatch("latest_metrics", run_id, key, (ts, step, value), None)
-        return
-    t_ts, t_step, t_value, t_nan = target
-    if (ts, step) != (t_ts, t_step) or not metric_value_equal(value, t_value, t_nan):
-        report.mismatch("latest_metrics", run_id, key, (ts, step, value), (t_ts, t_step, t_value, t_nan))
 
 
 # --- model registry -------------------------------------------------------------------------------

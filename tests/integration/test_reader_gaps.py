@@ -17,14 +17,9 @@ import sqlite3
 
 import pytest
 
-from etl.verify.compare import (
-    verify_experiments,
-    verify_logged_models,
-    verify_registry,
-    verify_runs,
-    verify_traces,
-)
+from etl.verify.compare import verify_experiments, verify_logged_models, verify_registry, verify_traces
 from etl.verify.report import VerificationReport
+from etl.verify.runs import verify_runs
 from tests.conftest import run_cli
 from tests.trees import file_client, sql_client
 
@@ -126,7 +121,8 @@ def verify_in_process(mlruns, db) -> VerificationReport:
     report, plan = verify_experiments(root, target)
     report.merge(verify_registry(root, target))
     for exp_id, ids in plan.items():
-        for func, key in ((verify_runs, "runs"), (verify_traces, "traces"), (verify_logged_models, "models")):
+        report.merge(verify_runs(root, target, exp_id, ids["path"], ids["runs"]))
+        for func, key in ((verify_traces, "traces"), (verify_logged_models, "models")):
             if ids[key]:
                 report.merge(func(root, target, exp_id, ids[key]))
     return report
