@@ -48,7 +48,7 @@ from etl.verify.survey import survey
 from etl.verify.report import VerificationReport
 
 # Runs per verification task: one read-only query set per chunk on the target side.
-VERIFY_CHUNK = 32
+VERIFY_CHUNK = 64
 
 
 @dataclass

@@ -108,16 +108,15 @@ def key_files(folder: str) -> dict[str, bytes] | None:
 def _collect(folder: str, prefix: str, out: dict[str, bytes]) -> bool:
     with os.scandir(folder) as entries:
         for entry in entries:
-            if entry.is_symlink():
-                return False
-            if entry.is_dir(follow_symlinks=False):
-                if not _collect(entry.path, f"{prefix}{entry.name}/", out):
-                    return False
-            elif entry.is_file(follow_symlinks=False):
+            # Without following links: a symlink is neither, and goes to MLflow's reader.
+            if entry.is_file(follow_symlinks=False):
                 data = read_bytes(entry.path, regular=True)
                 if data is None:
                     return False
                 out[prefix + entry.name] = data
+            elif entry.is_dir(follow_symlinks=False):
+                if not _collect(entry.path, f"{prefix}{entry.name}/", out):
+                    return False
             else:
                 return False
     return True

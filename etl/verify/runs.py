@@ -154,23 +154,18 @@ def _matches_files(report, exp_dir: str, experiment_id: str, run_id: str, target
     """True when the target provably holds exactly what the run folder holds (counted in the
     report); False when unsure (nothing counted: MLflow's reader takes the run over)."""
     run_dir = os.path.join(exp_dir, run_id)
-    try:
-        with os.scandir(run_dir) as it:
-            entries = {e.name: e for e in it}
-    except OSError:
-        return False
     row = target["runs"].get(run_id)
-    if "meta.yaml" not in entries:
+    data = read_bytes(os.path.join(run_dir, "meta.yaml"))
+    if data is None:
+        if os.path.exists(os.path.join(run_dir, "meta.yaml")):
+            return False
         # Not a run to MLflow (its reader skips a folder without meta.yaml): the target must not
         # have it either.
         if row is not None and row["experiment_id"] == experiment_id:
             report.checked("runs")
             report.mismatch("runs", run_id, "presence", False, True)
         return True
-    if row is None or not entries["meta.yaml"].is_file():
-        return False
-    data = read_bytes(os.path.join(run_dir, "meta.yaml"))
-    if data is None:
+    if row is None:
         return False
     # The file exactly as MLflow writes it for the target's row: then it holds those fields,
     # and parsing it would tell nothing more. Else it is parsed and compared field by field.
@@ -178,7 +173,7 @@ def _matches_files(report, exp_dir: str, experiment_id: str, run_id: str, target
     meta = None if rendered else parse_meta(data)
     if not rendered and (meta is None or not _info_matches(meta, run_id, experiment_id, row)):
         return False
-    if not _inputs_match(run_dir, exp_dir, entries, run_id, target):
+    if not _inputs_match(run_dir, exp_dir, run_id, target):
         return False
     params = key_files(os.path.join(run_dir, "params"))
     tags = key_files(os.path.join(run_dir, "tags"))
@@ -211,16 +206,16 @@ INPUT_VERTEX_TYPES = frozenset({"RUN", "DATASET", "MODEL"})
 OUTPUT_VERTEX_TYPES = frozenset({"RUN_OUTPUT", "MODEL_OUTPUT"})
 
 
-def _inputs_match(run_dir: str, exp_dir: str, entries: dict, run_id: str, target: dict) -> bool:
+def _inputs_match(run_dir: str, exp_dir: str, run_id: str, target: dict) -> bool:
     """The run's inputs/ and outputs/ folders, read as FileStore._get_all_inputs and
     _get_all_outputs read them, hold what the target's inputs rows say."""
     datasets, models, outputs = [], [], []
     for folder, kinds in (("inputs", INPUT_VERTEX_TYPES), ("outputs", OUTPUT_VERTEX_TYPES)):
-        if folder not in entries:
-            continue
         try:
             with os.scandir(os.path.join(run_dir, folder)) as it:
-                items = [e for e in it]
+                items = list(it)
+        except FileNotFoundError:
+            continue
         except OSError:
             return False
         for item in items:
