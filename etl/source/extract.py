@@ -320,6 +320,8 @@ def _collecting(errors: list, fallback, func, *args):
 
 def _run_inputs(batch: RowBatch, exp_path: str, exp_id: str, run_path: str, run_id: str) -> None:
     folder = os.path.join(run_path, "inputs")
+    # The target keys an input by what it links; two folders linking the same pair were copied.
+    linked: dict[tuple, str] = {}
     for name in subdirs(folder):
         meta = _meta(batch, os.path.join(folder, name), "run input", "inputs")
         meta_path = os.path.join(folder, name, META)
@@ -331,13 +333,18 @@ def _run_inputs(batch: RowBatch, exp_path: str, exp_id: str, run_path: str, run_
                 raise SourceError(meta_path, f"input refers to dataset {source_id}, which does not exist")
             # destination_id in the file repeats the dataset id (a FileStore writer slip);
             # the run is the folder the input sits in.
-            batch.add("inputs", (input_uuid, "DATASET", stable_id(exp_id, "datasets", source_id), "RUN", run_id, 0))
-            tags = meta.get("tags") or {}
+            row = (input_uuid, "DATASET", stable_id(exp_id, "datasets", source_id), "RUN", run_id, 0)
+            tags = _mapping(meta.get("tags") or {}, "tags", meta_path)
             batch.extend("input_tags", [(input_uuid, str(k), str(v)) for k, v in tags.items()])
         elif source_type == "MODEL":
-            batch.add("inputs", (input_uuid, "RUN_INPUT", run_id, "MODEL_INPUT", source_id, 0))
+            row = (input_uuid, "RUN_INPUT", run_id, "MODEL_INPUT", source_id, 0)
         else:
             raise SourceError(meta_path, f"unknown input source_type {source_type!r}")
+        first = linked.setdefault(row[1:5], meta_path)
+        if first != meta_path:
+            raise SourceError(meta_path, f"links the same {source_type.lower()} {source_id} as {first}; "
+                              "the target holds one input per link")
+        batch.add("inputs", row)
 
 
 def _run_outputs(batch: RowBatch, run_path: str, run_id: str) -> None:
@@ -455,11 +462,17 @@ def _extract_trace(batch: RowBatch, exp_path: str, exp_id: str, name: str) -> No
     batch.extend("trace_request_metadata", [(trace_id, k, v) for k, v in metadata.items()])
 
     folder = os.path.join(trace_dir, "assessments")
+    files: dict[str, str] = {}
     for file_name in sorted(list_files(folder)):
-        _extract_assessment(batch, os.path.join(folder, file_name), trace_id, int(exp_id), row["timestamp_ms"])
+        path = os.path.join(folder, file_name)
+        assessment_id = _extract_assessment(batch, path, trace_id, int(exp_id), row["timestamp_ms"])
+        first = files.setdefault(assessment_id, path)
+        if first != path:
+            raise SourceError(path, f"assessment id {assessment_id} is also the id in {first}; "
+                              "the target holds each id once")
 
 
-def _extract_assessment(batch: RowBatch, path: str, trace_id: str, exp_id: int, trace_ms: int) -> None:
+def _extract_assessment(batch: RowBatch, path: str, trace_id: str, exp_id: int, trace_ms: int) -> str:
     meta = read_yaml(path)
     batch.read("assessments")
     if meta.get("feedback"):
@@ -517,6 +530,7 @@ def _extract_assessment(batch: RowBatch, path: str, trace_id: str, exp_id: int, 
         "trace_timestamp_ms": trace_ms,
     }
     batch.add("assessments", row)
+    return row["assessment_id"]
 
 
 # --- logged models ----------------------------------------------------------------------------

@@ -113,6 +113,17 @@ def damage(mlruns: Path) -> tuple[dict[str, str], dict[str, str], tuple[str, str
     shutil.copytree(trace, twin)
     left_out["traces"] = trace.name
 
+    # Two files of one entity with one key: an assessment id twice in a trace, a dataset linked
+    # twice by a run.
+    original = min(p for p in second.glob("traces/*/assessments/*.yaml") if trace.name not in str(p))
+    duplicate = original.with_name("zz-copy.yaml")
+    shutil.copyfile(original, duplicate)
+    expected[str(duplicate)] = f"is also the id in {original}; the target holds each id once"
+    run_input = min(p for p in second.glob("*/inputs/*") if p.is_dir())
+    linked_twice = run_input.with_name("f" * 32)
+    shutil.copytree(run_input, linked_twice)
+    expected[str(linked_twice / "meta.yaml")] = f"as {run_input / 'meta.yaml'}; the target holds one input per link"
+
     # A value of the wrong shape where the code expects a mapping.
     assessment = min(p for p in main.glob("traces/*/assessments/*.yaml") if trace.name not in str(p))
     data = yaml.safe_load(assessment.read_text())
