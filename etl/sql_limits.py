@@ -8,7 +8,8 @@ CHECK constraint does not list, a name longer than its VARCHAR) is a problem of 
 it came from, reported like any other invalid input, not a database error halfway through the
 load. The target supplies the table: ``Limits`` maps (table, column) to a ``ColumnLimit``, read
 from the target's own schema (``etl.sink.schema.sqlite_limits`` for SQLite: 64-bit integers, no
-lengths; a PostgreSQL target adds VARCHAR lengths and 32-bit INTEGER columns the same way).
+lengths; a PostgreSQL target narrows the same table with ``dataclasses.replace``: VARCHAR
+lengths, 32-bit INTEGER columns, no NUL in text).
 ``check_rows`` runs in the producer processes: plain Python only.
 """
 
@@ -51,6 +52,7 @@ class ColumnLimit:
     nullable: bool = True
     int_range: tuple[int, int] | None = None
     max_length: int | None = None
+    nul_allowed: bool = True  # PostgreSQL text cannot hold "\x00"
     choices: frozenset | None = None  # CHECK (column IN (...))
 
     def violation(self, column: str, value) -> str | None:
@@ -73,6 +75,8 @@ class ColumnLimit:
         elif self.max_length is not None and len(str(value)) > self.max_length:
             return (f"{column} is {len(str(value))} characters long; the target holds at most "
                     f"{self.max_length}")
+        elif not self.nul_allowed and "\x00" in str(value):
+            return f"{column} holds a NUL character, which the target cannot store"
         if self.choices is not None and value not in self.choices:
             allowed = ", ".join(repr(c) for c in sorted(self.choices, key=str))
             return f"{column} {value!r} is not a value the target accepts ({allowed})"
@@ -139,11 +143,11 @@ def _passes_quickly(table: str, limit: ColumnLimit, get, rows: list) -> bool:
             allowed.add(type(None))
         if not types <= allowed:
             return False
-        if type(None) in types:  # a nullable integer column with gaps: rare, small tables
-            return limit.kind == "text" and limit.max_length is None
+        if type(None) in types:  # gaps, in nullable columns of meta files: few rows, one by one
+            return limit.kind == "text" and limit.max_length is None and limit.nul_allowed
     if limit.kind == "integer":
         low, high = limit.int_range or INT64
         return low <= min(map(get, rows)) and max(map(get, rows)) <= high
-    if limit.kind == "text" and limit.max_length is not None:
-        return max(map(len, map(get, rows))) <= limit.max_length
-    return True
+    if limit.kind == "text" and limit.max_length is not None and max(map(len, map(get, rows))) > limit.max_length:
+        return False
+    return limit.kind != "text" or limit.nul_allowed or "\x00" not in "".join(map(get, rows))

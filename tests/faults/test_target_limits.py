@@ -229,8 +229,11 @@ def test_limits_come_from_the_target_schema():
     narrower = dict(limits)
     narrower[("experiments", "experiment_id")] = ColumnLimit("integer", nullable=False, int_range=INT32)
     narrower[("experiments", "name")] = ColumnLimit("text", nullable=False, max_length=5)
-    found = check_rows({"experiments": [(2**31, "too long", None, "active", None, None)]}, narrower)
+    narrower[("experiments", "artifact_location")] = ColumnLimit("text", nul_allowed=False)
+    found = check_rows({"experiments": [(2**31, "too long", "s3://a\x00b", "active", None, None)]}, narrower)
     assert [v.reason for v in found] == [
         f"experiments.experiment_id {2**31} is beyond the target's 32-bit integer range",
         "experiments.name is 8 characters long; the target holds at most 5",
+        "experiments.artifact_location holds a NUL character, which the target cannot store",
     ]
+    assert not check_rows({"experiments": [(2**31 - 1, "short", "s3://ab", "active", None, None)]}, narrower)
