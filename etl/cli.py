@@ -101,7 +101,8 @@ def _common_options(func):
               type=click.Path(file_okay=False, path_type=Path),
               help="The FileStore tree: an mlruns folder, or a folder that contains one.")
 @click.option("--target", default=defaults.DEFAULT_TARGET, show_default=True,
-              help="SQLite URI of the database to create. It must not hold data already.")
+              help="SQLite URI of the database to create or fill. It must not hold data (one MLflow "
+              "just created counts as empty); a symlink is followed to its file.")
 @click.option("--batch-size", default=defaults.DEFAULT_BATCH_SIZE, show_default=True,
               type=click.IntRange(1), help="Rows written per transaction.")
 @click.option("--queue-size", default=defaults.DEFAULT_QUEUE_SIZE, show_default=True,
@@ -123,8 +124,11 @@ def main(ctx, source, target, batch_size, queue_size, verify, keep_failed, skip_
     """Migrate an MLflow FileStore tree (mlruns/) into an MLflow SQLite database.
 
     The database is built in a staging file beside the target, verified against the source
-    through MLflow's own readers, and only then renamed over the target: the target is never
-    half-written. Artifacts and trace spans stay where they are; their URIs are migrated.
+    through MLflow's own readers, and only then promoted: linked into place, or copied into an
+    existing empty target (one a running mlflow server may have open) under its write lock. The
+    target is never half-written and never clobbered: if it gained data during the run, it is
+    left alone and the verified database is kept beside it. Artifacts and trace spans stay where
+    they are; their URIs are migrated.
 
     \b
     Examples:
