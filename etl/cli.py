@@ -19,6 +19,7 @@ from etl import config as defaults
 from etl.config import MigrationConfig
 from etl.errors import EXIT_CODES, InvalidSourceError, MigrationError, VerificationFailed
 from etl.observe import configure_logging, log, make_progress
+from etl.sink.target import redact
 from etl.summary import (
     census_dict,
     census_lines,
@@ -27,7 +28,6 @@ from etl.summary import (
     new_report,
     problem_dicts,
     summary_table,
-    target_counts,
 )
 
 EXIT_HELP = "\b\nExit status:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
@@ -101,8 +101,11 @@ def _common_options(func):
               type=click.Path(file_okay=False, path_type=Path),
               help="The FileStore tree: an mlruns folder, or a folder that contains one.")
 @click.option("--target", default=defaults.DEFAULT_TARGET, show_default=True,
-              help="SQLite URI of the database to create or fill. It must not hold data (one MLflow "
-              "just created counts as empty); a symlink is followed to its file.")
+              help="The MLflow database to create or fill: sqlite:///path.db (a symlink is followed "
+              "to its file), or postgresql://user@host:5432/db (also postgresql+psycopg://; password "
+              "from the URI, PGPASSWORD or ~/.pgpass; the schema is public or the one the URI's "
+              "options=-csearch_path=... names). It must not hold data (one MLflow just created "
+              "counts as empty).")
 @click.option("--batch-size", default=defaults.DEFAULT_BATCH_SIZE, show_default=True,
               type=click.IntRange(1), help="Rows written per transaction.")
 @click.option("--queue-size", default=defaults.DEFAULT_QUEUE_SIZE, show_default=True,
@@ -121,18 +124,22 @@ def _common_options(func):
 @click.pass_context
 def main(ctx, source, target, batch_size, queue_size, verify, keep_failed, skip_invalid, dry_run, workers,
          report_path, verbose, quiet, log_format):
-    """Migrate an MLflow FileStore tree (mlruns/) into an MLflow SQLite database.
+    """Migrate an MLflow FileStore tree (mlruns/) into an MLflow database (SQLite or PostgreSQL).
 
-    The database is built in a staging file beside the target, verified against the source
-    through MLflow's own readers, and only then promoted: linked into place, or copied into an
-    existing empty target (one a running mlflow server may have open) under its write lock. The
-    target is never half-written and never clobbered: if it gained data during the run, it is
-    left alone and the verified database is kept beside it. Artifacts and trace spans stay where
-    they are; their URIs are migrated.
+    The database is built in a staging area (SQLite: a file beside the target; PostgreSQL: a
+    schema of its own in the target database), verified against the source through MLflow's
+    own readers, and only then promoted. SQLite: linked into place, or copied into an existing
+    empty target (one a running mlflow server may have open) under its write lock. PostgreSQL:
+    MLflow's empty tables are replaced by the staged ones in one transaction. The target is
+    never half-written and never clobbered: if it gained data during the run, it is left alone
+    and the verified database is kept beside it. Artifacts and trace spans stay where they are;
+    their URIs are migrated. On PostgreSQL, experiments whose ids do not fit its 32-bit INTEGER
+    get new ids; the summary and the report list the mapping.
 
     \b
     Examples:
       etl-migrate --source ./mlruns --target sqlite:///mlflow.db --workers 8
+      etl-migrate --source ./mlruns --target postgresql://mlflow@dbhost:5432/mlflow
       etl-migrate --dry-run --source ./mlruns
       etl-migrate verify --source ./mlruns --target sqlite:///mlflow.db
     """
@@ -150,8 +157,8 @@ def main(ctx, source, target, batch_size, queue_size, verify, keep_failed, skip_
               type=click.Path(file_okay=False, path_type=Path),
               help="The FileStore tree the database was made from.")
 @click.option("--target", default=defaults.DEFAULT_TARGET, show_default=True,
-              help="SQLite URI of the database to check (made by etl-migrate or by "
-              "`mlflow migrate-filestore`).")
+              help="URI of the database to check, sqlite:///... or postgresql://... (made by "
+              "etl-migrate or by `mlflow migrate-filestore`).")
 @_common_options
 @click.pass_context
 def verify_command(ctx, source, target, workers, report_path, verbose, quiet, log_format):
@@ -186,7 +193,7 @@ def _guarded(report: dict, body) -> int:
         report["problems"] = problem_dicts(e.problems)
         code = e.exit_code
     except MigrationError as e:
-        click.echo(f"error: {e}", err=True)
+        click.echo(f"error: {redact(str(e))}", err=True)
         code = e.exit_code
     except KeyboardInterrupt:
         click.echo("interrupted: the staging file was removed and the target was not touched", err=True)
@@ -195,11 +202,11 @@ def _guarded(report: dict, body) -> int:
         click.echo("terminated: the staging file was removed and the target was not touched", err=True)
         code = 143
     except OSError as e:
-        click.echo(f"error: {e}; the target was not touched", err=True)
+        click.echo(f"error: {redact(str(e))}; the target was not touched", err=True)
         code = 4
     except Exception as e:  # noqa: BLE001 - an unforeseen failure still ends cleanly, and says so
-        log.exception("internal error")
-        click.echo(f"error: internal error ({type(e).__name__}: {e}); the target was not touched", err=True)
+        log.error("internal error", error=redact(f"{type(e).__name__}: {e}"))
+        click.echo(f"error: internal error ({type(e).__name__}: {redact(str(e))}); the target was not touched", err=True)
         code = 4
     report["exit_status"] = code
     report["seconds"] = round(time.monotonic() - started, 3)
@@ -217,13 +224,13 @@ def _finish(report: dict, report_path: Path | None) -> None:
 
 def _run_migrate(cfg: MigrationConfig, dry_run: bool, quiet: bool) -> int:
     from etl.pipeline import dry_run as run_dry, migrate
-    from etl.sink.staging import StagingArea, target_path
+    from etl.sink.target import open_target
 
     global _staging_glob
     with contextlib.suppress(MigrationError):
-        _staging_glob = str(StagingArea.staging_for(target_path(cfg.target), ""))
+        _staging_glob = open_target(cfg.target).staging_glob()
 
-    report = new_report("dry-run" if dry_run else "migrate", cfg.source, cfg.target)
+    report = new_report("dry-run" if dry_run else "migrate", cfg.source, redact(cfg.target))
     progress = make_progress(quiet)
 
     def body():
@@ -231,7 +238,8 @@ def _run_migrate(cfg: MigrationConfig, dry_run: bool, quiet: bool) -> int:
             result = anyio.run(run_dry if dry_run else migrate, cfg, progress)
         finally:
             progress.close()
-        report["source"], report["target"] = str(result.source), str(result.target)
+        report["source"], report["target"] = str(result.source), result.target
+        report["experiment_id_map"] = _id_map_dict(result.id_map)
         fill_from_load(report, result.load, result.phases)
         if dry_run:
             _print_dry_run(result, report, quiet)
@@ -242,7 +250,7 @@ def _run_migrate(cfg: MigrationConfig, dry_run: bool, quiet: bool) -> int:
             {"path": None, "line": None, "reason": f"{n} {table} rows of skipped entities left out"}
             for table, n in result.load.orphans.items()
         ]
-        report["counts"]["target"] = target_counts(result.target)
+        report["counts"]["target"] = result.counts
         report["verification"] = result.report.to_dict() if result.report is not None else {"skipped": True}
         _print_summary(result, report, quiet)
 
@@ -263,7 +271,8 @@ def _print_dry_run(result, report: dict, quiet: bool) -> None:
     if result.load.problems:
         click.echo(f"{len(result.load.problems)} problem(s) would stop the migration (see below).")
     else:
-        click.echo(f"No problems found; `etl-migrate --source {result.source} --target sqlite:///{result.target}` would migrate it.")
+        click.echo(_id_map_text(result.id_map))
+        click.echo(f"No problems found; `etl-migrate --source {result.source} --target {result.server_uri}` would migrate it.")
 
 
 def _print_summary(result, report: dict, quiet: bool) -> None:
@@ -280,39 +289,58 @@ def _print_summary(result, report: dict, quiet: bool) -> None:
         lines += [f"  - {p}" for p in result.load.problems]
         lines += [f"  - {n} {table} row(s) belonging to them" for table, n in result.load.orphans.items()]
     lines += lossy_lines(result.load.lossy)
+    if result.id_map:
+        lines += ["", _id_map_text(result.id_map)]
     if result.report is not None:
         lines += ["", result.report.to_text()]
     else:
         lines += ["", "WARNING: verification was skipped (--no-verify); the database was NOT "
                   "compared with the source."]
     lines += ["", "Start a server on the result:",
-              f"  mlflow server --backend-store-uri sqlite:///{result.target}"]
+              f"  mlflow server --backend-store-uri {result.server_uri}"]
     click.echo("\n".join(lines))
 
 
 def _run_verify(source: Path, target: str, workers: int, report_path: Path | None, quiet: bool) -> int:
     from etl.pipeline import verify_existing
 
-    report = new_report("verify", source, target)
+    report = new_report("verify", source, redact(target))
     progress = make_progress(quiet)
 
     def body():
         try:
-            mlruns, path, result, census, phases = anyio.run(verify_existing, source, target, workers, progress)
+            run = anyio.run(verify_existing, source, target, workers, progress)
         finally:
             progress.close()
-        report["source"], report["target"] = str(mlruns), str(path)
-        report["phases"] = {k: round(v, 3) for k, v in phases.items()}
-        report["counts"]["target"] = target_counts(path)
-        report["census"] = census_dict(census, report["source"])
+        result = run.report
+        report["source"], report["target"] = str(run.source), run.target
+        report["experiment_id_map"] = _id_map_dict(run.id_map)
+        report["phases"] = {k: round(v, 3) for k, v in run.phases.items()}
+        report["counts"]["target"] = run.counts
+        report["census"] = census_dict(run.load.census, report["source"])
         report["verification"] = result.to_dict()
         if not quiet:
             click.echo("\n".join(census_lines(report["census"])))
         if not result.ok:
             raise VerificationFailed(result)
         if not quiet:
+            if run.id_map:
+                click.echo(_id_map_text(run.id_map) + "\n")
             click.echo(result.to_text())
 
     code = _guarded(report, body)
     _finish(report, report_path)
     return code
+
+
+def _id_map_dict(id_map: dict[int, int]) -> dict[str, str]:
+    return {str(old): str(new) for old, new in sorted(id_map.items())}
+
+
+def _id_map_text(id_map: dict[int, int]) -> str:
+    if not id_map:
+        return "Experiment ids: all kept."
+    lines = [f"Experiment ids renumbered ({len(id_map)}; the target's INTEGER cannot hold them; "
+             "artifact locations keep the old ids):"]
+    lines += [f"  {old} -> {new}" for old, new in sorted(id_map.items(), key=lambda kv: kv[1])]
+    return "\n".join(lines)

@@ -55,10 +55,11 @@ class NotPromoted(MigrationError):
 EXIT_CODES = {
     0: "success: migrated and verified (or verification skipped with --no-verify)",
     1: "verification failed: the database differs from the source; target untouched",
-    2: "usage or target error: bad option, target not sqlite:///, folder missing or not "
-    "writable, target holds data or another MLflow version's schema (also when it gained data "
-    "or stayed locked during the run: the migrated database is then kept beside it, named in "
-    "the error), or another etl-migrate runs on it",
+    2: "usage or target error: bad option, target neither sqlite:/// nor postgresql://, folder "
+    "missing or not writable, server unreachable, password rejected, missing privileges, target "
+    "holds data or another MLflow version's schema (also when it gained data or stayed locked "
+    "during the run: the migrated database is then kept beside it, named in the error), or "
+    "another etl-migrate runs on it",
     3: "invalid input: the source tree has files that cannot be migrated (all listed)",
     4: "migration failed: I/O error (e.g. disk full) or internal error; target untouched",
     130: "interrupted (Ctrl-C, or Ctrl-Break on Windows); target untouched",

@@ -23,10 +23,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from etl.config import MigrationConfig
 from etl.errors import InvalidSourceError, TargetError, VerificationFailed
 from etl.observe import Progress, log
-from etl.rows import Census, Problem, RowBatch, RowCounter
-from etl.sink.schema import create_schema, schema_limits, sqlite_limits
-from etl.sink.staging import StagingArea, check_is_mlflow_database, check_target_is_free, target_path
-from etl.sink.writer import StagingWriter
+from etl.rows import Census, Problem, RowBatch, RowCounter, remap_experiment_ids
+from etl.sink.target import open_target
 from etl.source import derived
 from etl.source.census import census_tree, survey_root
 from etl.source.extract import extract, input_file
@@ -37,6 +35,7 @@ from etl.source.layout import (
     RegisteredModelUnit,
     WorkUnit,
     experiment_dirs,
+    experiment_id_map,
     experiment_units,
     registered_model_dirs,
     resolve_mlruns,
@@ -78,10 +77,15 @@ class LoadStats:
 @dataclass
 class MigrationResult:
     source: Path
-    target: Path
+    target: str  # as it may be printed: a path, or a URI without its password
     load: LoadStats
     phases: dict[str, float]
     report: VerificationReport | None
+    # Experiments renumbered because the target cannot hold their ids: old id -> new id.
+    id_map: dict[int, int] = field(default_factory=dict)
+    server_uri: str = ""
+    # Rows per table in the promoted database, read back; None when nothing was written.
+    counts: dict[str, int] | None = None
 
 
 def process_count(workers: int) -> int:
@@ -111,30 +115,32 @@ def source_tree(config: MigrationConfig) -> Path:
 async def migrate(config: MigrationConfig, progress: Progress | None = None) -> MigrationResult:
     progress = progress or Progress()
     mlruns = source_tree(config)
-    target = target_path(config.target)
-    check_target_is_free(target)
+    target = open_target(config.target)
+    target.check_free()
+    id_map = id_map_for(mlruns, target)
     phases: dict[str, float] = {}
-    with StagingArea(target, keep_failed=config.keep_failed) as area:
-        check_target_is_free(target)  # again, now that we hold the lock
-        log.info("migration started", source=str(mlruns), target=str(target), staging=str(area.staging))
+    with target.staging(keep_failed=config.keep_failed) as area:
+        log.info("migration started", source=str(mlruns), target=target.display, staging=str(area.kept))
 
         started = time.monotonic()
-        await anyio.to_thread.run_sync(create_schema, area.staging)
+        await anyio.to_thread.run_sync(area.create_schema)
+        limits = area.column_limits()
         phases["schema"] = time.monotonic() - started
 
         started = time.monotonic()
-        limits = await anyio.to_thread.run_sync(sqlite_limits, area.staging)
-        writer = StagingWriter(area.staging, config.batch_size)
+        limits = await anyio.to_thread.run_sync(area.column_limits)
+        writer = area.writer(config.batch_size)
         progress.phase("load")
         try:
-            stats = await load(mlruns, writer, config, progress, limits)
+            stats = await load(mlruns, writer, config, progress, limits, id_map)
             if stats.problems and not config.skip_invalid:
                 # Strict: the whole tree was read so every problem is listed; nothing is kept.
                 raise InvalidSourceError(stats.problems)
             if stats.problems:
                 # Both copies of a clashing id go: which one arrived first is an accident of timing.
-                await anyio.to_thread.run_sync(writer.delete_entities, stats.clashes)
-                await _drop_dependents(writer, stats, mlruns)
+                clashes = dict(stats.clashes, experiments={id_map.get(i, i) for i in stats.clashes["experiments"]})
+                await anyio.to_thread.run_sync(writer.delete_entities, clashes)
+                await _drop_dependents(writer, stats, mlruns, id_map)
                 stats.orphans = await anyio.to_thread.run_sync(writer.prune_orphans)
             await anyio.to_thread.run_sync(writer.finish)
         except BaseException:
@@ -157,10 +163,10 @@ async def migrate(config: MigrationConfig, progress: Progress | None = None) -> 
         if config.verify:
             started = time.monotonic()
             processes = verify_processes(config.workers, stats)
-            report = await verify(mlruns, area.staging, processes, progress, stats.skipped_ids())
+            report = await verify(mlruns, area.locator, processes, progress, stats.skipped_ids(), id_map)
             phases["verify"] = time.monotonic() - started
             if not report.ok:
-                raise VerificationFailed(report, area.staging if config.keep_failed else None)
+                raise VerificationFailed(report, area.kept if config.keep_failed else None)
         else:
             log.warning("verification skipped (--no-verify): the database was NOT compared with the source")
 
@@ -172,7 +178,18 @@ async def migrate(config: MigrationConfig, progress: Progress | None = None) -> 
         area.promote(config.verify)
         progress.advance()
         phases["promote"] = time.monotonic() - started
-    return MigrationResult(mlruns, target, stats, phases, report)
+    counts = target.counts(target.existing())
+    return MigrationResult(mlruns, target.display, stats, phases, report, id_map, target.server_uri, counts)
+
+
+def id_map_for(mlruns: Path, target) -> dict[int, int]:
+    try:
+        id_map = experiment_id_map(mlruns, target.max_experiment_id)
+    except LayoutError as e:
+        raise TargetError(str(e)) from None
+    for old, new in id_map.items():
+        log.info("experiment renumbered: its id does not fit the target", old_id=old, new_id=new)
+    return id_map
 
 
 # Tests only: a run waits before promotion until this file exists, so a test can change the target
@@ -190,23 +207,24 @@ async def dry_run(config: MigrationConfig, progress: Progress | None = None) -> 
     """Read and parse the whole tree, count what would be written, write nothing anywhere."""
     progress = progress or Progress()
     mlruns = source_tree(config)
-    target = target_path(config.target)
-    check_target_is_free(target)
+    target = open_target(config.target)
+    target.check_free()
+    id_map = id_map_for(mlruns, target)
     started = time.monotonic()
-    limits = await anyio.to_thread.run_sync(schema_limits)
+    limits = await anyio.to_thread.run_sync(target.expected_limits)
     progress.phase("load")
-    stats = await load(mlruns, None, config, progress, limits)
+    stats = await load(mlruns, None, config, progress, limits, id_map)
     log_census(stats.census)
-    return MigrationResult(mlruns, target, stats, {"load": time.monotonic() - started}, None)
+    return MigrationResult(mlruns, target.display, stats, {"load": time.monotonic() - started}, None,
+                           id_map, target.server_uri)
 
 
 async def verify_existing(source: Path, target: str, workers: int, progress: Progress | None = None):
     """Verify a database made earlier (by us or by `mlflow migrate-filestore`) against a tree."""
     mlruns = source_tree(MigrationConfig(source=source))
-    path = target_path(target)
-    if not path.is_file():
-        raise TargetError(f"target database {path} does not exist")
-    check_is_mlflow_database(path)
+    database = open_target(target)
+    locator = database.existing()
+    id_map = id_map_for(mlruns, database)
     started = time.monotonic()
     census = Census()
 
@@ -217,11 +235,13 @@ async def verify_existing(source: Path, target: str, workers: int, progress: Pro
         async with anyio.create_task_group() as tg:
             # Listing folders only, in a thread: it overlaps the comparison, which runs in processes.
             tg.start_soon(take_census)
-            report = await verify(mlruns, path, process_count(workers), progress or Progress())
+            report = await verify(mlruns, locator, process_count(workers), progress or Progress(), None, id_map)
     except BaseExceptionGroup as group:
         raise first_error(group) from None
     log_census(census)
-    return mlruns, path, report, census, {"verify": time.monotonic() - started}
+    return MigrationResult(mlruns, database.display, LoadStats(census=census),
+                           {"verify": time.monotonic() - started}, report, id_map,
+                           database.server_uri, database.counts(locator))
 
 
 def log_census(census: Census) -> None:
@@ -242,19 +262,18 @@ def first_error(group: BaseExceptionGroup) -> BaseException:
 
 
 async def load(
-    mlruns: Path, writer: StagingWriter | None, config: MigrationConfig, progress: Progress, limits: Limits
+    mlruns: Path, writer, config: MigrationConfig, progress: Progress, limits: Limits,
+    id_map: dict[int, int],
 ) -> LoadStats:
     """Discover, parse, check against the target's limits and (unless writer is None, for a dry
-    run) write the whole tree."""
+    run) write the whole tree; experiments in ``id_map`` are renumbered on the way to the writer."""
     try:
-        return await _load(mlruns, writer, config, progress, limits)
+        return await _load(mlruns, writer, config, progress, limits, id_map)
     except BaseExceptionGroup as group:
         raise first_error(group) from None
 
 
-async def _load(
-    mlruns: Path, writer: StagingWriter | None, config: MigrationConfig, progress: Progress, limits: Limits
-) -> LoadStats:
+async def _load(mlruns, writer, config, progress, limits, id_map) -> LoadStats:
     stats = LoadStats()
     limiter = anyio.CapacityLimiter(process_count(config.workers))
     units_send, units_recv = anyio.create_memory_object_stream[WorkUnit](config.queue_size)
@@ -264,7 +283,7 @@ async def _load(
         async with units_recv, rows_send:
             for _ in range(config.workers):
                 tg.start_soon(produce, units_recv.clone(), rows_send.clone(), limiter, limits)
-        tg.start_soon(consume, rows_recv, writer, stats, progress, mlruns)
+        tg.start_soon(consume, rows_recv, writer, stats, progress, mlruns, id_map)
     return stats
 
 
@@ -300,8 +319,8 @@ async def produce(
 
 
 async def consume(
-    rows: MemoryObjectReceiveStream[RowBatch], writer: StagingWriter | None, stats: LoadStats,
-    progress: Progress, mlruns: Path,
+    rows: MemoryObjectReceiveStream[RowBatch], writer, stats: LoadStats,
+    progress: Progress, mlruns: Path, id_map: dict[int, int],
 ) -> None:
     seen_runs: dict[str, int] = {}
     seen_experiments: set[int] = set()
@@ -321,6 +340,8 @@ async def consume(
             stats.problems.extend(_drop_name_clashes(batch, seen_names, stats.clashes, mlruns))
             stats.problems.extend(_drop_id_clashes(batch, seen_ids, stats.clashes, mlruns))
             stats.rows.add_batch(batch)
+            if id_map:
+                remap_experiment_ids(batch, id_map)
             if writer is not None:
                 await anyio.to_thread.run_sync(writer.write, batch)
             progress.advance(1, batch.count(), batch.files)
@@ -362,20 +383,22 @@ def _drop_clashes(
     return problems
 
 
-async def _drop_dependents(writer: StagingWriter, stats: LoadStats, mlruns: Path) -> None:
+async def _drop_dependents(writer, stats: LoadStats, mlruns: Path, id_map: dict[int, int]) -> None:
     """Entities that name one left out cannot be migrated as they are (the reference would point
     nowhere, and MLflow would show them changed): a run using a dataset left out, then a logged
-    model with metrics of a run left out. They are left out too, the referring file named."""
+    model with metrics of a run left out. They are left out too, the referring file named.
+    (The staged rows hold renumbered experiment ids; folders are named by the old ones.)"""
+    old_ids = {new: old for old, new in id_map.items()}
     runs = set()
     for input_uuid, run_id, exp_id in await anyio.to_thread.run_sync(writer.inputs_of_missing_datasets):
-        run_path = str(_experiment_folder(mlruns, exp_id) / run_id)
+        run_path = str(_experiment_folder(mlruns, old_ids.get(exp_id, exp_id)) / run_id)
         stats.problems.append(Problem(input_file(run_path, input_uuid), "the run uses a dataset that "
                                       "was left out (listed above)", None, "runs", run_id))
         runs.add(run_id)
     await anyio.to_thread.run_sync(writer.delete_entities, {"runs": runs})
     models = set()
     for model_id, exp_id, key, run_id in await anyio.to_thread.run_sync(writer.model_metrics_of_missing_runs):
-        path = _experiment_folder(mlruns, exp_id) / "models" / model_id / "metrics" / key
+        path = _experiment_folder(mlruns, old_ids.get(exp_id, exp_id)) / "models" / model_id / "metrics" / key
         stats.problems.append(Problem(str(path), f"the metric names run {run_id}, which was left out",
                                       None, "logged_models", model_id))
         models.add(model_id)
@@ -453,21 +476,23 @@ def _drop_name_clashes(
 
 
 async def verify(
-    mlruns: Path, staging: Path, processes: int, progress: Progress,
-    skipped: dict[str, set[str]] | None = None,
+    mlruns: Path, locator: str, processes: int, progress: Progress,
+    skipped: dict[str, set[str]] | None = None, id_map: dict[int, int] | None = None,
 ) -> VerificationReport:
-    """Compare the staged database with the source in up to ``processes`` worker processes;
-    items in ``skipped`` (entity -> ids, left out with --skip-invalid) are counted as skipped
-    instead of compared."""
+    """Compare the staged database (``locator``, see etl.verify.connect) with the source in up
+    to ``processes`` worker processes; items in ``skipped`` (entity -> ids, left out with
+    --skip-invalid) are counted as skipped instead of compared; renumbered experiments are
+    compared through ``id_map``."""
     try:
-        return await _verify(mlruns, staging, processes, progress, skipped)
+        return await _verify(mlruns, locator, processes, progress, skipped, id_map)
     except BaseExceptionGroup as group:
         raise first_error(group) from None
 
 
-async def _verify(mlruns, staging, processes, progress, skipped) -> VerificationReport:
+async def _verify(mlruns, locator, processes, progress, skipped, id_map) -> VerificationReport:
     limiter = anyio.CapacityLimiter(processes)
-    root, db = str(mlruns), str(staging)
+    root, db = str(mlruns), locator
+    ids = {str(old): str(new) for old, new in (id_map or {}).items()}
     progress.phase("verify", total=1)
     report = VerificationReport()
 
@@ -486,24 +511,24 @@ async def _verify(mlruns, staging, processes, progress, skipped) -> Verification
     # Most checks compare bytes and import nothing; MLflow (~200 MB and seconds of CPU per
     # process) is imported only where they cannot prove a thing, which on most trees is nowhere.
     async with anyio.create_task_group() as tg:
-        found = await run(survey, root, db, skipped)
+        found = await run(survey, root, db, skipped, ids)
         if found.registry:
             progress.add_total(1)
             tg.start_soon(one, verify_registry, root, db, skipped)
         if found.proven:
             experiments, plan = found.report, found.plan
         else:
-            experiments, plan = await run(verify_experiments, root, db, skipped)
+            experiments, plan = await run(verify_experiments, root, db, skipped, ids)
         report.merge(experiments)
         progress.advance()
         skipped_runs = frozenset((skipped or {}).get("runs", ()))
-        for exp_id, ids in plan.items():
-            for start in range(0, len(ids["runs"]), VERIFY_CHUNK):
+        for exp_id, folders in plan.items():
+            for start in range(0, len(folders["runs"]), VERIFY_CHUNK):
                 progress.add_total(1)
-                chunk = ids["runs"][start : start + VERIFY_CHUNK]
-                tg.start_soon(one, verify_runs, root, db, exp_id, ids["path"], chunk, skipped_runs)
-            for func, key in ((verify_traces, "traces"), (verify_logged_models, "models")):
-                for start in range(0, len(ids[key]), VERIFY_CHUNK):
+                chunk = folders["runs"][start : start + VERIFY_CHUNK]
+                tg.start_soon(one, verify_runs, root, db, exp_id, folders["path"], chunk, skipped_runs, ids)
+            for func, key, extra in ((verify_traces, "traces", ()), (verify_logged_models, "models", (ids,))):
+                for start in range(0, len(folders[key]), VERIFY_CHUNK):
                     progress.add_total(1)
-                    tg.start_soon(one, func, root, db, exp_id, ids[key][start : start + VERIFY_CHUNK])
+                    tg.start_soon(one, func, root, db, exp_id, folders[key][start : start + VERIFY_CHUNK], *extra)
     return report

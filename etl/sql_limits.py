@@ -148,6 +148,10 @@ def _passes_quickly(table: str, limit: ColumnLimit, get, rows: list) -> bool:
     if limit.kind == "integer":
         low, high = limit.int_range or INT64
         return low <= min(map(get, rows)) and max(map(get, rows)) <= high
-    if limit.kind == "text" and limit.max_length is not None and max(map(len, map(get, rows))) > limit.max_length:
+    if limit.kind != "text":
+        return True
+    # Typed tables hold None in nullable text columns (a logged-model metric without a dataset).
+    texts = [v for v in map(get, rows) if v is not None]
+    if limit.max_length is not None and max(map(len, texts), default=0) > limit.max_length:
         return False
-    return limit.kind != "text" or limit.nul_allowed or "\x00" not in "".join(map(get, rows))
+    return limit.nul_allowed or "\x00" not in "".join(texts)

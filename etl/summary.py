@@ -6,7 +6,6 @@ import importlib.metadata
 import os
 import platform
 import sqlite3
-from pathlib import Path
 
 from etl import __version__
 from etl.rows import TABLES
@@ -14,16 +13,6 @@ from etl.sql_limits import FLOAT_MAX
 
 # Bumped whenever a field of the JSON report changes meaning or goes away.
 REPORT_SCHEMA_VERSION = 1
-
-
-def target_counts(path: Path) -> dict[str, int]:
-    """Rows per migrated table in a database, read back after the run."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        present = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        return {t: conn.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in TABLES if t in present}
-    finally:
-        conn.close()
 
 
 def new_report(command: str, source, target) -> dict:
@@ -41,6 +30,8 @@ def new_report(command: str, source, target) -> dict:
         "source": str(source),
         "target": str(target),
         "counts": {"source": {}, "target": {}},
+        # Experiments the target could not hold under their ids: old id -> new id (strings).
+        "experiment_id_map": {},
         "files": None,
         "phases": {},
         "throughput": {},

@@ -1,7 +1,9 @@
 """Compare two MLflow backends entity by entity through MlflowClient, field by field.
 
-The source client reads the FileStore, the target client the migrated SQLite database; every
-assertion message names the entity and field, so a failing test says what differs.
+The source client reads the FileStore, the target client the migrated database; every
+assertion message names the entity and field, so a failing test says what differs. ``id_map``
+(old experiment id -> new, as the run's report gives it) is how a target that renumbered
+experiments (PostgreSQL: 32-bit ids) is compared: every experiment id goes through it.
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ def assert_mapping(what: str, src: dict, dst: dict) -> None:
         assert _same_value(src[k], dst[k]), f"{what}[{k!r}]: source={src[k]!r} target={dst[k]!r}"
 
 
+def mapped(id_map: dict | None, exp_id: str) -> str:
+    return (id_map or {}).get(exp_id, exp_id)
+
+
 def experiments(client) -> dict:
     out, token = {}, None
     while True:
@@ -47,13 +53,14 @@ def experiments(client) -> dict:
             return out
 
 
-def compare_experiments(src, dst) -> int:
+def compare_experiments(src, dst, id_map=None) -> int:
     a, b = experiments(src), experiments(dst)
-    assert set(a) == set(b), f"experiment ids differ: {set(a) ^ set(b)}"
+    assert {mapped(id_map, i) for i in a} == set(b), f"experiment ids differ: {set(a)} vs {set(b)}"
     for exp_id, e in a.items():
-        assert_fields(f"experiment {exp_id}", e, b[exp_id],
+        other = b[mapped(id_map, exp_id)]
+        assert_fields(f"experiment {exp_id}", e, other,
                       ["name", "artifact_location", "lifecycle_stage", "creation_time", "last_update_time"])
-        assert_mapping(f"experiment {exp_id} tags", e.tags, b[exp_id].tags)
+        assert_mapping(f"experiment {exp_id} tags", e.tags, other.tags)
     return len(a)
 
 
@@ -64,7 +71,7 @@ def runs(client, exp_id: str) -> dict:
     }
 
 
-RUN_INFO_FIELDS = ["run_id", "run_name", "experiment_id", "user_id", "status", "start_time",
+RUN_INFO_FIELDS = ["run_id", "run_name", "user_id", "status", "start_time",
                    "end_time", "artifact_uri", "lifecycle_stage"]
 
 
@@ -73,14 +80,15 @@ def history(client, run_id: str, key: str) -> list:
     return [points[k] for k in sorted(points, key=lambda k: (k[0], k[1]))]
 
 
-def compare_runs(src, dst) -> int:
+def compare_runs(src, dst, id_map=None) -> int:
     count = 0
     for exp_id in experiments(src):
-        a, b = runs(src, exp_id), runs(dst, exp_id)
+        a, b = runs(src, exp_id), runs(dst, mapped(id_map, exp_id))
         assert set(a) == set(b), f"runs of experiment {exp_id} differ: {set(a) ^ set(b)}"
         for run_id, r in a.items():
             t = b[run_id]
             assert_fields(f"run {run_id}", r.info, t.info, RUN_INFO_FIELDS)
+            assert mapped(id_map, r.info.experiment_id) == t.info.experiment_id, f"run {run_id} experiment_id"
             assert_mapping(f"run {run_id} params", r.data.params, t.data.params)
             assert_mapping(f"run {run_id} tags", r.data.tags, t.data.tags)
             assert_mapping(f"run {run_id} latest metrics", r.data.metrics, t.data.metrics)
@@ -198,10 +206,10 @@ def _assessment_key(a):
     return (a.source.source_type, a.source.source_id, repr(value), repr(error))
 
 
-def compare_traces(src, dst) -> tuple[int, int]:
+def compare_traces(src, dst, id_map=None) -> tuple[int, int]:
     n_traces = n_assessments = 0
     for exp_id in experiments(src):
-        a, b = traces(src, exp_id), traces(dst, exp_id)
+        a, b = traces(src, exp_id), traces(dst, mapped(id_map, exp_id))
         assert set(a) == set(b), f"traces of experiment {exp_id} differ: {set(a) ^ set(b)}"
         for trace_id, info in a.items():
             other = dst.get_trace(trace_id).info
@@ -228,7 +236,7 @@ def compare_traces(src, dst) -> tuple[int, int]:
 
 # --- logged models --------------------------------------------------------------------------------
 
-LOGGED_MODEL_FIELDS = ["model_id", "experiment_id", "name", "artifact_location", "creation_timestamp",
+LOGGED_MODEL_FIELDS = ["model_id", "name", "artifact_location", "creation_timestamp",
                        "last_updated_timestamp", "status", "status_message", "model_type",
                        "source_run_id", "tags", "params"]
 
@@ -257,16 +265,18 @@ def _file_model_metrics(src, model_id: str) -> list:
     return _model_metrics(points.values())
 
 
-def compare_logged_models(src, dst) -> int:
+def compare_logged_models(src, dst, id_map=None) -> int:
     exp_ids = list(experiments(src))
     if not hasattr(src, "search_logged_models"):
         return 0
     a = {m.model_id: m for m in src.search_logged_models(experiment_ids=exp_ids, max_results=1000)}
-    b = {m.model_id: m for m in dst.search_logged_models(experiment_ids=exp_ids, max_results=1000)}
+    b = {m.model_id: m for m in dst.search_logged_models(
+        experiment_ids=[mapped(id_map, e) for e in exp_ids], max_results=1000)}
     assert set(a) == set(b), f"logged models differ: {set(a) ^ set(b)}"
     for model_id, m in a.items():
         assert_fields(f"logged model {model_id}", m, b[model_id], LOGGED_MODEL_FIELDS)
         assert _file_model_metrics(src, model_id) == _model_metrics(b[model_id].metrics), f"logged model {model_id} metrics"
+        assert mapped(id_map, m.experiment_id) == b[model_id].experiment_id, f"logged model {model_id} experiment_id"
     return len(a)
 
 

@@ -84,3 +84,33 @@ def generate_fixture_tree(out: Path, size: str = "small") -> Path:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return out
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """One real PostgreSQL server for the whole session (see tests/pg_server.py)."""
+    from tests.pg_server import bin_dir, start_server
+
+    if bin_dir() is None:
+        pytest.skip("no PostgreSQL server on this machine (/usr/lib/postgresql/*/bin/initdb); "
+                    "apt-get install postgresql to run the PostgreSQL target tests")
+    server = start_server()
+    yield server
+    server.stop()
+
+
+_databases = iter(range(1, 10**6))
+
+
+@pytest.fixture
+def pg_uri(pg_server) -> str:
+    """A new, empty database on the session's server, as a postgresql:// URI with its password."""
+    return pg_server.create_database(f"etl_test_{next(_databases)}")
+
+
+def pg_client(uri: str):
+    """MlflowClient on a PostgreSQL database (psycopg 3, the driver etl-migrate itself uses)."""
+    from mlflow import MlflowClient
+
+    uri = uri.replace("postgresql://", "postgresql+psycopg://", 1)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)

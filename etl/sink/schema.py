@@ -125,33 +125,10 @@ def table_columns(conn: sqlite3.Connection, table: str) -> list[tuple[str, bool,
 
 
 def check_columns(staging: Path) -> None:
-    """Every column we fill exists, and every column we do not fill can be left to its default.
-
-    This is what keeps ``etl.rows.COLUMNS`` honest against the installed MLflow: a release that
-    adds a required column, or drops one we fill, stops the run here with the table named.
-    """
+    """``check_column_lists`` on a staged SQLite file."""
     conn = sqlite3.connect(staging)
     try:
-        for table, ours in COLUMNS.items():
-            staged = table_columns(conn, table)
-            if not staged:
-                raise MigrationError(f"the installed MLflow's schema has no table {table!r}")
-            names = {name for name, _, _ in staged}
-            missing = [c for c in ours if c not in names]
-            if missing:
-                raise MigrationError(
-                    f"the installed MLflow's {table!r} table has no column(s) {missing}; "
-                    "this MLflow version is not supported"
-                )
-            unfilled = [
-                name for name, not_null, has_default in staged
-                if not_null and not has_default and name not in ours
-            ]
-            if unfilled:
-                raise MigrationError(
-                    f"the installed MLflow's {table!r} table requires column(s) {unfilled} "
-                    "that etl-migrate does not fill; this MLflow version is not supported"
-                )
+        check_column_lists(lambda table: table_columns(conn, table))
     finally:
         conn.close()
 
@@ -199,3 +176,33 @@ def sqlite_limits(database: Path) -> Limits:
         return limits
     finally:
         conn.close()
+
+
+def check_column_lists(staged_columns) -> None:
+    """Every column we fill exists, and every column we do not fill can be left to its default.
+
+    ``staged_columns(table)`` gives (name, not_null, has_default) for each column of a staged
+    table, whatever the database. This is what keeps ``etl.rows.COLUMNS`` honest against the
+    installed MLflow: a release that adds a required column, or drops one we fill, stops the run
+    here with the table named.
+    """
+    for table, ours in COLUMNS.items():
+        staged = staged_columns(table)
+        if not staged:
+            raise MigrationError(f"the installed MLflow's schema has no table {table!r}")
+        names = {name for name, _, _ in staged}
+        missing = [c for c in ours if c not in names]
+        if missing:
+            raise MigrationError(
+                f"the installed MLflow's {table!r} table has no column(s) {missing}; "
+                "this MLflow version is not supported"
+            )
+        unfilled = [
+            name for name, not_null, has_default in staged
+            if not_null and not has_default and name not in ours
+        ]
+        if unfilled:
+            raise MigrationError(
+                f"the installed MLflow's {table!r} table requires column(s) {unfilled} "
+                "that etl-migrate does not fill; this MLflow version is not supported"
+            )

@@ -35,6 +35,29 @@ LOAD_PRAGMAS = (
 )
 
 
+# Entity kind (as Problems and LoadStats.clashes name it) -> its table and key column.
+ENTITY_KEYS = (("experiments", "experiments", "experiment_id"), ("runs", "runs", "run_uuid"),
+               ("traces", "trace_info", "request_id"), ("logged_models", "logged_models", "model_id"))
+MISSING_DATASET_INPUTS = (
+    "SELECT i.input_uuid, r.run_uuid, r.experiment_id FROM inputs i JOIN runs r "
+    "ON r.run_uuid = i.destination_id WHERE i.source_type = 'DATASET' AND i.destination_type = 'RUN' "
+    "AND i.source_id NOT IN (SELECT dataset_uuid FROM datasets) ORDER BY r.run_uuid, i.input_uuid"
+)
+MISSING_RUN_MODEL_METRICS = (
+    "SELECT DISTINCT m.model_id, m.experiment_id, m.metric_name, m.run_id FROM logged_model_metrics m "
+    "WHERE m.run_id NOT IN (SELECT run_uuid FROM runs) ORDER BY 1, 3, 4"
+)
+
+# Rows that refer to a run with no foreign key to say so: deleted, in this order, once the runs of
+# entities left out (--skip-invalid) are gone.
+UNKEYED_ORPHANS = (
+    ("inputs", "DELETE FROM inputs WHERE (destination_type = 'RUN' AND destination_id NOT IN "
+               "(SELECT run_uuid FROM runs)) OR (source_type IN ('RUN_INPUT', 'RUN_OUTPUT') "
+               "AND source_id NOT IN (SELECT run_uuid FROM runs))"),
+    ("input_tags", "DELETE FROM input_tags WHERE input_uuid NOT IN (SELECT input_uuid FROM inputs)"),
+)
+
+
 def insert_sql(table: str, columns: tuple[str, ...]) -> str:
     verb = "INSERT OR IGNORE" if table in DEDUPLICATED_TABLES else "INSERT"
     quoted = ", ".join(f'"{c}"' for c in columns)
@@ -137,8 +160,7 @@ class StagingWriter:
         what hung from them."""
         self.commit()
         self.conn.execute("BEGIN")
-        for kind, table, key in (("experiments", "experiments", "experiment_id"), ("runs", "runs", "run_uuid"),
-                                 ("traces", "trace_info", "request_id"), ("logged_models", "logged_models", "model_id")):
+        for kind, table, key in ENTITY_KEYS:
             self.conn.executemany(f'DELETE FROM "{table}" WHERE "{key}" = ?', [(i,) for i in ids.get(kind, ())])
         self.conn.execute("COMMIT")
 
@@ -146,21 +168,14 @@ class StagingWriter:
     def inputs_of_missing_datasets(self) -> list[tuple[str, str, int]]:
         """(input uuid, run id, experiment id) of each run input whose dataset is not staged."""
         self.commit()
-        return self.conn.execute(
-            "SELECT i.input_uuid, r.run_uuid, r.experiment_id FROM inputs i JOIN runs r "
-            "ON r.run_uuid = i.destination_id WHERE i.source_type = 'DATASET' AND i.destination_type = 'RUN' "
-            "AND i.source_id NOT IN (SELECT dataset_uuid FROM datasets) ORDER BY r.run_uuid, i.input_uuid"
-        ).fetchall()
+        return self.conn.execute(MISSING_DATASET_INPUTS).fetchall()
 
     @_exclusive
     def model_metrics_of_missing_runs(self) -> list[tuple[str, int, str, str]]:
         """(model id, experiment id, metric key, run id), once per metric file, of logged-model
         metrics whose run is not staged."""
         self.commit()
-        return self.conn.execute(
-            "SELECT DISTINCT m.model_id, m.experiment_id, m.metric_name, m.run_id FROM logged_model_metrics m "
-            "WHERE m.run_id NOT IN (SELECT run_uuid FROM runs) ORDER BY 1, 3, 4"
-        ).fetchall()
+        return self.conn.execute(MISSING_RUN_MODEL_METRICS).fetchall()
 
     @_exclusive
     def prune_orphans(self) -> dict[str, int]:
@@ -180,12 +195,7 @@ class StagingWriter:
                 self.conn.execute(f'DELETE FROM "{table}" WHERE rowid = ?', (rowid,))
                 dropped[table] = dropped.get(table, 0) + 1
             self.conn.execute("COMMIT")
-        for table, sql in (
-            ("inputs", "DELETE FROM inputs WHERE (destination_type = 'RUN' AND destination_id NOT IN "
-                       "(SELECT run_uuid FROM runs)) OR (source_type IN ('RUN_INPUT', 'RUN_OUTPUT') "
-                       "AND source_id NOT IN (SELECT run_uuid FROM runs))"),
-            ("input_tags", "DELETE FROM input_tags WHERE input_uuid NOT IN (SELECT input_uuid FROM inputs)"),
-        ):
+        for table, sql in UNKEYED_ORPHANS:
             count = self.conn.execute(sql).rowcount
             if count:
                 dropped[table] = dropped.get(table, 0) + count

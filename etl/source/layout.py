@@ -180,3 +180,40 @@ def experiment_units(path: str, deleted: bool, per_unit: int) -> list[WorkUnit]:
     models = subdirs(os.path.join(path, "models"))
     units += [LoggedModelsUnit(path, exp_id, chunk) for chunk in _chunks(models, per_unit)]
     return units
+
+
+def experiment_id_map(mlruns: Path, max_id: int) -> dict[int, int]:
+    """Old -> new id for each experiment whose id the target cannot hold (FileStore ids are
+    18 digits; PostgreSQL's INTEGER is 32-bit).
+
+    Ids that fit keep their value. The others get new ids above the largest kept one, in order of
+    creation time, then old id, so the same tree always maps the same way. Only those experiments'
+    meta.yaml files are read; one that cannot be read sorts last (it is reported as a problem by
+    the load, and left out of the map's meaning only).
+    """
+    from etl.source.read import SourceError, read_yaml
+
+    ids = {int(os.path.basename(path)) for path, _ in experiment_dirs(mlruns)}
+    kept = [i for i in ids if i <= max_id]
+    moved = []
+    for path, _ in experiment_dirs(mlruns):
+        old = int(os.path.basename(path))
+        if old <= max_id:
+            continue
+        try:
+            created = read_yaml(os.path.join(path, META)).get("creation_time")
+        except SourceError:
+            created = None
+        if not isinstance(created, int):
+            created = None
+        moved.append((created is None, created or 0, old))
+    start = max(kept, default=-1) + 1
+    new_ids: dict[int, int] = {}
+    for _, _, old in sorted(set(moved)):
+        new_ids.setdefault(old, start + len(new_ids))
+    if new_ids and max(new_ids.values()) > max_id:
+        raise LayoutError(
+            f"{len(new_ids)} experiment ids do not fit the target and there is no room above "
+            f"the largest one that does ({max(kept)})"
+        )
+    return new_ids

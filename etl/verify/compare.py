@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import math
 import os
-import sqlite3
 from collections import defaultdict
 from functools import cache
 
 from etl.sql_limits import FLOAT_MAX
+from etl.verify.connect import connect
 from etl.verify.oracle import read_logged_model, read_trace, registry_store, sql_store, tracking_store
 from etl.verify.report import VerificationReport
 
 
-def _connect(staging: str) -> sqlite3.Connection:
-    return sqlite3.connect(f"file:{staging}?mode=ro", uri=True)
+def _connect(staging: str):
+    return connect(staging)
 
 
 def metric_value_equal(source: float, value: float, is_nan: int) -> bool:
@@ -99,14 +99,22 @@ def _dirs(folder: str, exclude=()) -> list[tuple[str, str]]:
     )
 
 
+def _source_ids(id_map: dict[str, str] | None) -> dict[str, str]:
+    """Target experiment id -> source id: ids the target could not hold were renumbered, and
+    the comparison goes through the map (old -> new) the migration reported."""
+    return {new: old for old, new in (id_map or {}).items()}
+
+
 def verify_experiments(
-    mlruns: str, staging: str, skipped: dict[str, set[str]] | None = None
+    mlruns: str, staging: str, skipped: dict[str, set[str]] | None = None,
+    id_map: dict[str, str] | None = None,
 ) -> tuple[VerificationReport, dict[str, dict]]:
     """Experiments, their tags and datasets; and, per experiment, the runs, traces and logged
     models MLflow's reader finds, for the chunked checks that follow."""
     from mlflow.store.tracking.file_store import FileStore
 
     skipped = skipped or {}
+    back = _source_ids(id_map)
     store = tracking_store(mlruns)
     report = VerificationReport()
     exp_ids = store._get_active_experiments() + store._get_deleted_experiments()
@@ -118,7 +126,7 @@ def verify_experiments(
     conn = _connect(staging)
     try:
         target = {
-            str(r[0]): dict(zip(("experiment_id",) + EXPERIMENT_FIELDS, r))
+            back.get(str(r[0]), str(r[0])): dict(zip(("experiment_id",) + EXPERIMENT_FIELDS, r))
             for r in conn.execute(
                 "SELECT experiment_id, name, artifact_location, lifecycle_stage, creation_time, "
                 "last_update_time FROM experiments"
@@ -126,20 +134,20 @@ def verify_experiments(
         }
         target_tags = defaultdict(dict)
         for exp_id, key, value in conn.execute("SELECT experiment_id, key, value FROM experiment_tags"):
-            target_tags[str(exp_id)][key] = value
+            target_tags[back.get(str(exp_id), str(exp_id))][key] = value
         target_runs, target_traces, target_models = defaultdict(set), defaultdict(set), defaultdict(set)
         for exp_id, run_id in conn.execute("SELECT experiment_id, run_uuid FROM runs"):
-            target_runs[str(exp_id)].add(run_id)
+            target_runs[back.get(str(exp_id), str(exp_id))].add(run_id)
         for exp_id, trace_id in conn.execute("SELECT experiment_id, request_id FROM trace_info"):
-            target_traces[str(exp_id)].add(trace_id)
+            target_traces[back.get(str(exp_id), str(exp_id))].add(trace_id)
         for exp_id, model_id in conn.execute("SELECT experiment_id, model_id FROM logged_models"):
-            target_models[str(exp_id)].add(model_id)
+            target_models[back.get(str(exp_id), str(exp_id))].add(model_id)
         target_datasets = defaultdict(dict)
         for row in conn.execute(
             "SELECT experiment_id, name, digest, dataset_source_type, dataset_source, "
             "dataset_schema, dataset_profile FROM datasets"
         ):
-            target_datasets[str(row[0])][(row[1], row[2])] = row[3:]
+            target_datasets[back.get(str(row[0]), str(row[0]))][(row[1], row[2])] = row[3:]
     finally:
         conn.close()
 
@@ -342,7 +350,8 @@ def _target_analytics(conn, trace_ids: list[str]) -> tuple[tuple[str, ...], dict
     analytics = _trace_analytics()
     if analytics is None:
         return (), {}
-    present = {r[1] for r in conn.execute("PRAGMA table_info(trace_info)")}
+    # The cursor's description names the columns on SQLite and PostgreSQL alike.
+    present = {d[0] for d in conn.execute("SELECT * FROM trace_info LIMIT 0").description}
     wanted = ("session_id", *analytics.TOKEN_COLUMN_BY_KEY.values(), *analytics.COST_COLUMN_BY_KEY.values())
     columns = tuple(c for c in wanted if c in present)
     if not columns:
@@ -535,9 +544,11 @@ def _verify_model_metrics(report, model_id: str, source: dict, target: dict) -> 
             return
 
 
-def verify_logged_models(mlruns: str, staging: str, experiment_id: str, model_ids: list[str]) -> VerificationReport:
+def verify_logged_models(mlruns: str, staging: str, experiment_id: str, model_ids: list[str],
+                         id_map: dict[str, str] | None = None) -> VerificationReport:
     store, target = tracking_store(mlruns), sql_store(staging)
     report = VerificationReport()
+    back = _source_ids(id_map)
     folder = os.path.join(store._get_experiment_path(experiment_id, assert_exists=True), "models")
     conn = _connect(staging)
     try:
@@ -550,10 +561,11 @@ def verify_logged_models(mlruns: str, staging: str, experiment_id: str, model_id
         other = _read_target(report, "logged_models", model_id, target.get_logged_model, model_id, True)
         if other is None:
             continue
+        dst = {f: getattr(other, f) for f in LOGGED_MODEL_FIELDS}
+        dst["experiment_id"] = back.get(dst["experiment_id"], dst["experiment_id"])
         _compare_fields(
             report, "logged_models", model_id, LOGGED_MODEL_FIELDS,
-            {f: getattr(source, f) for f in LOGGED_MODEL_FIELDS},
-            {f: getattr(other, f) for f in LOGGED_MODEL_FIELDS},
+            {f: getattr(source, f) for f in LOGGED_MODEL_FIELDS}, dst,
         )
         # A deleted model keeps its folder; only the meta's lifecycle_stage says it is deleted.
         stage = meta.get("lifecycle_stage") or "active"

@@ -31,6 +31,7 @@ import os
 from functools import cache
 
 from etl.sink.schema import cache_dir
+from etl.verify.connect import sqlalchemy_uri
 
 
 @cache
@@ -228,7 +229,7 @@ def sql_store(staging: str):
     previous = os.getcwd()
     os.chdir(scratch)
     try:
-        return ReadOnlySqlStore(f"sqlite:///file:{staging}?mode=ro&uri=true", scratch.as_uri())
+        return ReadOnlySqlStore(sqlalchemy_uri(staging), scratch.as_uri())
     finally:
         os.chdir(previous)
 

@@ -27,6 +27,7 @@ from etl.verify.compare import (
     _compare_dict,
     _compare_fields,
     _connect,
+    _source_ids,
     _sql_value,
     metric_value_equal,
 )
@@ -55,9 +56,10 @@ RUN_META_FIELDS = ("deleted_time", "source_type", "source_name", "entry_point_na
 
 def verify_runs(
     mlruns: str, staging: str, experiment_id: str, exp_dir: str, names: list[str],
-    skipped: frozenset[str] = frozenset(),
+    skipped: frozenset[str] = frozenset(), id_map: dict[str, str] | None = None,
 ) -> VerificationReport:
-    """The run folders ``names`` of one experiment folder against the target."""
+    """The run folders ``names`` of one experiment folder against the target (whose renumbered
+    experiment ids go back through ``id_map``, old -> new, before any comparison)."""
     report = VerificationReport()
     if not names:
         return report
@@ -69,6 +71,9 @@ def verify_runs(
         target = _target_runs(conn, names)
     finally:
         conn.close()
+    back = _source_ids(id_map)
+    for row in target["runs"].values():
+        row["experiment_id"] = back.get(row["experiment_id"], row["experiment_id"])
     unsure = [n for n in names if not _matches_files(report, exp_dir, experiment_id, n, target)]
     if unsure:
         from etl.verify.oracle import tracking_store

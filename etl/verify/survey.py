@@ -15,7 +15,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from etl.verify.compare import EXPERIMENT_FIELDS, _connect
+from etl.verify.compare import EXPERIMENT_FIELDS, _connect, _source_ids
 from etl.verify.files import key_files, read_meta, same_values, subfolders
 from etl.verify.report import VerificationReport
 
@@ -35,13 +35,15 @@ class Survey:
     registry: bool = False
 
 
-def survey(mlruns: str, staging: str, skipped: dict[str, set[str]] | None = None) -> Survey:
+def survey(mlruns: str, staging: str, skipped: dict[str, set[str]] | None = None,
+           id_map: dict[str, str] | None = None) -> Survey:
     skipped = skipped or {}
+    back = _source_ids(id_map)  # renumbered experiments: target id -> the folder's id
     result = Survey(VerificationReport())
     conn = _connect(staging)
     try:
         target = {
-            str(r[0]): dict(zip(EXPERIMENT_FIELDS, r[1:]))
+            back.get(str(r[0]), str(r[0])): dict(zip(EXPERIMENT_FIELDS, r[1:]))
             for r in conn.execute(
                 "SELECT experiment_id, name, artifact_location, lifecycle_stage, creation_time, "
                 "last_update_time FROM experiments"
@@ -49,10 +51,10 @@ def survey(mlruns: str, staging: str, skipped: dict[str, set[str]] | None = None
         }
         target_tags = defaultdict(dict)
         for exp_id, key, value in conn.execute("SELECT experiment_id, key, value FROM experiment_tags"):
-            target_tags[str(exp_id)][key] = value
+            target_tags[back.get(str(exp_id), str(exp_id))][key] = value
         target_runs = defaultdict(set)
         for exp_id, run_id in conn.execute("SELECT experiment_id, run_uuid FROM runs"):
-            target_runs[str(exp_id)].add(run_id)
+            target_runs[back.get(str(exp_id), str(exp_id))].add(run_id)
         others = [
             conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None
             for table in ("datasets", "trace_info", "logged_models")

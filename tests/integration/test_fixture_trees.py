@@ -3,7 +3,8 @@
 Runs on each tree given with --fixtures-dir (made by scripts/generate_migration_fixtures.py
 under any MLflow version), or on a small tree the installed MLflow makes when none is given.
 Each test runs only when the tree holds that kind of entity: found by looking in the tree, not
-by guessing from a version number.
+by guessing from a version number. Every tree goes into both targets, a SQLite file and a
+PostgreSQL database (compared through the run's experiment id map: PostgreSQL's ids are 32-bit).
 """
 
 from __future__ import annotations
@@ -15,33 +16,51 @@ from pathlib import Path
 import pytest
 
 from tests import client_compare as cc
-from tests.conftest import generate_fixture_tree, run_cli, tree_fingerprint
+from tests.conftest import generate_fixture_tree, pg_client, run_cli, tree_fingerprint
 from tests.trees import file_client, sql_client
 
 
 @pytest.fixture(scope="session")
-def migrated(fixture_tree_dir, tmp_path_factory):
+def fixture_root(fixture_tree_dir, tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("fixture")
     if fixture_tree_dir == "<generated>":
-        root = generate_fixture_tree(work / "tree")
-    else:
-        # A private copy: the tree given may be shared, and the run must not depend on its path.
-        root = work / "tree"
-        shutil.copytree(fixture_tree_dir, root, symlinks=True)
-    mlruns = root / "mlruns"
+        return generate_fixture_tree(work / "tree")
+    # A private copy: the tree given may be shared, and the run must not depend on its path.
+    root = work / "tree"
+    shutil.copytree(fixture_tree_dir, root, symlinks=True)
+    return root
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def migrated(request, fixture_root, tmp_path_factory):
+    work = tmp_path_factory.mktemp("migrated")
+    mlruns = fixture_root / "mlruns"
     before = tree_fingerprint(mlruns)
-    db = work / "mlflow.db"
+    if request.param == "sqlite":
+        db = work / "mlflow.db"
+        target = f"sqlite:///{db}"
+    else:
+        server = request.getfixturevalue("pg_server")
+        target = server.create_database(f"fixture_{work.name}".lower())
     report = work / "report.json"
-    result = run_cli("--source", str(root), "--target", f"sqlite:///{db}", "--workers", "4",
+    result = run_cli("--source", str(fixture_root), "--target", target, "--workers", "4",
                      "--report", str(report))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return {"mlruns": mlruns, "db": db, "result": result, "before": before,
-            "report": json.loads(report.read_text())}
+    data = json.loads(report.read_text())
+    return {"mlruns": mlruns, "target": target, "result": result, "before": before, "report": data,
+            "id_map": data["experiment_id_map"]}
 
 
 @pytest.fixture(scope="session")
 def clients(migrated):
-    return file_client(migrated["mlruns"]), sql_client(migrated["db"])
+    target = migrated["target"]
+    dst = sql_client(Path(target[len("sqlite:///"):])) if target.startswith("sqlite") else pg_client(target)
+    return file_client(migrated["mlruns"]), dst
+
+
+@pytest.fixture(scope="session")
+def id_map(migrated) -> dict[str, str]:
+    return migrated["id_map"]
 
 
 def has(mlruns: Path, pattern: str) -> bool:
@@ -71,12 +90,25 @@ def test_census_finds_nothing_but_filestore_data(migrated):
     assert census_dict(census_tree(migrated["mlruns"]), str(migrated["mlruns"])) == census
 
 
-def test_experiments(clients):
-    assert cc.compare_experiments(*clients) >= 2
+def test_experiment_ids_kept_where_they_fit(migrated, id_map):
+    """SQLite holds every FileStore id; PostgreSQL renumbers exactly the ids over 32 bits."""
+    ids = [int(p.parent.name) for pattern in ("*/meta.yaml", ".trash/*/meta.yaml")
+           for p in migrated["mlruns"].glob(pattern) if p.parent.name.isdigit()]
+    if migrated["target"].startswith("sqlite"):
+        assert id_map == {}
+    else:
+        assert sorted(int(i) for i in id_map) == sorted(i for i in ids if i > 2**31 - 1)
+        kept = [i for i in ids if i <= 2**31 - 1]
+        assert sorted(int(v) for v in id_map.values()) == list(
+            range(max(kept, default=-1) + 1, max(kept, default=-1) + 1 + len(id_map)))
 
 
-def test_runs_params_tags_metrics(clients):
-    assert cc.compare_runs(*clients) >= 2
+def test_experiments(clients, id_map):
+    assert cc.compare_experiments(*clients, id_map) >= 2
+
+
+def test_runs_params_tags_metrics(clients, id_map):
+    assert cc.compare_runs(*clients, id_map) >= 2
 
 
 def test_registered_models_and_versions(migrated, clients):
@@ -89,17 +121,17 @@ def test_datasets_inputs_outputs(migrated, clients):
     assert cc.compare_run_inputs_outputs(*clients) >= 1
 
 
-def test_traces_and_assessments(migrated, clients):
+def test_traces_and_assessments(migrated, clients, id_map):
     require(migrated, "*/traces/*/trace_info.yaml", "traces")
-    n_traces, n_assessments = cc.compare_traces(*clients)
+    n_traces, n_assessments = cc.compare_traces(*clients, id_map)
     assert n_traces >= 1
     if has(migrated["mlruns"], "*/traces/*/assessments/*.yaml"):
         assert n_assessments >= 1
 
 
-def test_logged_models(migrated, clients):
+def test_logged_models(migrated, clients, id_map):
     require(migrated, "*/models/*/meta.yaml", "logged models")
-    assert cc.compare_logged_models(*clients) >= 1
+    assert cc.compare_logged_models(*clients, id_map) >= 1
 
 
 def test_prompts(migrated, clients):
