@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import glob
 import os
-import pwd
 import shutil
 import socket
 import subprocess
@@ -93,6 +92,8 @@ class PgServer:
 
 
 def _ids(user: str) -> tuple[int, int]:
+    import pwd  # POSIX only; on Windows no server binaries are found and the tests skip
+
     entry = pwd.getpwnam(user)
     return entry.pw_uid, entry.pw_gid
 
@@ -104,7 +105,7 @@ def start_server() -> PgServer:
     as_user = None
     # PostgreSQL refuses to run as root; the postgres user owns the data folder instead.
     folder = Path(tempfile.mkdtemp(prefix="etl-pg-"))
-    if os.geteuid() == 0:
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
         as_user = "postgres"
         os.chown(folder, *_ids(as_user))
     for attempt in range(3):
