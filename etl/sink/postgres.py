@@ -79,7 +79,8 @@ class PostgresTarget:
             raise TargetError(f"target {redact(uri)!r} names no database (postgresql://user@host:5432/DATABASE)")
         self.url = url.set(drivername="postgresql+psycopg")
         self.display = redact(uri)
-        self.server_uri = redact(uri)
+        # MLflow's plain postgresql:// needs psycopg2; psycopg 3 came with etl-migrate.
+        self.server_uri = "postgresql+psycopg://" + self.display.split("://", 1)[1]
         self._schema: str | None = None
 
     # --- connections -----------------------------------------------------------------------
