@@ -31,6 +31,7 @@ import anyio.to_process
 
 from etl.config import DEFAULT_WORKERS, RUNS_PER_UNIT
 from etl.pipeline import process_count
+from etl.sink.schema import schema_limits
 from etl.source.extract import extract
 from etl.source.layout import (
     RegisteredModelUnit,
@@ -76,22 +77,22 @@ async def read_aiofiles(paths: list[str], concurrency: int) -> int:
 
 def work_units(mlruns: Path) -> list:
     units = [u for path, deleted in experiment_dirs(mlruns)
-             for u in experiment_units(path, deleted, RUNS_PER_UNIT)[0]]  # fmt: skip
+             for u in experiment_units(path, deleted, RUNS_PER_UNIT)]  # fmt: skip
     return units + [RegisteredModelUnit(path) for path in registered_model_dirs(mlruns)]
 
 
-def extract_here(mlruns: Path) -> int:
-    return sum(extract(unit).count() for unit in work_units(mlruns))
+def extract_here(mlruns: Path, limits) -> int:
+    return sum(extract(unit, limits).count() for unit in work_units(mlruns))
 
 
-async def extract_in_processes(mlruns: Path, workers: int) -> int:
+async def extract_in_processes(mlruns: Path, workers: int, limits) -> int:
     units = work_units(mlruns)
     limiter = anyio.CapacityLimiter(process_count(workers))
     rows = 0
 
     async def one(unit) -> None:
         nonlocal rows
-        batch = await anyio.to_process.run_sync(extract, unit, limiter=limiter)
+        batch = await anyio.to_process.run_sync(extract, unit, limits, limiter=limiter)
         rows += batch.count()
 
     async with anyio.create_task_group() as tg:
@@ -108,16 +109,17 @@ def main() -> None:
     args = p.parse_args()
     mlruns = resolve_mlruns(args.source)
     paths = data_files(mlruns)
+    limits = schema_limits()  # what the target accepts, checked while parsing as in a run
     read_sync(paths)  # warm the page cache: every strategy below reads from memory
 
     async def processes() -> int:  # worker start-up included, as in a real run
-        return await extract_in_processes(mlruns, args.workers)
+        return await extract_in_processes(mlruns, args.workers, limits)
 
     results = {}
     for name, run in (
         ("sync (bytes only)", lambda: read_sync(paths)),
         ("aiofiles (bytes only)", lambda: anyio.run(read_aiofiles, paths, args.concurrency)),
-        ("this process (read + parse)", lambda: extract_here(mlruns)),
+        ("this process (read + parse)", lambda: extract_here(mlruns, limits)),
         (f"processes x{process_count(args.workers)} (read + parse)", lambda: anyio.run(processes)),
     ):
         started = time.perf_counter()
