@@ -1,4 +1,5 @@
-"""A real `mlflow server` on a SQLite file, on a free loopback port, as a user starts one."""
+"""A real `mlflow server` on a SQLite file or a PostgreSQL URI, on a free loopback port, as a
+user starts one."""
 
 from __future__ import annotations
 
@@ -43,8 +44,9 @@ def stop(proc: subprocess.Popen) -> None:
     proc.wait(timeout=STOP_TIMEOUT)
 
 
-def start(db: Path, root: Path) -> tuple[subprocess.Popen, str, Path]:
-    """Start `mlflow server` on db (artifacts and log under root); return once it is healthy."""
+def start(db: Path | str, root: Path) -> tuple[subprocess.Popen, str, Path]:
+    """Start `mlflow server` on db, a SQLite file or a backend store URI (artifacts and log under
+    root); return once it is healthy."""
     artifacts = root / "artifacts"
     artifacts.mkdir(exist_ok=True)
     log_path = root / "server.log"
@@ -59,7 +61,7 @@ def start(db: Path, root: Path) -> tuple[subprocess.Popen, str, Path]:
     port = free_port()
     cmd = [
         *mlflow_command(), "server",
-        "--backend-store-uri", f"sqlite:///{db}",
+        "--backend-store-uri", db if isinstance(db, str) else f"sqlite:///{db}",
         "--default-artifact-root", str(artifacts),
         "--artifacts-destination", str(artifacts),
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",

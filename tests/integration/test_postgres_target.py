@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from tests.client_compare import compare_experiments, compare_registry, compare_runs
-from tests.conftest import pg_client, run_cli, tree_fingerprint
+from tests.conftest import pg_client, posix_only, run_cli, tree_fingerprint
 from tests.pg_server import PASSWORD
 from tests.trees import build_core_tree, file_client
 
@@ -242,3 +242,32 @@ def test_value_over_column_limit_skipped_with_skip_invalid(long_value_tree, pg_u
         assert conn.execute("SELECT COUNT(*) FROM runs WHERE run_uuid = %s", (run_id,)).fetchone()[0] == 0
         assert conn.execute("SELECT COUNT(*) FROM tags WHERE run_uuid = %s", (run_id,)).fetchone()[0] == 0
         assert conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] > 0
+
+
+@posix_only("the test server is stopped through its process group")
+def test_mlflow_server_on_the_migrated_postgres_database(tree, pg_uri, tmp_path, monkeypatch):
+    """`mlflow server` of the installed MLflow opens the result without `mlflow db upgrade`,
+    serves every experiment over REST (through the id map), and a run it logs lands in the
+    database."""
+    from mlflow import MlflowClient
+
+    from tests import mlflow_server
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    report = tmp_path / "report.json"
+    result = run_cli("--source", str(tree), "--target", pg_uri, "--report", str(report))
+    assert result.returncode == 0, result.stderr[-3000:]
+    id_map = json.loads(report.read_text())["experiment_id_map"]
+
+    backend = pg_uri.replace("postgresql://", "postgresql+psycopg://", 1)
+    server, url, _log = mlflow_server.start(backend, tmp_path)
+    try:
+        rest = MlflowClient(tracking_uri=url)
+        assert compare_experiments(file_client(tree), rest, id_map) > 1
+        exp_id = rest.get_experiment_by_name("Default").experiment_id
+        run = rest.create_run(exp_id)
+        rest.log_param(run.info.run_id, "after", "migration")
+    finally:
+        mlflow_server.stop(server)
+    assert pg_client(pg_uri).get_run(run.info.run_id).data.params == {"after": "migration"}
