@@ -20,7 +20,7 @@ import yaml
 from etl.sink.schema import template_path
 
 STATUS = {1: "RUNNING", 2: "SCHEDULED", 3: "FINISHED", 4: "FAILED", 5: "KILLED"}
-SOURCE = {1: "NOTEBOOK", 2: "JOB", 3: "PROJECT", 4: "LOCAL", 1000: "UNKNOWN"}
+SOURCE = {1: "NOTEBOOK", 2: "JOB", 3: "PROJECT", 4: "LOCAL", 5: "UNKNOWN"}
 NOT_RUNS = {"tags", "datasets", "traces", "models"}
 # The same load settings as etl-migrate's writer: a scratch file, no journal, no fsync.
 PRAGMAS = ("journal_mode=OFF", "synchronous=OFF", "locking_mode=EXCLUSIVE", "cache_size=-32768")

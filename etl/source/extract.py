@@ -42,7 +42,7 @@ from etl.sql_limits import Limits, check_rows
 # RunStatus, SourceType). Wire-format numbers never change, so a literal table is safe here and
 # keeps MLflow out of the worker processes.
 RUN_STATUS = {1: "RUNNING", 2: "SCHEDULED", 3: "FINISHED", 4: "FAILED", 5: "KILLED"}
-SOURCE_TYPE = {1: "NOTEBOOK", 2: "JOB", 3: "PROJECT", 4: "LOCAL", 1000: "UNKNOWN"}
+SOURCE_TYPE = {1: "NOTEBOOK", 2: "JOB", 3: "PROJECT", 4: "LOCAL", 5: "UNKNOWN"}
 LIFECYCLE_STAGES = ("active", "deleted")
 RUN_NAME_TAG = "mlflow.runName"
 # AssessmentMetadataKey.SOURCE_RUN_ID (mlflow/tracing/constant.py)

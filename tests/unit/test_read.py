@@ -115,3 +115,12 @@ def test_bad_yaml_is_an_error(tmp_path, content, reason):
     path = write(tmp_path / "meta.yaml", content)
     with pytest.raises(SourceError, match=reason):
         read_yaml(path)
+
+
+def test_run_enums_are_mlflows_own():
+    """meta.yaml holds source_type as MLflow's enum number (UNKNOWN is 5, not 1000)."""
+    from mlflow.entities import SourceType
+
+    from etl.source.extract import SOURCE_TYPE
+
+    assert SOURCE_TYPE == SourceType.SOURCETYPE_TO_STRING
