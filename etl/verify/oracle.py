@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from functools import cache
 
 from etl.sink.schema import cache_dir
@@ -37,6 +38,9 @@ from etl.verify.connect import sqlalchemy_uri
 @cache
 def _allow_file_store() -> None:
     os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+    # Reading the deprecated file store is the point of the tool; MLflow's deprecation warning
+    # for it (printed by some releases, e.g. 3.10) would break --quiet.
+    warnings.filterwarnings("ignore", message="The filesystem tracking backend", category=FutureWarning)
     scratch = cache_dir() / "scratch-tracking"
     scratch.mkdir(parents=True, exist_ok=True)
     os.environ["MLFLOW_TRACKING_URI"] = scratch.as_uri()
