@@ -21,17 +21,21 @@ from harness import (
     ETL,
     ETL_COLD,
     ETL_NO_VERIFY,
+    ETL_PG,
+    ETL_PG_NO_VERIFY,
     ETL_WARM,
+    PG_CONTENDERS,
     REFERENCE_NAME,
     SIZES,
     SMALL_TREE,
+    PgDatabase,
+    SqliteFile,
     Tree,
     bench_env,
     build_tree,
     command,
-    count_rows,
     default_tree_cache,
-    remove_db,
+    start_pg_server,
 )
 
 RESULTS = pytest.StashKey[dict]()
@@ -50,7 +54,10 @@ GATE_MAX_VERIFY = 1.5 + 2.0
 # measured is 1.7x faster (trace-heavy x0.1), so no margin is needed above the target itself.
 GATE_MAX_VS_BUILTIN = 1.0
 PHASE_ORDER = ("schema", "load", "verify", "promote")
-RATIOS = ((BUILTIN, ETL), (BUILTIN, ETL_NO_VERIFY), (REFERENCE_NAME, ETL_NO_VERIFY))
+RATIOS = ((BUILTIN, ETL), (BUILTIN, ETL_NO_VERIFY), (REFERENCE_NAME, ETL_NO_VERIFY),
+          (BUILTIN, ETL_PG), (BUILTIN, ETL_PG_NO_VERIFY))  # fmt: skip
+# The same command into PostgreSQL and into SQLite: > 1 means PostgreSQL took longer.
+TARGET_RATIOS = ((ETL_NO_VERIFY, ETL_PG_NO_VERIFY, ETL_NO_VERIFY), (ETL, ETL_PG, ETL))
 # Start-up on a small tree (issue 11 §3): the first run no slower than the built-in, later ones
 # at most half its time.
 START_RATIOS = ((ETL_COLD, BUILTIN, 1.0), (ETL_WARM, BUILTIN, 0.5))
@@ -89,6 +96,7 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
+    config.addinivalue_line("markers", "postgres: migrates into the session's PostgreSQL server")
     config.stash[RESULTS] = {"throughput": {}, "start": {}, "workers": {}, "size": {}}
 
 
@@ -134,10 +142,22 @@ def warm_cache(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def pg_server():
+    """One PostgreSQL server for the session; each round migrates into a new database on it."""
+    server, reason = start_pg_server()
+    if server is None:
+        pytest.skip(reason)
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def measure(benchmark, tmp_path, bench_rounds, pytestconfig):
+def measure(benchmark, tmp_path, bench_rounds, pytestconfig, request):
     """measure(contender, tree, table=, key=): time fresh runs, record them, check exit 0."""
     results = pytestconfig.stash[RESULTS]
+    # Started only by a session that benches PostgreSQL (skips the test when none is installed).
+    server = request.getfixturevalue("pg_server") if request.node.get_closest_marker("postgres") else None
 
     def run(contender: str, tree: Tree, *, table: str, key, workers: int | None = None,
             rounds: int | None = None, cache_dir: Path | str | None = None) -> dict:  # fmt: skip
@@ -149,22 +169,27 @@ def measure(benchmark, tmp_path, bench_rounds, pytestconfig):
         numbers = itertools.count()
 
         def setup():
-            workdir = tmp_path / f"round{next(numbers)}"
+            number = next(numbers)
+            workdir = tmp_path / f"round{number}"
             workdir.mkdir()
-            db, report = workdir / "target.db", workdir / "report.json"
+            report = workdir / "report.json"
+            if contender in PG_CONTENDERS:
+                db = PgDatabase(server, f"bench_{os.getpid()}_{request.node.name}_{number}"[:60])
+            else:
+                db = SqliteFile(workdir / "target.db")
             cache = cache_dir
             if cache == "empty":
                 cache = workdir / "cache"
                 cache.mkdir()
-            return (command(contender, tree, db, report, workers), db, report, workdir, cache), {}
+            return (command(contender, tree, db.uri, report, workers), db, report, workdir, cache), {}
 
         def target(cmd, db, report, workdir, cache):
-            runs.append(run_once(cmd, db, report, workdir, cache))
+            runs.append(run_once(cmd, report, workdir, cache))
 
         def teardown(cmd, db, report, workdir, cache):  # untimed: count rows written, free disk
             if runs[-1].exit_code == 0 and not rows:
-                rows.update(count_rows(db))
-            remove_db(db)
+                rows.update(db.count_rows())
+            db.remove()
 
         scaling = table not in ("throughput", "start")
         benchmark.group = f"scaling {table}" if scaling else f"{table}: {tree.label}"
@@ -196,6 +221,8 @@ def measure(benchmark, tmp_path, bench_rounds, pytestconfig):
                        for p in phase_names},  # fmt: skip
             "exit_codes": [r.exit_code for r in runs],
         }
+        if "load" in record["phases"]:
+            record["load_seconds"] = record["phases"]["load"]
         benchmark.extra_info.update(record)
         results[table].setdefault("" if scaling else tree.label, {})[key] = record
         assert not failed, (
@@ -212,16 +239,16 @@ def measure(benchmark, tmp_path, bench_rounds, pytestconfig):
 
 def _fmt_row(name, rec) -> str:
     phases = " ".join(f"{k} {v:.2f}" for k, v in rec["phases"].items())
-    return (f"  {name:<30}{rec['median_seconds']:>9.2f}{rec['median_cpu_seconds']:>8.2f}"
+    return (f"  {name:<36}{rec['median_seconds']:>9.2f}{rec['median_cpu_seconds']:>8.2f}"
             f"{rec['rows_per_s']:>12,.0f}"
             f"{rec['files_per_s']:>11,.0f}{rec['peak_rss_mib']:>10,.0f}   {phases}")  # fmt: skip
 
 
-HEADER = f"  {'':<30}{'seconds':>9}{'CPU s':>8}{'rows/s':>12}{'files/s':>11}{'RSS MB':>10}   phases (s)"
+HEADER = f"  {'':<36}{'seconds':>9}{'CPU s':>8}{'rows/s':>12}{'files/s':>11}{'RSS MB':>10}   phases (s)"
 
 
 def _ratio(results: dict, num: str, den: str, field: str = "median_seconds") -> str:
-    if num in results and den in results and results[den][field] > 0:
+    if num in results and den in results and results[den].get(field, 0) > 0 and field in results[num]:
         return f"{results[num][field] / results[den][field]:.2f}x"
     return "n/a"
 
@@ -238,13 +265,20 @@ def summary_lines(config) -> list[str]:
             lines.append(f"{label}: {any_rec['runs_in_tree']:,} runs, {any_rec['files']:,} files, "
                          f"{any_rec['rows']:,} rows, {any_rec['rounds']} round(s)")  # fmt: skip
             lines.append(HEADER)
-            lines += [_fmt_row(c, recs[c]) for c in CONTENDERS if c in recs]
+            lines += [_fmt_row(c, recs[c]) for c in (*CONTENDERS, *PG_CONTENDERS) if c in recs]
             if len({r["rows"] for r in recs.values() if r["rows"]}) > 1:
                 counts = ", ".join(f"{c} {r['rows']:,}" for c, r in recs.items())
                 lines.append(f"  WARNING: contenders wrote different row counts: {counts}")
             for num, den in RATIOS:
-                lines.append(f"  ratio {num + ' / ' + den + ':':<46}{_ratio(recs, num, den):>8}")
-        lines.append("  (a ratio > 1 means etl-migrate took less time than the other contender)")
+                if num in recs and den in recs:
+                    lines.append(f"  ratio {num + ' / ' + den + ':':<56}{_ratio(recs, num, den):>8}")
+            for command_name, num, den in TARGET_RATIOS:
+                if num in recs and den in recs:
+                    label = f"PostgreSQL / SQLite, {command_name}:"
+                    load = _ratio(recs, num, den, "load_seconds")
+                    lines.append(f"  ratio {label:<56}{_ratio(recs, num, den):>8}   (load phase {load})")
+        lines.append("  (a ratio > 1 means etl-migrate took less time than the other contender; a "
+                     "target ratio > 1 means PostgreSQL took longer than SQLite)")  # fmt: skip
     for label, recs in results["start"].items():
         any_rec = next(iter(recs.values()))
         lines.append(f"Start-up, {label}: {any_rec['runs_in_tree']:,} runs, {any_rec['files']:,} "

@@ -42,6 +42,10 @@ ETL_NO_VERIFY = "etl-migrate --no-verify"
 BUILTIN = "migrate-filestore"
 REFERENCE_NAME = "reference"
 CONTENDERS = (ETL, ETL_NO_VERIFY, BUILTIN, REFERENCE_NAME)
+# The same commands into a new database on a PostgreSQL server the session starts.
+ETL_PG = "etl-migrate, PostgreSQL"
+ETL_PG_NO_VERIFY = "etl-migrate --no-verify, PostgreSQL"
+PG_CONTENDERS = (ETL_PG, ETL_PG_NO_VERIFY)
 # The first run on a machine (no cached schema: MLflow's migrations run) and every later one.
 ETL_COLD = "etl-migrate, cold cache"
 ETL_WARM = "etl-migrate, warm cache"
@@ -133,12 +137,11 @@ def build_tree(cache: Path, shape: str, scale: float, seed: int = 0,
 # contenders
 
 
-def command(contender: str, tree: Tree, db: Path, report: Path, workers: int | None = None):
-    uri = f"sqlite:///{db}"
-    if contender in (ETL, ETL_NO_VERIFY, ETL_COLD, ETL_WARM):
+def command(contender: str, tree: Tree, uri: str, report: Path, workers: int | None = None):
+    if contender in (ETL, ETL_NO_VERIFY, ETL_COLD, ETL_WARM, *PG_CONTENDERS):
         cmd = [sys.executable, "-m", "etl", "--source", str(tree.mlruns), "--target", uri,
                "--report", str(report), "--log-format", "json"]  # fmt: skip
-        if contender == ETL_NO_VERIFY:
+        if contender in (ETL_NO_VERIFY, ETL_PG_NO_VERIFY):
             cmd.append("--no-verify")
         if workers is not None:
             cmd += ["--workers", str(workers)]
@@ -157,12 +160,11 @@ class RunResult:
     cpu_seconds: float
     peak_rss_mib: float
     exit_code: int
-    db: Path
     phases: dict[str, float]
     stderr_tail: str
 
 
-def run_once(cmd: list[str], db: Path, report: Path, workdir: Path,
+def run_once(cmd: list[str], report: Path, workdir: Path,
              cache_dir: Path | None = None) -> RunResult:  # fmt: skip
     """One timed subprocess run; output goes to files (a full pipe must not stall the child).
     cache_dir: etl-migrate's cache folder (ETL_MIGRATE_CACHE_DIR); default: the user's own."""
@@ -185,17 +187,63 @@ def run_once(cmd: list[str], db: Path, report: Path, workdir: Path,
     if report.is_file():
         phases = json.loads(report.read_text()).get("phases") or {}
     tail = (workdir / "stderr.log").read_text(errors="replace")[-3000:]
-    return RunResult(seconds, cpu, peak.max_mib, code, db, phases, tail)
+    return RunResult(seconds, cpu, peak.max_mib, code, phases, tail)
 
 
-def count_rows(db: Path) -> dict[str, int]:
+# --------------------------------------------------------------------------------------------
+# targets: one new, empty target per round
+
+
+class SqliteFile:
+    def __init__(self, path: Path):
+        self.path = path
+        self.uri = f"sqlite:///{path}"
+
+    def count_rows(self) -> dict[str, int]:
+        return written_rows(_table_counts(self.path))
+
+    def remove(self) -> None:
+        for path in self.path.parent.glob(self.path.name + "*"):
+            path.unlink(missing_ok=True)
+
+
+class PgDatabase:
+    """A new database on the session's PostgreSQL server (tests/pg_server.py)."""
+
+    def __init__(self, server, name: str):
+        self.server = server
+        self.name = name
+        self.uri = server.create_database(name)
+
+    def count_rows(self) -> dict[str, int]:
+        with self.server.connect(self.name) as conn:
+            tables = [r[0] for r in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")]
+            return written_rows({t: conn.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in tables})
+
+    def remove(self) -> None:
+        self.server.drop_database(self.name)
+
+
+def start_pg_server():
+    """A PostgreSQL server for the session, with PostgreSQL's default durability (fsync at
+    commit, as a user's server runs), or a skip reason when no server binaries are installed."""
+    sys.path.insert(0, str(REPO))
+    from tests.pg_server import bin_dir, start_server
+
+    if bin_dir() is None:
+        return None, ("no PostgreSQL server binaries (/usr/lib/postgresql/*/bin/initdb or initdb "
+                      "on PATH): apt-get install postgresql to bench the PostgreSQL target")
+    return start_server(durable=True), None
+
+
+def written_rows(counts: dict[str, int]) -> dict[str, int]:
     """Rows per table that the migration wrote (MLflow's own seed rows left out)."""
     global _template_counts
     if _template_counts is None:
         from etl.sink.schema import template_path
 
         _template_counts = _table_counts(template_path())
-    counts = _table_counts(db)
     written = {t: n - _template_counts.get(t, 0) for t, n in counts.items()}
     return {t: n for t, n in written.items() if n}
 
@@ -207,8 +255,3 @@ def _table_counts(db: Path) -> dict[str, int]:
         return {t: conn.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in tables}
     finally:
         conn.close()
-
-
-def remove_db(db: Path) -> None:
-    for path in db.parent.glob(db.name + "*"):
-        path.unlink(missing_ok=True)

@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import pytest
 
-from harness import BUILTIN, CONTENDERS, ETL_COLD, ETL_NO_VERIFY, ETL_WARM, SHAPES, SIZES
+from harness import BUILTIN, CONTENDERS, ETL_COLD, ETL_NO_VERIFY, ETL_WARM, PG_CONTENDERS, SHAPES, SIZES
 
-CASES = [(shape, contender) for shape in SHAPES for contender in CONTENDERS]
+def _case(shape: str, contender: str):
+    """Into PostgreSQL: a new database on the session's server (the case skips without one)."""
+    marks = [pytest.mark.postgres] if contender in PG_CONTENDERS else []
+    name = contender.replace(" --", "-").replace(", PostgreSQL", "-postgres")
+    return pytest.param(shape, contender, marks=marks, id=f"{shape}-{name}")
 
 
-@pytest.mark.parametrize(
-    ("shape", "contender"),
-    CASES,
-    ids=[f"{s}-{c.replace(' --', '-')}" for s, c in CASES],
-)
+CASES = [_case(shape, contender) for shape in SHAPES for contender in (*CONTENDERS, *PG_CONTENDERS)]
+
+
+@pytest.mark.parametrize(("shape", "contender"), CASES)
 def test_throughput(shape, contender, bench_size, tree_factory, measure):
     tree = tree_factory(shape, SIZES[bench_size][shape])
     measure(contender, tree, table="throughput", key=contender)

@@ -43,6 +43,8 @@ class PgServer:
     port: int
     bindir: Path
     as_user: str | None
+    # PostgreSQL's own durability settings (fsync at commit), as a user's server runs: for timing.
+    durable: bool = False
 
     def uri(self, database: str, user: str = SUPERUSER, password: str | None = PASSWORD,
             scheme: str = "postgresql") -> str:
@@ -59,6 +61,10 @@ class PgServer:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.uri(name)
+
+    def drop_database(self, name: str) -> None:
+        with self.connect() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     def _run(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
         cmd = [str(a) for a in args]
@@ -77,9 +83,10 @@ class PgServer:
                          "--locale=C.UTF-8")
         if init.returncode:
             raise RuntimeError(f"initdb failed: {init.stderr[-2000:]}")
-        # fsync off: a test server's data may be lost in a machine crash, and it is faster.
-        options = (f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100")
+        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c max_connections=100"
+        if not self.durable:
+            # fsync off: a test server's data may be lost in a machine crash, and it is faster.
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         started = self._run(self.bindir / "pg_ctl", "-D", data, "-o", options,
                             "-l", self.folder / "server.log", "-w", "-t", "60", "start")
         if started.returncode:
@@ -98,7 +105,7 @@ def _ids(user: str) -> tuple[int, int]:
     return entry.pw_uid, entry.pw_gid
 
 
-def start_server() -> PgServer:
+def start_server(durable: bool = False) -> PgServer:
     bindir = bin_dir()
     if bindir is None:
         raise FileNotFoundError("no PostgreSQL server binaries (initdb) found")
@@ -109,7 +116,7 @@ def start_server() -> PgServer:
         as_user = "postgres"
         os.chown(folder, *_ids(as_user))
     for attempt in range(3):
-        server = PgServer(folder, _free_port(), bindir, as_user)
+        server = PgServer(folder, _free_port(), bindir, as_user, durable)
         try:
             server.start()
             return server
