@@ -41,7 +41,8 @@ from etl.source.layout import (
     resolve_mlruns,
 )
 from etl.sql_limits import Limits
-from etl.verify.compare import verify_experiments, verify_logged_models, verify_registry, verify_traces
+from etl.verify.compare import verify_experiments, verify_logged_models, verify_traces
+from etl.verify.registry import verify_registry
 from etl.verify.runs import verify_runs
 from etl.verify.survey import survey
 from etl.verify.report import VerificationReport

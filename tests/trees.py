@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+from contextlib import contextmanager
 from pathlib import Path
 
 LONG_PARAM = "p" * 6000  # MLflow's param value limit (MAX_PARAM_VAL_LENGTH)
@@ -14,6 +16,21 @@ def file_client(mlruns: Path):
 
     uri = mlruns.as_uri()
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+@contextmanager
+def default_uris(mlruns: Path):
+    """MLflow's default tracking and registry URIs on ``mlruns`` for the block: fluent APIs, and
+    the registry's lookup of a version's logged model, go through them. Restored after."""
+    import mlflow
+
+    mlflow.set_tracking_uri(mlruns.as_uri())
+    mlflow.set_registry_uri(mlruns.as_uri())
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+        mlflow.set_registry_uri(os.environ["MLFLOW_TRACKING_URI"])
 
 
 def sql_client(db: Path):

@@ -14,7 +14,7 @@ from functools import cache
 
 from etl.sql_limits import FLOAT_MAX
 from etl.verify.connect import connect
-from etl.verify.oracle import read_logged_model, read_trace, registry_store, sql_store, tracking_store
+from etl.verify.oracle import read_logged_model, read_trace, sql_store, tracking_store
 from etl.verify.report import VerificationReport
 
 
@@ -214,97 +214,6 @@ def _verify_datasets(report, store, exp_id: str, exp_dir: str, target: dict, ski
     for name, digest in sorted(target.keys() - seen):
         report.checked("datasets")
         report.mismatch("datasets", f"{exp_id}/{name}@{digest}", "presence", False, True)
-
-
-# --- model registry -------------------------------------------------------------------------------
-
-MODEL_FIELDS = ("creation_timestamp", "last_updated_timestamp", "description")
-VERSION_FIELDS = (
-    "creation_timestamp", "last_updated_timestamp", "description", "user_id", "current_stage",
-    "source", "run_id", "status", "status_message", "run_link", "storage_location",
-)
-
-
-def verify_registry(mlruns: str, staging: str, skipped: dict[str, set[str]] | None = None) -> VerificationReport:
-    skipped = (skipped or {}).get("registered_models", set())
-    store = registry_store(mlruns)
-    report = VerificationReport()
-    conn = _connect(staging)
-    try:
-        t_models = {
-            r[0]: dict(zip(MODEL_FIELDS, r[1:]))
-            for r in conn.execute(
-                "SELECT name, creation_time, last_updated_time, description FROM registered_models"
-            )
-        }
-        t_tags, t_aliases, t_version_tags = defaultdict(dict), defaultdict(dict), defaultdict(dict)
-        for name, key, value in conn.execute("SELECT name, key, value FROM registered_model_tags"):
-            t_tags[name][key] = value
-        for name, alias, version in conn.execute(
-            "SELECT name, alias, version FROM registered_model_aliases"
-        ):
-            t_aliases[name][alias] = str(version)
-        t_versions = {
-            (r[0], str(r[1])): dict(zip(VERSION_FIELDS, r[2:]))
-            for r in conn.execute(
-                "SELECT name, version, creation_time, last_updated_time, description, user_id, "
-                "current_stage, source, run_id, status, status_message, run_link, storage_location "
-                "FROM model_versions"
-            )
-        }
-        for name, version, key, value in conn.execute(
-            "SELECT name, version, key, value FROM model_version_tags"
-        ):
-            t_version_tags[(name, str(version))][key] = value
-    finally:
-        conn.close()
-
-    seen_versions = set()
-    # A tracking-only tree has no models/ folder (MLflow's reader would refuse to list it).
-    has_registry = os.path.isdir(os.path.join(mlruns, "models"))
-    paths = store._get_all_registered_model_paths() if has_registry else []
-    models = _read_each(
-        report, "registered_models", [(os.path.basename(p), p) for p in paths],
-        store._get_registered_model_from_path, skipped,
-    )
-    source_names = set(skipped)
-    for path in paths:
-        model = models.get(os.path.basename(path))
-        if model is None:
-            continue
-        source_names.add(model.name)
-        report.checked("registered_models")
-        row = t_models.get(model.name)
-        if row is None:
-            report.mismatch("registered_models", model.name, "presence", True, False)
-            continue
-        src = {f: getattr(model, f) for f in MODEL_FIELDS}
-        _compare_fields(report, "registered_models", model.name, MODEL_FIELDS, src, row)
-        # RegisteredModel.tags hides mlflow.prompt.is_prompt from users; the store keeps it, and
-        # so must the database (it is what makes a registered model a prompt).
-        _compare_dict(report, "registered_models", model.name, dict(model._tags), t_tags.get(model.name, {}))
-        aliases = {a.alias: str(a.version) for a in model.aliases} if isinstance(model.aliases, list) else dict(model.aliases)
-        _compare_dict(report, "registered_models", model.name, aliases, t_aliases.get(model.name, {}))
-        for mv in store._list_file_model_versions_under_path(path):
-            key = (mv.name, str(mv.version))
-            seen_versions.add(key)
-            id_ = f"{mv.name}/{mv.version}"
-            report.checked("model_versions")
-            t_row = t_versions.get(key)
-            if t_row is None:
-                report.mismatch("model_versions", id_, "presence", True, False)
-                continue
-            src = {f: getattr(mv, f) for f in VERSION_FIELDS}
-            _compare_fields(report, "model_versions", id_, VERSION_FIELDS, src, t_row)
-            _compare_dict(report, "model_versions", id_, dict(mv.tags), t_version_tags.get(key, {}))
-    # Names left out as invalid are in source_names: their absence from the target is expected.
-    for name in sorted(t_models.keys() - source_names):
-        report.checked("registered_models")
-        report.mismatch("registered_models", name, "presence", False, True)
-    for name, version in sorted(k for k in t_versions.keys() - seen_versions if k[0] not in skipped):
-        report.checked("model_versions")
-        report.mismatch("model_versions", f"{name}/{version}", "presence", False, True)
-    return report
 
 
 # --- traces and assessments -------------------------------------------------------------------

@@ -17,7 +17,8 @@ import sqlite3
 
 import pytest
 
-from etl.verify.compare import verify_experiments, verify_logged_models, verify_registry, verify_traces
+from etl.verify.compare import verify_experiments, verify_logged_models, verify_traces
+from etl.verify.registry import verify_registry
 from etl.verify.report import VerificationReport
 from etl.verify.runs import verify_runs
 from tests.conftest import run_cli
