@@ -141,7 +141,43 @@ def read_run(store, run_dir: str):
         info._set_run_name(name)
     tags = {t.key: t.value for t in tag_list}
     _, metric_keys = store._get_run_files(info, "metric")
-    return info, params, tags, store._get_all_inputs(info), store._get_all_outputs(info), metric_keys
+    inputs, outputs = read_run_inputs(run_dir, store._get_experiment_path(info.experiment_id, assert_exists=True))
+    return info, params, tags, inputs, outputs, metric_keys
+
+
+def read_run_inputs(run_dir: str, exp_dir: str):
+    """(RunInputs, RunOutputs) of a run folder: ``FileStore._get_all_inputs`` and
+    ``_get_all_outputs``, each input and output read with MLflow's own record readers, over the
+    folders in ``inputs/`` and ``outputs/`` only. MLflow's reader takes every entry there for an
+    input's folder and fails on a loose file (a note someone left), which MLflow's own migration
+    (``fs2db``: ``list_subdirs``) and the load leave out, and the census names."""
+    from mlflow.entities import DatasetInput, InputTag, LoggedModelInput, LoggedModelOutput, RunInputs, RunOutputs
+    from mlflow.protos.internal_pb2 import InputVertexType, OutputVertexType
+    from mlflow.store.tracking.file_store import FileStore
+
+    def folders(name: str) -> list[str]:
+        parent = os.path.join(run_dir, name)
+        if not os.path.exists(parent):
+            return []
+        return [path for entry in os.listdir(parent) if os.path.isdir(path := os.path.join(parent, entry))]
+
+    datasets_dir = os.path.join(exp_dir, FileStore.DATASETS_FOLDER_NAME)
+    # As MLflow's reader: without a datasets folder, no dataset input is read at all.
+    datasets = os.listdir(datasets_dir) if os.path.exists(datasets_dir) else None
+    dataset_inputs, model_inputs, model_outputs = [], [], []
+    for folder in folders(FileStore.INPUTS_FOLDER_NAME):
+        record = FileStore._FileStoreInput.from_yaml(folder, FileStore.META_DATA_FILE_NAME)
+        if record.source_type == InputVertexType.MODEL:
+            model_inputs.append(LoggedModelInput(model_id=record.source_id))
+        # An input whose dataset folder is gone is skipped by MLflow's reader, with a warning.
+        elif record.source_type == InputVertexType.DATASET and datasets and record.source_id in datasets:
+            dataset = FileStore._get_dataset_from_dir(datasets_dir, record.source_id)
+            dataset_inputs.append(DatasetInput(dataset, [InputTag(k, v) for k, v in record.tags.items()]))
+    for folder in folders(FileStore.OUTPUTS_FOLDER_NAME):
+        record = FileStore._FileStoreOutput.from_yaml(folder, FileStore.META_DATA_FILE_NAME)
+        if record.destination_type == OutputVertexType.MODEL_OUTPUT:
+            model_outputs.append(LoggedModelOutput(model_id=record.destination_id, step=record.step))
+    return RunInputs(dataset_inputs=dataset_inputs, model_inputs=model_inputs), RunOutputs(model_outputs=model_outputs)
 
 
 def metric_history(store, run_info, key: str) -> list[tuple[int, int, float]]:

@@ -224,7 +224,9 @@ def _inputs_match(run_dir: str, exp_dir: str, run_id: str, target: dict) -> bool
         except OSError:
             return False
         for item in items:
-            meta = read_meta(item.path) if item.is_dir() else None
+            if not item.is_dir():
+                continue  # a loose file: not an input to MLflow's migration nor the load
+            meta = read_meta(item.path)
             if (meta is None or meta.get("source_type") not in kinds
                     or meta.get("destination_type") not in kinds
                     or not {"source_id", "destination_id", "tags"} <= meta.keys()):
@@ -415,7 +417,11 @@ def _verify_run(report, store, run_dir: str, run_id: str, meta: dict, target) ->
     if row is None:
         report.mismatch("runs", run_id, "presence", True, False)
         return
-    info, params, tags, inputs, outputs, metric_keys = read_run(store, run_dir)
+    try:
+        info, params, tags, inputs, outputs, metric_keys = read_run(store, run_dir)
+    except Exception as e:  # noqa: BLE001 - any reader failure is reported, with its text
+        report.mismatch("runs", run_id, "readable by MLflow", str(e)[:200], None)
+        return
     src = {
         "name": info.run_name, "experiment_id": info.experiment_id, "user_id": info.user_id,
         "status": info.status, "start_time": info.start_time, "end_time": info.end_time,

@@ -150,3 +150,77 @@ def test_enum_numbers_are_mlflows():
     assert all(RunStatus.to_string(number) == name for number, name in RUN_STATUS.items())
     assert all(SourceType.to_string(number) == name for number, name in SOURCE_TYPE.items())
     assert all(SourceType.from_string(name) == number for number, name in SOURCE_TYPE.items())
+
+
+def with_loose_files(mlruns, tmp_path, exp, run):
+    """A copy of the tree with a note left in the run's inputs/ and outputs/ folders."""
+    tree = tmp_path / "mlruns"
+    shutil.copytree(mlruns, tree, symlinks=True)
+    for folder in ("inputs", "outputs"):
+        (tree / exp / run / folder / "NOTES.txt").write_text("who logged this?\n")
+    return tree
+
+
+def test_a_loose_file_in_a_runs_inputs_is_no_input(migrated, tmp_path):
+    """MLflow's reader takes every entry of inputs/ for an input's folder and fails on a file;
+    its own migration, the load and the census leave the file out, and so does verification,
+    by bytes and through MLflow's reader alike."""
+    mlruns, db, exp, runs = migrated
+    run = runs[1]
+    tree = with_loose_files(mlruns, tmp_path, exp, run)
+    report_path = tmp_path / "report.json"
+    result = run_cli("--source", str(tree), "--target", f"sqlite:///{tmp_path / 'new.db'}", "--report", str(report_path))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert {f"{exp}/{run}/{f}/NOTES.txt" for f in ("inputs", "outputs")} <= set(
+        json.loads(report_path.read_text())["census"]["not_filestore"])
+    assert fast_path(tree, db, exp, run)
+    # A metric written as an int sends the run to MLflow's reader, which must read past the note.
+    with open(tree / exp / run / "metrics" / "loss", "a") as f:
+        f.write("2000 3 9\n")
+    conn = sqlite3.connect(tmp_path / "new.db")
+    try:
+        conn.execute("INSERT INTO metrics VALUES ('loss', 3.0, 2000, ?, 9, 0)", (run,))
+        conn.execute("UPDATE latest_metrics SET value = 3.0, timestamp = 2000, step = 9 WHERE run_uuid = ? "
+                     "AND key = 'loss'", (run,))
+        conn.commit()
+    finally:
+        conn.close()
+    assert not fast_path(tree, tmp_path / "new.db", exp, run)
+    report = verify_runs(str(tree), str(tmp_path / "new.db"), exp, str(tree / exp), [run])
+    assert report.ok, report.to_text()
+    assert report.results["inputs"].checked == 1
+
+
+def test_a_loose_file_in_inputs_does_not_hide_a_wrong_input(migrated, tmp_path):
+    mlruns, clean, exp, runs = migrated
+    run = runs[1]
+    tree = with_loose_files(mlruns, tmp_path, exp, run)
+    db = tmp_path / "corrupt.db"
+    shutil.copyfile(clean, db)
+    conn = sqlite3.connect(db)
+    try:
+        conn.execute("UPDATE inputs SET step = 3 WHERE source_type = 'RUN_OUTPUT' AND source_id = ?", (run,))
+        conn.commit()
+    finally:
+        conn.close()
+    report_path = tmp_path / "report.json"
+    result = run_cli("verify", "--source", str(tree), "--target", f"sqlite:///{db}", "--report", str(report_path))
+    assert result.returncode == 1, result.stdout + result.stderr
+    (m,) = json.loads(report_path.read_text())["verification"]["mismatches"]
+    assert (m["entity"], m["id"], m["field"]) == ("inputs", run, "model_outputs")
+
+
+def test_an_input_mlflow_cannot_read_is_a_named_mismatch(migrated, tmp_path):
+    """Not an internal error (exit 4): the run is named, with MLflow's reason."""
+    mlruns, db, exp, runs = migrated
+    tree = with_loose_files(mlruns, tmp_path, exp, runs[1])
+    bogus = tree / exp / runs[1] / "inputs" / "bogus"
+    bogus.mkdir()
+    (bogus / "meta.yaml").write_text("source_type: FOO\nsource_id: x\ndestination_type: RUN\n"
+                                     "destination_id: x\ntags: {}\n")
+    report_path = tmp_path / "report.json"
+    result = run_cli("verify", "--source", str(tree), "--target", f"sqlite:///{db}", "--report", str(report_path))
+    assert result.returncode == 1, result.stdout + result.stderr
+    (m,) = json.loads(report_path.read_text())["verification"]["mismatches"]
+    assert (m["entity"], m["id"], m["field"]) == ("runs", runs[1], "readable by MLflow")
+    assert "FOO" in m["source"]
