@@ -26,6 +26,7 @@ import time
 from contextlib import suppress
 
 from etl.errors import MigrationError, NotPromoted, TargetError
+from etl.observe import log
 from etl.rows import COLUMNS, DEDUPLICATED_TABLES, DICT_TABLES, TABLES, RowBatch
 from etl.sink.schema import SCHEMA_SEED_TABLES, check_column_lists, schema_limits
 from etl.sink.target import redact
@@ -335,22 +336,13 @@ class PostgresStaging:
     # --- schema ----------------------------------------------------------------------------
 
     def create_schema(self) -> None:
-        """MLflow's schema by MLflow's own migrations, on a connection whose search_path is the
-        staging schema; then the foreign keys come off for the load (see ``writer``)."""
-        import logging
+        """MLflow's schema by MLflow's own migrations (or their recorded SQL replayed, see
+        ``postgres_schema``) in the staging schema; then the foreign keys come off for the load
+        (see ``writer``)."""
+        from etl.sink.postgres_schema import create_schema
 
-        from sqlalchemy import create_engine
-        from sqlalchemy.pool import NullPool
-
-        from mlflow.store.db.utils import _initialize_tables
-
-        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
-        logging.getLogger("alembic").setLevel(logging.WARNING)
-        engine = create_engine(self.target.url_for(self.name), poolclass=NullPool)
-        try:
-            _initialize_tables(engine)
-        finally:
-            engine.dispose()
+        how = create_schema(self.target, self.name)
+        log.info("schema created", schema=self.name, how=how)
         with self.target.connect(self.name) as conn:
             check_column_lists(lambda table: self._staged_columns(conn, table))
             if conn.execute("SELECT COUNT(*) FROM alembic_version").fetchone()[0] != 1:

@@ -245,19 +245,23 @@ def test_value_over_column_limit_skipped_with_skip_invalid(long_value_tree, pg_u
 
 
 @posix_only("the test server is stopped through its process group")
-def test_mlflow_server_on_the_migrated_postgres_database(tree, pg_uri, tmp_path, monkeypatch):
+def test_mlflow_server_on_the_migrated_postgres_database(tree, pg_server, pg_uri, tmp_path, monkeypatch):
     """`mlflow server` of the installed MLflow opens the result without `mlflow db upgrade`,
     serves every experiment over REST (through the id map), and a run it logs lands in the
-    database."""
+    database. The run replays the recorded schema, as every run after a machine's first does
+    (that the replay equals MLflow's migrations: test_postgres_schema.py)."""
     from mlflow import MlflowClient
 
     from tests import mlflow_server
+    from tests.integration.test_postgres_schema import warm_recording
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    warm_recording(pg_server)
     report = tmp_path / "report.json"
-    result = run_cli("--source", str(tree), "--target", pg_uri, "--report", str(report))
+    result = run_cli("--source", str(tree), "--target", pg_uri, "--report", str(report), "--log-format", "json")
     assert result.returncode == 0, result.stderr[-3000:]
+    assert '"how": "replayed"' in result.stderr
     id_map = json.loads(report.read_text())["experiment_id_map"]
 
     backend = pg_uri.replace("postgresql://", "postgresql+psycopg://", 1)
