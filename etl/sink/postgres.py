@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import threading
 import time
 from contextlib import suppress
@@ -28,7 +29,7 @@ from contextlib import suppress
 from etl.errors import MigrationError, NotPromoted, TargetError
 from etl.observe import log
 from etl.rows import COLUMNS, DEDUPLICATED_TABLES, DICT_TABLES, TABLES, RowBatch
-from etl.sink.schema import SCHEMA_SEED_TABLES, check_column_lists, schema_limits
+from etl.sink.schema import SCHEMA_SEED_TABLES, check_column_lists, declared_types, schema_limits
 from etl.sink.target import redact
 from etl.sink.writer import (
     ENTITY_KEYS,
@@ -38,7 +39,7 @@ from etl.sink.writer import (
     UNKEYED_ORPHANS,
     _exclusive,
 )
-from etl.sql_limits import INT16, INT32, INT64, Limits
+from etl.sql_limits import INT16, INT32, INT64, ColumnLimit, Limits
 
 # PostgreSQL's INTEGER, the type of MLflow's experiment_id.
 PG_INTEGER_MAX = 2**31 - 1
@@ -147,9 +148,17 @@ class PostgresTarget:
 
     @staticmethod
     def expected_limits() -> Limits:
-        """For a dry run, which stages nothing: the constraints of MLflow's schema without
-        PostgreSQL's VARCHAR lengths and integer widths (only a staged schema says those)."""
-        return schema_limits()
+        """For a dry run, which stages nothing: the limits a staged schema would have (see
+        ``PostgresStaging.column_limits``), from the types MLflow's migrations declare, as the
+        SQLite template keeps them (VARCHAR(n), SMALLINT, INTEGER, BIGINT, TEXT), read with
+        PostgreSQL's meaning. A test holds the two equal."""
+        limits = dict(schema_limits())
+        for key, declared in declared_types().items():
+            if key in limits:
+                match = _DECLARED.fullmatch(declared.strip().lower())
+                data_type, length = (match[1], int(match[2]) if match[2] else None) if match else (declared, None)
+                limits[key] = _postgres_limit(limits[key], key[1], _PG_NAMES.get(data_type, data_type), length)
+        return limits
 
     def staging(self, keep_failed: bool = False) -> PostgresStaging:
         return PostgresStaging(self, keep_failed)
@@ -179,6 +188,22 @@ class PostgresTarget:
             return {t: conn.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in TABLES}
         finally:
             conn.close()
+
+
+# A type as MLflow's migrations declare it, and its name in information_schema.
+_DECLARED = re.compile(r"(\w+(?: \w+)*)\s*(?:\((\d+)\))?")
+_PG_NAMES = {"varchar": "character varying", "char": "character", "int": "integer"}
+
+
+def _postgres_limit(limit: ColumnLimit, column: str, data_type: str, length: int | None) -> ColumnLimit:
+    """What PostgreSQL adds to a column's limit: text has a length (or none) and holds no NUL,
+    integers have their declared width. experiment_id keeps the 64-bit range: ids beyond 32 bits
+    are renumbered (etl.source.layout.experiment_id_map), never refused."""
+    if data_type in ("character varying", "character", "text"):
+        return dataclasses.replace(limit, max_length=length, nul_allowed=False)
+    if data_type in INT_RANGES and column != "experiment_id":
+        return dataclasses.replace(limit, int_range=INT_RANGES[data_type])
+    return limit
 
 
 def _first_line(error: Exception) -> str:
@@ -374,9 +399,7 @@ class PostgresStaging:
 
     def column_limits(self) -> Limits:
         """MLflow's constraints (types, NOT NULL, CHECK ... IN, as for SQLite) with what
-        PostgreSQL adds, read from the staged schema: VARCHAR lengths, 32- and 16-bit integers,
-        no NUL in text. experiment_id keeps the 64-bit range: ids beyond 32 bits are renumbered
-        (etl.source.layout.experiment_id_map), never refused."""
+        PostgreSQL adds (``_postgres_limit``), read from the staged schema."""
         limits = dict(schema_limits())
         with self.target.connect(self.name) as conn:
             for table, column, data_type, length in conn.execute(
@@ -385,13 +408,8 @@ class PostgresStaging:
                 (self.name, list(COLUMNS)),
             ):
                 limit = limits.get((table, column))
-                if limit is None:
-                    continue
-                if data_type in ("character varying", "character", "text"):
-                    limit = dataclasses.replace(limit, max_length=length, nul_allowed=False)
-                elif data_type in INT_RANGES and column != "experiment_id":
-                    limit = dataclasses.replace(limit, int_range=INT_RANGES[data_type])
-                limits[(table, column)] = limit
+                if limit is not None:
+                    limits[(table, column)] = _postgres_limit(limit, column, data_type, length)
         return limits
 
     def writer(self, batch_size: int) -> PostgresWriter:
@@ -621,8 +639,6 @@ class PostgresWriter:
 
 def _orphan_delete(table: str, definition: str) -> tuple[str, str]:
     """DELETE of the rows of table that break a ``FOREIGN KEY (a, b) REFERENCES p(x, y)``."""
-    import re
-
     match = re.match(r"FOREIGN KEY \((.+?)\) REFERENCES (.+?)\((.+?)\)", definition)
     if match is None:  # pragma: no cover - pg_get_constraintdef's format is fixed
         raise MigrationError(f"cannot read foreign key {definition!r}")

@@ -146,14 +146,35 @@ def _declared_kind(declared: str) -> str:
     return "boolean" if "BOOL" in declared else "text"
 
 
-def schema_limits() -> Limits:
-    """The limits of the schema ``create_schema`` makes, without a staging file (a dry run)."""
+def _from_template(read):
+    """read(path of a database MLflow's migrations built): the cached template, or a scratch
+    build when there is no writable cache."""
     try:
-        return sqlite_limits(template_path())
+        return read(template_path())
     except OSError:
         with tempfile.TemporaryDirectory() as folder:
             build_schema(Path(folder) / "schema.db")
-            return sqlite_limits(Path(folder) / "schema.db")
+            return read(Path(folder) / "schema.db")
+
+
+def schema_limits() -> Limits:
+    """The limits of the schema ``create_schema`` makes, without a staging file (a dry run)."""
+    return _from_template(sqlite_limits)
+
+
+def declared_types() -> dict[tuple[str, str], str]:
+    """(table, column) -> the type MLflow's migrations declared (VARCHAR(250), BIGINT, ...), for
+    every column we fill. SQLite keeps each declaration as written, whatever it enforces."""
+
+    def read(database: Path) -> dict[tuple[str, str], str]:
+        conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+        try:
+            return {(table, r[1]): r[2] for table in COLUMNS
+                    for r in conn.execute(f'PRAGMA table_info("{table}")')}  # fmt: skip
+        finally:
+            conn.close()
+
+    return _from_template(read)
 
 
 def sqlite_limits(database: Path) -> Limits:

@@ -229,6 +229,31 @@ def test_value_over_column_limit_is_invalid_input(long_value_tree, pg_uri):
     assert sqlite.returncode == 0, sqlite.stderr[-2000:]
 
 
+def test_dry_run_reports_a_value_over_column_limit(long_value_tree, pg_uri):
+    """A dry run stages nothing, yet lists the value the real run would refuse, as it would."""
+    copy, tag = long_value_tree
+    before = snapshot(pg_uri)
+    result = run_cli("--source", str(copy), "--target", pg_uri, "--dry-run")
+    assert result.returncode == 3, result.stderr[-2000:]
+    assert f"{tag}: tags.value is 8001 characters long; the target holds at most 8000" in result.stderr
+    assert snapshot(pg_uri) == before
+
+
+def test_dry_run_limits_are_those_of_a_staged_schema(pg_uri):
+    """The dry run reads PostgreSQL's limits from the types MLflow's migrations declare; a
+    staged schema says the same, column by column."""
+    from etl.sink.postgres import PostgresTarget
+
+    target = PostgresTarget(pg_uri)
+    with target.staging() as area:
+        area.create_schema()
+        staged = area.column_limits()
+    expected = target.expected_limits()
+    assert {k: v for k, v in staged.items() if v.max_length} and staged.keys() == expected.keys()
+    for key, limit in staged.items():
+        assert expected[key] == limit, key
+
+
 def test_value_over_column_limit_skipped_with_skip_invalid(long_value_tree, pg_uri, tmp_path):
     copy, tag = long_value_tree
     run_id = tag.parent.parent.name
