@@ -24,6 +24,7 @@ from etl.summary import (
     census_dict,
     census_lines,
     fill_from_load,
+    lossy_dicts,
     lossy_lines,
     new_report,
     problem_dicts,
@@ -162,7 +163,11 @@ def main(ctx, source, target, batch_size, queue_size, verify, keep_failed, skip_
 @_common_options
 @click.pass_context
 def verify_command(ctx, source, target, workers, report_path, verbose, quiet, log_format):
-    """Verify an existing database against a FileStore tree, field by field; change nothing."""
+    """Verify an existing database against a FileStore tree, field by field; change nothing.
+
+    Prints the census of the tree and names the metric values MLflow's SQL store cannot hold as
+    the files hold them (a logged model's NaN held as 0, any +-Inf as +-max), as a migration does.
+    """
     configure_logging(verbose=verbose, quiet=quiet, fmt=log_format)
     ctx.exit(_run_verify(source, target, workers, report_path, quiet))
 
@@ -319,8 +324,9 @@ def _run_verify(source: Path, target: str, workers: int, report_path: Path | Non
         report["counts"]["target"] = run.counts
         report["census"] = census_dict(run.load.census, report["source"])
         report["verification"] = result.to_dict()
+        report["unrepresentable_values"] = lossy_dicts(result.lossy)
         if not quiet:
-            click.echo("\n".join(census_lines(report["census"])))
+            click.echo("\n".join(census_lines(report["census"]) + lossy_lines(result.lossy)))
         if not result.ok:
             raise VerificationFailed(result)
         if not quiet:

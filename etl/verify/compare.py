@@ -467,6 +467,8 @@ def verify_logged_models(mlruns: str, staging: str, experiment_id: str, model_id
     for model_id in model_ids:
         report.checked("logged_models")
         meta, source, points = read_logged_model(store, os.path.join(folder, model_id))
+        for point in points:
+            report.count_unrepresentable("logged_model_metrics", model_id, point.key, (point.value,))
         other = _read_target(report, "logged_models", model_id, target.get_logged_model, model_id, True)
         if other is None:
             continue

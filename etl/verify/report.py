@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from dataclasses import dataclass, field
 
 # Report order and display names; an entity appears once something of it was checked.
@@ -46,6 +48,9 @@ class EntityResult:
 class VerificationReport:
     results: dict[str, EntityResult] = field(default_factory=dict)
     mismatches: list[Mismatch] = field(default_factory=list)
+    # (table, owner id, metric key, "NaN" | "+Inf" | "-Inf") -> points in the files that MLflow's
+    # SQL store cannot hold as written (etl.summary names them).
+    lossy: Counter = field(default_factory=Counter)
 
     @property
     def ok(self) -> bool:
@@ -61,6 +66,15 @@ class VerificationReport:
         self.results.setdefault(entity, EntityResult()).failed_ids.add(id_)
         self.mismatches.append(Mismatch(entity, str(id_), field_, source, target))
 
+    def count_unrepresentable(self, table: str, id_: str, key: str, values) -> None:
+        """The values of one metric series MLflow's SQL store cannot hold as written: +-Inf (held
+        as +-max), and NaN in logged_model_metrics (held as 0: it has no NaN flag)."""
+        for value in values:
+            if math.isinf(value):
+                self.lossy[(table, id_, key, "+Inf" if value > 0 else "-Inf")] += 1
+            elif value != value and table == "logged_model_metrics":
+                self.lossy[(table, id_, key, "NaN")] += 1
+
     def merge(self, other: VerificationReport) -> None:
         for entity, result in other.results.items():
             mine = self.results.setdefault(entity, EntityResult())
@@ -68,6 +82,7 @@ class VerificationReport:
             mine.failed_ids |= result.failed_ids
             mine.skipped += result.skipped
         self.mismatches.extend(other.mismatches)
+        self.lossy.update(other.lossy)
 
     def _ordered(self):
         known = [e for e in ENTITY_NAMES if e in self.results]

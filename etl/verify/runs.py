@@ -202,6 +202,11 @@ def _matches_files(report, exp_dir: str, experiment_id: str, run_id: str, target
     for entity in ("runs", "params", "tags", "inputs", "latest_metrics"):
         report.checked(entity)
     report.checked("metrics", len(metrics))
+    for key, data in metrics.items():
+        # The lines matched the rows rendered: only an +-Inf value is spelled with "inf".
+        if b"inf" in data:
+            report.count_unrepresentable("metrics", run_id, key, (
+                float(line.split(" ")[1]) for line in data.decode().split("\n") if "inf" in line))
     return True
 
 
@@ -445,6 +450,7 @@ def _verify_run(report, store, run_dir: str, run_id: str, meta: dict, target) ->
     history = target["history"]
     for key in sorted(keys):
         points = metric_history(store, info, key)
+        report.count_unrepresentable("metrics", run_id, key, (p[2] for p in points))
         rows = sorted(history.get((run_id, key), []), key=lambda r: (r[1], r[0], r[2], r[3]))
         _verify_history(report, f"{run_id}/{key}", points, rows)
         _verify_latest(report, run_id, key, points, target_latest.get(key))

@@ -224,3 +224,15 @@ def test_an_input_mlflow_cannot_read_is_a_named_mismatch(migrated, tmp_path):
     (m,) = json.loads(report_path.read_text())["verification"]["mismatches"]
     assert (m["entity"], m["id"], m["field"]) == ("runs", runs[1], "readable by MLflow")
     assert "FOO" in m["source"]
+
+
+def test_infinities_are_counted_by_bytes_and_through_mlflow_alike(migrated):
+    """Run metric +-Inf (held as +-max) are counted per point in the files, whichever way the
+    run is proven; a NaN keeps its is_nan flag and is not counted."""
+    mlruns, db, exp, runs = migrated
+    assert fast_path(mlruns, db, exp, runs[0]) and not fast_path(mlruns, db, exp, runs[2])
+    report = verify_runs(str(mlruns), str(db), exp, str(mlruns / exp), runs)
+    assert dict(report.lossy) == {
+        **{("metrics", run, "inf", "+Inf"): 1 for run in runs},
+        **{("metrics", run, "neg", "-Inf"): 1 for run in runs},
+    }
