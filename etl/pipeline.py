@@ -14,6 +14,7 @@ import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -42,10 +43,12 @@ from etl.source.layout import (
 )
 from etl.sql_limits import Limits
 from etl.verify.compare import verify_experiments, verify_logged_models, verify_traces
+from etl.verify.models import prove_logged_models
 from etl.verify.registry import verify_registry
-from etl.verify.runs import verify_runs
-from etl.verify.survey import survey
 from etl.verify.report import VerificationReport
+from etl.verify.runs import check_runs, prove_runs
+from etl.verify.survey import survey
+from etl.verify.traces import prove_traces
 
 # Runs per verification task: one read-only query set per chunk on the target side.
 VERIFY_CHUNK = 64
@@ -492,44 +495,60 @@ async def verify(
 
 async def _verify(mlruns, locator, processes, progress, skipped, id_map) -> VerificationReport:
     limiter = anyio.CapacityLimiter(processes)
+    # What needs MLflow runs in this process, on one thread at a time: a tree with traces has
+    # MLflow imported here already (etl.source.derived), and a worker process that imported it
+    # would hold ~200 MB more for the rest of the run.
+    mlflow_limiter = anyio.CapacityLimiter(1)
     root, db = str(mlruns), locator
     ids = {str(old): str(new) for old, new in (id_map or {}).items()}
     progress.phase("verify", total=1)
     report = VerificationReport()
 
     async def run(func, *args):
+        """A check that imports no MLflow: in the worker processes."""
         if processes == 1:
-            # One process: this one, on a thread. A new process would import MLflow again (most
-            # of a small tree's verification); here it is imported once, or already was for the
-            # tree's traces or the first run's schema.
+            # One process: this one, on a thread. A new process costs more than it saves here.
             return await anyio.to_thread.run_sync(func, *args, limiter=limiter)
         return await anyio.to_process.run_sync(func, *args, cancellable=True, limiter=limiter)
 
+    async def with_mlflow(func, *args):
+        return await anyio.to_thread.run_sync(func, *args, limiter=mlflow_limiter)
+
     async def one(func, *args) -> None:
-        report.merge(await run(func, *args))
+        report.merge(await with_mlflow(func, *args))
         progress.advance()
 
-    # Most checks compare bytes and import nothing; MLflow (~200 MB and seconds of CPU per
-    # process) is imported only where they cannot prove a thing, which on most trees is nowhere.
+    async def proven(prove, args, check) -> None:
+        """Bytes first; MLflow's reader for what they could not prove, and it names the differences."""
+        proof, unsure = await run(prove, *args)
+        report.merge(proof)
+        if unsure:
+            report.merge(await with_mlflow(check, unsure))
+        progress.advance()
+
     async with anyio.create_task_group() as tg:
         found = await run(survey, root, db, skipped, ids)
         if found.registry:
             progress.add_total(1)
             tg.start_soon(one, verify_registry, root, db, skipped)
-        if found.proven:
-            experiments, plan = found.report, found.plan
-        else:
-            experiments, plan = await run(verify_experiments, root, db, skipped, ids)
-        report.merge(experiments)
+        report.merge(found.report)
+        plan = found.plan
+        if found.unproven is None or found.unproven:
+            experiments, more = await with_mlflow(verify_experiments, root, db, skipped, ids, found.unproven)
+            report.merge(experiments)
+            plan = {**plan, **more}
         progress.advance()
         skipped_runs = frozenset((skipped or {}).get("runs", ()))
         for exp_id, folders in plan.items():
-            for start in range(0, len(folders["runs"]), VERIFY_CHUNK):
-                progress.add_total(1)
-                chunk = folders["runs"][start : start + VERIFY_CHUNK]
-                tg.start_soon(one, verify_runs, root, db, exp_id, folders["path"], chunk, skipped_runs, ids)
-            for func, key, extra in ((verify_traces, "traces", ()), (verify_logged_models, "models", (ids,))):
+            path = folders["path"]
+            checks = (
+                ("runs", prove_runs, (skipped_runs, ids), partial(check_runs, root, db, exp_id, path, id_map=ids)),
+                ("traces", prove_traces, (ids,), partial(verify_traces, root, db, exp_id)),
+                ("models", prove_logged_models, (ids,), partial(verify_logged_models, root, db, exp_id, id_map=ids)),
+            )
+            for key, prove, extra, check in checks:
                 for start in range(0, len(folders[key]), VERIFY_CHUNK):
                     progress.add_total(1)
-                    tg.start_soon(one, func, root, db, exp_id, folders[key][start : start + VERIFY_CHUNK], *extra)
+                    chunk = folders[key][start : start + VERIFY_CHUNK]
+                    tg.start_soon(proven, prove, (db, exp_id, path, chunk, *extra), check)
     return report

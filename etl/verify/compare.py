@@ -14,7 +14,7 @@ from functools import cache
 
 from etl.sql_limits import FLOAT_MAX
 from etl.verify.connect import connect
-from etl.verify.oracle import read_logged_model, read_trace, sql_store, tracking_store
+from etl.verify.oracle import read_logged_model, read_trace, tracking_store
 from etl.verify.report import VerificationReport
 
 
@@ -105,19 +105,31 @@ def _source_ids(id_map: dict[str, str] | None) -> dict[str, str]:
     return {new: old for old, new in (id_map or {}).items()}
 
 
+def key_values(conn, table: str, owner: str, key: str, value: str, ids: list[str]) -> dict[str, dict]:
+    """{owner id: {key: value}} of a key-value table (tags, params, metadata) for these owners."""
+    out: dict[str, dict] = defaultdict(dict)
+    marks = ",".join("?" * len(ids))
+    for id_, k, v in conn.execute(f"SELECT {owner}, {key}, {value} FROM {table} WHERE {owner} IN ({marks})", ids):
+        out[id_][k] = v
+    return out
+
+
 def verify_experiments(
     mlruns: str, staging: str, skipped: dict[str, set[str]] | None = None,
-    id_map: dict[str, str] | None = None,
+    id_map: dict[str, str] | None = None, only: set[str] | None = None,
 ) -> tuple[VerificationReport, dict[str, dict]]:
     """Experiments, their tags and datasets; and, per experiment, the runs, traces and logged
-    models MLflow's reader finds, for the chunked checks that follow."""
+    models MLflow's reader finds, for the chunked checks that follow. ``only``: these experiment
+    ids alone (the others were proven by bytes, etl.verify.survey)."""
     from mlflow.store.tracking.file_store import FileStore
 
     skipped = skipped or {}
     back = _source_ids(id_map)
     store = tracking_store(mlruns)
     report = VerificationReport()
-    exp_ids = store._get_active_experiments() + store._get_deleted_experiments()
+    exp_ids = [
+        i for i in store._get_active_experiments() + store._get_deleted_experiments() if only is None or i in only
+    ]
     source = _read_each(
         report, "experiments", [(i, i) for i in exp_ids], store._get_experiment,
         skipped.get("experiments", set()),
@@ -153,6 +165,8 @@ def verify_experiments(
 
     plan: dict[str, dict] = {}
     skipped_experiments = skipped.get("experiments", set())
+    if only is not None:
+        target = {k: v for k, v in target.items() if k in only}
     for exp_id in sorted(source.keys() | (target.keys() - skipped_experiments)):
         report.checked("experiments")
         exp = source.get(exp_id)
@@ -217,31 +231,22 @@ def _verify_datasets(report, store, exp_id: str, exp_dir: str, target: dict, ski
 
 
 # --- traces and assessments -------------------------------------------------------------------
-
-def _read_target(report, entity: str, id_: str, read, *args):
-    """An entity through MLflow's SQL store: absent, or present but not readable by MLflow
-    (a database another tool wrote can hold rows MLflow itself rejects), are both mismatches."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return read(*args)
-    except MlflowException as e:
-        if e.error_code == "RESOURCE_DOES_NOT_EXIST":
-            report.mismatch(entity, id_, "presence", True, False)
-        else:
-            report.mismatch(entity, id_, "readable by MLflow", True, str(e)[:200])
-    return None
-
+# The target side is read with plain SQL, as MLflow's SQL store's entities show it
+# (SqlTraceInfo.to_mlflow_entity, SqlLoggedModel.to_mlflow_entity): importing that store costs
+# every process seconds of CPU, and it is not needed to read a handful of tables.
 
 TRACE_FIELDS = (
     "request_time", "execution_duration", "state", "client_request_id", "request_preview",
     "response_preview",
 )
+TRACE_COLUMNS = ("timestamp_ms", "execution_time_ms", "status", "client_request_id", "request_preview",
+                 "response_preview")
 ASSESSMENT_COLUMNS = (
     "assessment_id", "trace_id", "name", "assessment_type", "value", "error", "created_timestamp",
     "last_updated_timestamp", "source_type", "source_id", "run_id", "span_id", "rationale",
     "overrides", "valid", "assessment_metadata",
 )
+TRACE_NAME_TAG = "mlflow.traceName"
 
 
 @cache
@@ -276,9 +281,9 @@ def _target_analytics(conn, trace_ids: list[str]) -> tuple[tuple[str, ...], dict
 
 
 def _verify_trace_metadata(report, trace_id: str, source: dict, shown: dict, columns, row: dict) -> None:
-    """Session, token usage and cost metadata live in trace_info columns, which MLflow's SQL store
-    renders back as JSON text: those are compared as the columns MLflow derives from the file's
-    text (so JSON spacing or key order cannot refuse a correct migration), the rest as text."""
+    """Session, token usage and cost metadata live in trace_info columns: those are compared as
+    the columns MLflow derives from the file's text (so JSON spacing or key order cannot refuse a
+    correct migration), the rest as text."""
     source, shown = dict(source), dict(shown)
     analytics = _trace_analytics()
     if columns:
@@ -296,11 +301,33 @@ def _verify_trace_metadata(report, trace_id: str, source: dict, shown: dict, col
     _compare_dict(report, "traces", trace_id, source, shown)
 
 
+def _target_trace_infos(conn, trace_ids: list[str]) -> tuple[dict, dict, dict]:
+    """{trace id: fields as TraceInfo names them}, {trace id: tags}, {trace id: metadata rows}."""
+    marks = ",".join("?" * len(trace_ids))
+    present = {d[0] for d in conn.execute("SELECT * FROM trace_info LIMIT 0").description}
+    name_column = "trace_name" if "trace_name" in present else "NULL"
+    infos, names = {}, {}
+    for trace_id, name, *values in conn.execute(
+        f"SELECT request_id, {name_column}, {', '.join(TRACE_COLUMNS)} FROM trace_info "
+        f"WHERE request_id IN ({marks})", trace_ids
+    ):
+        infos[trace_id] = dict(zip(TRACE_FIELDS, values))
+        names[trace_id] = name
+    tags = key_values(conn, "trace_tags", "request_id", "key", "value", trace_ids)
+    for trace_id, name in names.items():
+        if name_column != "NULL":  # the column wins, as in MLflow's SQL entity
+            tags[trace_id].pop(TRACE_NAME_TAG, None)
+        if name is not None:
+            tags[trace_id][TRACE_NAME_TAG] = name
+    return infos, tags, key_values(conn, "trace_request_metadata", "request_id", "key", "value", trace_ids)
+
+
 def verify_traces(mlruns: str, staging: str, experiment_id: str, trace_ids: list[str]) -> VerificationReport:
-    store, target = tracking_store(mlruns), sql_store(staging)
+    store = tracking_store(mlruns)
     report = VerificationReport()
     conn = _connect(staging)
     try:
+        infos, tags, metadata = _target_trace_infos(conn, trace_ids)
         assessments = _target_assessments(conn, trace_ids)
         columns, analytics = _target_analytics(conn, trace_ids)
     finally:
@@ -309,16 +336,15 @@ def verify_traces(mlruns: str, staging: str, experiment_id: str, trace_ids: list
         report.checked("traces")
         trace_dir = store._find_trace_dir(trace_id, assert_exists=True)
         source, source_assessments = read_trace(store, trace_dir)
-        other = _read_target(report, "traces", trace_id, target.get_trace_info, trace_id)
-        if other is None:
+        dst = infos.get(trace_id)
+        if dst is None:
+            report.mismatch("traces", trace_id, "presence", True, False)
             continue
         src = {f: getattr(source, f) for f in TRACE_FIELDS}
-        src["state"] = str(source.state)
-        dst = {f: getattr(other, f) for f in TRACE_FIELDS}
-        dst["state"] = str(other.state)
+        src["state"] = source.state.value
         _compare_fields(report, "traces", trace_id, TRACE_FIELDS, src, dst)
-        _compare_dict(report, "traces", trace_id, dict(source.tags), dict(other.tags))
-        _verify_trace_metadata(report, trace_id, source.trace_metadata, other.trace_metadata, columns,
+        _compare_dict(report, "traces", trace_id, dict(source.tags), tags.get(trace_id, {}))
+        _verify_trace_metadata(report, trace_id, source.trace_metadata, metadata.get(trace_id, {}), columns,
                                analytics.get(trace_id, {}))
         _verify_assessments(report, source_assessments, assessments.get(trace_id, {}))
     return report
@@ -426,11 +452,19 @@ def _model_metric_points(points) -> dict:
     return out
 
 
-def _target_logged_models(conn, model_ids: list[str]) -> tuple[dict, dict]:
+def _target_logged_models(conn, model_ids: list[str]) -> tuple[dict, dict, dict, dict]:
+    """{model id: row}, {model id: tags}, {model id: params}, {model id: metric points}."""
     marks = ",".join("?" * len(model_ids))
-    stages = dict(conn.execute(
-        f"SELECT model_id, lifecycle_stage FROM logged_models WHERE model_id IN ({marks})", model_ids
-    ))
+    rows = {
+        r[0]: dict(zip(LOGGED_MODEL_FIELDS + ("lifecycle_stage",), r[1:]))
+        for r in conn.execute(
+            f"SELECT model_id, name, experiment_id, artifact_location, creation_timestamp_ms, "
+            f"last_updated_timestamp_ms, status, status_message, model_type, source_run_id, lifecycle_stage "
+            f"FROM logged_models WHERE model_id IN ({marks})", model_ids
+        )
+    }
+    tags = key_values(conn, "logged_model_tags", "model_id", "tag_key", "tag_value", model_ids)
+    params = key_values(conn, "logged_model_params", "model_id", "param_key", "param_value", model_ids)
     metrics = defaultdict(dict)
     for model_id, key, ts, step, run_id, name, digest, value in conn.execute(
         f"SELECT model_id, metric_name, metric_timestamp_ms, metric_step, run_id, dataset_name, "
@@ -438,7 +472,7 @@ def _target_logged_models(conn, model_ids: list[str]) -> tuple[dict, dict]:
         model_ids,
     ):
         metrics[model_id][(key, ts, step, run_id)] = (name, digest, value)
-    return stages, metrics
+    return rows, tags, params, metrics
 
 
 def _verify_model_metrics(report, model_id: str, source: dict, target: dict) -> None:
@@ -455,13 +489,15 @@ def _verify_model_metrics(report, model_id: str, source: dict, target: dict) -> 
 
 def verify_logged_models(mlruns: str, staging: str, experiment_id: str, model_ids: list[str],
                          id_map: dict[str, str] | None = None) -> VerificationReport:
-    store, target = tracking_store(mlruns), sql_store(staging)
+    from mlflow.entities import LoggedModelStatus
+
+    store = tracking_store(mlruns)
     report = VerificationReport()
     back = _source_ids(id_map)
     folder = os.path.join(store._get_experiment_path(experiment_id, assert_exists=True), "models")
     conn = _connect(staging)
     try:
-        stages, metrics = _target_logged_models(conn, model_ids)
+        rows, tags, params, metrics = _target_logged_models(conn, model_ids)
     finally:
         conn.close()
     for model_id in model_ids:
@@ -469,20 +505,26 @@ def verify_logged_models(mlruns: str, staging: str, experiment_id: str, model_id
         meta, source, points = read_logged_model(store, os.path.join(folder, model_id))
         for point in points:
             report.count_unrepresentable("logged_model_metrics", model_id, point.key, (point.value,))
-        other = _read_target(report, "logged_models", model_id, target.get_logged_model, model_id, True)
-        if other is None:
+        row = rows.get(model_id)
+        if row is None:
+            report.mismatch("logged_models", model_id, "presence", True, False)
             continue
-        dst = {f: getattr(other, f) for f in LOGGED_MODEL_FIELDS}
-        dst["experiment_id"] = back.get(dst["experiment_id"], dst["experiment_id"])
+        dst = dict(row)
+        dst["experiment_id"] = back.get(str(row["experiment_id"]), str(row["experiment_id"]))
+        try:
+            dst["status"] = LoggedModelStatus.from_int(row["status"])
+        except Exception:  # noqa: BLE001 - a number MLflow's SQL store could not read back
+            report.mismatch("logged_models", model_id, "status", source.status, row["status"])
+            dst["status"] = source.status
         _compare_fields(
             report, "logged_models", model_id, LOGGED_MODEL_FIELDS,
             {f: getattr(source, f) for f in LOGGED_MODEL_FIELDS}, dst,
         )
         # A deleted model keeps its folder; only the meta's lifecycle_stage says it is deleted.
         stage = meta.get("lifecycle_stage") or "active"
-        if stage != stages.get(model_id):
-            report.mismatch("logged_models", model_id, "lifecycle_stage", stage, stages.get(model_id))
-        _compare_dict(report, "logged_models", model_id, dict(source.tags), dict(other.tags))
-        _compare_dict(report, "logged_models", model_id, dict(source.params), dict(other.params))
+        if stage != row["lifecycle_stage"]:
+            report.mismatch("logged_models", model_id, "lifecycle_stage", stage, row["lifecycle_stage"])
+        _compare_dict(report, "logged_models", model_id, dict(source.tags), tags.get(model_id, {}))
+        _compare_dict(report, "logged_models", model_id, dict(source.params), params.get(model_id, {}))
         _verify_model_metrics(report, model_id, _model_metric_points(points), metrics.get(model_id, {}))
     return report

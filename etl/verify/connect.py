@@ -24,13 +24,6 @@ def connect(locator: str):
     return sqlite3.connect(f"file:{locator}?mode=ro", uri=True)
 
 
-def sqlalchemy_uri(locator: str) -> str:
-    """The same database for SQLAlchemy (MLflow's SqlAlchemyStore), read-only."""
-    if is_postgres(locator):
-        return "postgresql+psycopg://" + locator.split("://", 1)[1]
-    return f"sqlite:///file:{locator}?mode=ro&uri=true"
-
-
 # A quoted literal is kept as it is; a ? outside one is a placeholder.
 _TOKENS = re.compile(r"'(?:[^']|'')*'|\?")
 

@@ -8,6 +8,8 @@ costs each process ~200 MB and seconds of CPU; this module imports only PyYAML.
 
 from __future__ import annotations
 
+import datetime
+import math
 import os
 import re
 import stat
@@ -133,6 +135,27 @@ def same_values(files: dict[str, bytes], values: dict[str, str]) -> bool:
         return False
 
 
+def file_lines(data: bytes) -> list[str] | None:
+    """A metric file's lines (each written with a final newline), None if it is not UTF-8."""
+    try:
+        lines = data.decode("utf-8").split("\n")
+    except UnicodeDecodeError:
+        return None
+    if lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def same_folders(parent: str, values: dict[str, dict[str, str]]) -> bool:
+    """Each key folder named in ``values`` (params, tags...) under ``parent`` holds exactly its
+    values (``same_values``)."""
+    for name, expected in values.items():
+        files = key_files(os.path.join(parent, name))
+        if files is None or not same_values(files, expected):
+            return False
+    return True
+
+
 def subfolders(folder: str) -> list[str] | None:
     """Names of the folders directly in folder, sorted; [] if absent, None if unreadable."""
     try:
@@ -142,3 +165,40 @@ def subfolders(folder: str) -> list[str] | None:
         return []
     except OSError:
         return None
+
+
+def read_yaml(path: str) -> dict | None:
+    """A YAML file as MLflow's read_yaml parses it; None if absent, unreadable or not a mapping."""
+    data = read_bytes(path)
+    return None if data is None else parse_meta(data)
+
+
+_EPOCH = datetime.datetime(1970, 1, 1)
+
+
+def iso_millis(ms) -> str | None:
+    """Milliseconds since the epoch as protobuf's ``Timestamp.ToJsonString`` writes them, the
+    form FileStore keeps a trace's request time and an assessment's times in: whole seconds,
+    or three digits of fraction, then Z. None for what is not a plain int."""
+    if type(ms) is not int:
+        return None
+    seconds, millis = divmod(ms, 1000)
+    try:
+        text = (_EPOCH + datetime.timedelta(seconds=seconds)).isoformat()
+    except OverflowError:
+        return None
+    return f"{text}.{millis:03d}Z" if millis else f"{text}Z"
+
+
+def same(a, b) -> bool:
+    """Equal and of the same types all the way down: YAML's 1, 1.0, true and JSON's are not
+    interchangeable here (Python says 1 == 1.0 == True), and NaN equals NaN."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float):
+        return a == b or (math.isnan(a) and math.isnan(b))
+    return a == b

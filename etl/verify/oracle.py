@@ -20,8 +20,8 @@ verify itself. MLflow's readers have three habits that matter here, all handled 
    the root on every read. ``_index_lookups`` gives the same answers from one listing per
    process (the tree does not change while it is verified).
 
-The target side of traces and logged models is read through MLflow's own SqlAlchemyStore on a
-read-only connection (``sql_store``): what its client would show, derived columns included.
+The target side is never read through MLflow's SqlAlchemyStore (importing it costs seconds of CPU
+per process): the verifier reads the tables with plain SQL (``etl.verify.connect``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ import warnings
 from functools import cache
 
 from etl.sink.schema import cache_dir
-from etl.verify.connect import sqlalchemy_uri
 
 
 @cache
@@ -249,33 +248,3 @@ def read_trace(store, trace_dir: str):
         raw = FileStore._read_yaml(folder, name)
         assessments.append((Assessment.from_dictionary(raw), raw))
     return info, assessments
-
-
-@cache
-def sql_store(staging: str):
-    """MLflow's SQL store on the staging file, on a read-only connection: the verifier never
-    writes. MLflow's store would create a Default experiment where there is none, so that step
-    is left out; and it makes the "parent folder" of the URI's path, which for a read-only
-    ``file:`` URI is a relative folder named ``file:``, so it is built from a scratch folder."""
-    _allow_file_store()
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-    class ReadOnlySqlStore(SqlAlchemyStore):
-        def _initialize_store_state(self):
-            pass
-
-    logging_off()
-    scratch = cache_dir() / "scratch-tracking"
-    previous = os.getcwd()
-    os.chdir(scratch)
-    try:
-        return ReadOnlySqlStore(sqlalchemy_uri(staging), scratch.as_uri())
-    finally:
-        os.chdir(previous)
-
-
-def logging_off() -> None:
-    import logging
-
-    for name in ("mlflow.store.db.utils", "alembic", "mlflow.store.tracking.sqlalchemy_store"):
-        logging.getLogger(name).setLevel(logging.WARNING)

@@ -26,21 +26,22 @@ from etl.sql_limits import FLOAT_MAX
 from etl.verify.compare import (
     _compare_dict,
     _compare_fields,
-    _connect,
-    _source_ids,
     _sql_value,
     metric_value_equal,
 )
 from etl.verify.files import (
     RUN_STATUS,
     SOURCE_TYPE,
+    file_lines,
     key_files,
     parse_meta,
     read_bytes,
     read_meta,
+    same_folders,
     same_values,
     yaml_scalar,
 )
+from etl.verify.proof import prove_each, target_rows, unreadable
 from etl.verify.report import VerificationReport
 
 RUN_NAME_TAG = "mlflow.runName"
@@ -59,28 +60,44 @@ def verify_runs(
     skipped: frozenset[str] = frozenset(), id_map: dict[str, str] | None = None,
 ) -> VerificationReport:
     """The run folders ``names`` of one experiment folder against the target (whose renumbered
-    experiment ids go back through ``id_map``, old -> new, before any comparison)."""
-    report = VerificationReport()
-    if not names:
-        return report
-    if skipped:
-        report.skip("runs", sum(1 for n in names if n in skipped))
-        names = [n for n in names if n not in skipped]
-    conn = _connect(staging)
-    try:
-        target = _target_runs(conn, names)
-    finally:
-        conn.close()
-    back = _source_ids(id_map)
-    for row in target["runs"].values():
-        row["experiment_id"] = back.get(row["experiment_id"], row["experiment_id"])
-    unsure = [n for n in names if not _matches_files(report, exp_dir, experiment_id, n, target)]
+    experiment ids go back through ``id_map``, old -> new, before any comparison): by bytes,
+    then with MLflow's reader for the runs the bytes could not prove."""
+    report, unsure = prove_runs(staging, experiment_id, exp_dir, names, skipped, id_map)
     if unsure:
-        from etl.verify.oracle import tracking_store
+        report.merge(check_runs(mlruns, staging, experiment_id, exp_dir, unsure, id_map))
+    return report
 
-        store = tracking_store(mlruns)
-        for name in unsure:
-            _verify_run_with_mlflow(report, store, exp_dir, experiment_id, name, target)
+
+def prove_runs(
+    staging: str, experiment_id: str, exp_dir: str, names: list[str],
+    skipped: frozenset[str] = frozenset(), id_map: dict[str, str] | None = None,
+) -> tuple[VerificationReport, list[str]]:
+    """(what the bytes proved, the runs they could not): imports no MLflow."""
+    left_out = VerificationReport()
+    if skipped:
+        left_out.skip("runs", sum(1 for n in names if n in skipped))
+        names = [n for n in names if n not in skipped]
+
+    def matches(report, name, target):
+        return _matches_files(report, exp_dir, experiment_id, name, target)
+
+    report, unsure = prove_each(staging, names, _target_runs, "runs", matches, id_map)
+    report.merge(left_out)
+    return report, unsure
+
+
+def check_runs(
+    mlruns: str, staging: str, experiment_id: str, exp_dir: str, names: list[str],
+    id_map: dict[str, str] | None = None,
+) -> VerificationReport:
+    """The runs ``names`` through MLflow's reader, which reports every difference."""
+    from etl.verify.oracle import tracking_store
+
+    report = VerificationReport()
+    target = target_rows(staging, names, _target_runs, "runs", id_map)
+    store = tracking_store(mlruns)
+    for name in names:
+        _verify_run_with_mlflow(report, store, exp_dir, experiment_id, name, target)
     return report
 
 
@@ -160,16 +177,10 @@ def _matches_files(report, exp_dir: str, experiment_id: str, run_id: str, target
     report); False when unsure (nothing counted: MLflow's reader takes the run over)."""
     run_dir = os.path.join(exp_dir, run_id)
     row = target["runs"].get(run_id)
-    data = read_bytes(os.path.join(run_dir, "meta.yaml"))
+    path = os.path.join(run_dir, "meta.yaml")
+    data = read_bytes(path)
     if data is None:
-        if os.path.exists(os.path.join(run_dir, "meta.yaml")):
-            return False
-        # Not a run to MLflow (its reader skips a folder without meta.yaml): the target must not
-        # have it either.
-        if row is not None and row["experiment_id"] == experiment_id:
-            report.checked("runs")
-            report.mismatch("runs", run_id, "presence", False, True)
-        return True
+        return unreadable(report, "runs", run_id, path, row, experiment_id)
     if row is None:
         return False
     # The file exactly as MLflow writes it for the target's row: then it holds those fields,
@@ -180,14 +191,11 @@ def _matches_files(report, exp_dir: str, experiment_id: str, run_id: str, target
         return False
     if not _inputs_match(run_dir, exp_dir, run_id, target):
         return False
-    params = key_files(os.path.join(run_dir, "params"))
     tags = key_files(os.path.join(run_dir, "tags"))
     metrics = key_files(os.path.join(run_dir, "metrics"))
-    if params is None or tags is None or metrics is None:
+    if tags is None or metrics is None or not same_values(tags, target["tags"].get(run_id, {})):
         return False
-    if not same_values(params, target["params"].get(run_id, {})):
-        return False
-    if not same_values(tags, target["tags"].get(run_id, {})):
+    if not same_folders(run_dir, {"params": target["params"].get(run_id, {})}):
         return False
     if not rendered and row["name"] != _run_name(meta, tags):
         return False
@@ -363,12 +371,9 @@ def _line(ts: int, step: int, value: float, is_nan) -> str:
 def _history_matches(data: bytes, rows: list[tuple]) -> bool:
     """The file's lines, as a set (SQL keeps one row for repeated identical points), are the
     target's rows rendered, one line per row."""
-    try:
-        lines = data.decode("utf-8").split("\n")
-    except UnicodeDecodeError:
+    lines = file_lines(data)
+    if lines is None:
         return False
-    if lines[-1] == "":
-        lines.pop()
     rendered = {
         f"{ts} {value!r} {step}" if not is_nan and -FLOAT_MAX < value < FLOAT_MAX
         else _line(ts, step, value, is_nan)

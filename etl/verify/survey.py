@@ -1,11 +1,11 @@
 """The tree's experiments, checked by bytes, and the plan of folders the other checks take.
 
-Most trees hold experiments and runs only. For those, this pass proves the experiments (meta.yaml
-as MLflow's read_yaml parses it, tag files' bytes) and lists the run folders, without importing
-MLflow, so no verification process pays for it. When it cannot prove everything it covers
-(datasets, traces or logged models to read, an experiment whose files differ from the target),
-it says so and MLflow's reader takes over: ``etl.verify.compare.verify_experiments``, which also
-reports what differs.
+This pass proves each experiment (meta.yaml as MLflow's read_yaml parses it, tag files' bytes,
+each dataset's meta.yaml) and lists its run, trace and logged-model folders, without importing
+MLflow, so no verification process pays for it. An experiment it cannot prove (files that differ
+from the target, an unreadable folder, an experiment only the target has) goes to MLflow's
+reader alone: ``etl.verify.compare.verify_experiments``, which also reports what differs. The
+other experiments stay proven by bytes.
 """
 
 from __future__ import annotations
@@ -16,21 +16,23 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from etl.verify.compare import EXPERIMENT_FIELDS, _connect, _source_ids
-from etl.verify.files import key_files, read_meta, same_values, subfolders
+from etl.verify.files import key_files, read_meta, same, same_values, subfolders
 from etl.verify.report import VerificationReport
 
 # FileStore.RESERVED_EXPERIMENT_FOLDERS and _EXPERIMENT_ID_REGEX (mlflow.utils.validation).
 RESERVED = frozenset({"tags", "datasets", "traces", "models"})
 EXPERIMENT_ID = re.compile(r"^[a-zA-Z0-9][\w\-]{0,63}$")
+# Dataset.from_dictionary's fields; the first four are required.
+DATASET_KEYS = ("name", "digest", "source_type", "source", "schema", "profile")
 
 
 @dataclass
 class Survey:
     report: VerificationReport
-    # experiment id -> {"path": folder, "runs": [run folder names], "traces": [], "models": []}
+    # experiment id -> {"path": folder, "runs": [...], "traces": [...], "models": [...]} (folder names)
     plan: dict[str, dict] = field(default_factory=dict)
-    # False: MLflow's reader must verify the experiments (and make the plan) instead.
-    proven: bool = True
+    # Experiments MLflow's reader must verify (and plan) instead; None: all of them.
+    unproven: set[str] | None = field(default_factory=set)
     # Whether there is a model registry to verify, in the source or in the target.
     registry: bool = False
 
@@ -52,13 +54,21 @@ def survey(mlruns: str, staging: str, skipped: dict[str, set[str]] | None = None
         target_tags = defaultdict(dict)
         for exp_id, key, value in conn.execute("SELECT experiment_id, key, value FROM experiment_tags"):
             target_tags[back.get(str(exp_id), str(exp_id))][key] = value
-        target_runs = defaultdict(set)
-        for exp_id, run_id in conn.execute("SELECT experiment_id, run_uuid FROM runs"):
-            target_runs[back.get(str(exp_id), str(exp_id))].add(run_id)
-        others = [
-            conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None
-            for table in ("datasets", "trace_info", "logged_models")
-        ]
+        children = {}
+        for entity, query in (
+            ("runs", "SELECT experiment_id, run_uuid FROM runs"),
+            ("traces", "SELECT experiment_id, request_id FROM trace_info"),
+            ("logged_models", "SELECT experiment_id, model_id FROM logged_models"),
+        ):
+            children[entity] = defaultdict(set)
+            for exp_id, id_ in conn.execute(query):
+                children[entity][back.get(str(exp_id), str(exp_id))].add(id_)
+        datasets = defaultdict(dict)
+        for exp_id, *row in conn.execute(
+            "SELECT experiment_id, name, digest, dataset_source_type, dataset_source, dataset_schema, "
+            "dataset_profile FROM datasets"
+        ):
+            datasets[back.get(str(exp_id), str(exp_id))][(row[0], row[1])] = dict(zip(DATASET_KEYS, row))
         result.registry = any(
             conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None
             for table in ("registered_models", "model_versions")
@@ -68,13 +78,12 @@ def survey(mlruns: str, staging: str, skipped: dict[str, set[str]] | None = None
     registry = subfolders(os.path.join(mlruns, "models"))
     result.registry = result.registry or registry is None or bool(registry)
     folders = _experiment_folders(mlruns)
-    if any(others) or folders is None:
-        result.proven = False
+    if folders is None:
+        result.unproven = None
         return result
 
-    report = result.report
+    report, unproven = result.report, result.unproven
     skipped_experiments = skipped.get("experiments", set())
-    skipped_runs = skipped.get("runs", set())
     seen = set()
     for exp_id, exp_dir in folders:
         if exp_id in seen:
@@ -83,28 +92,53 @@ def survey(mlruns: str, staging: str, skipped: dict[str, set[str]] | None = None
         if exp_id in skipped_experiments:
             report.skip("experiments")
             continue
-        entries = subfolders(exp_dir)
-        if entries is None or not EXPERIMENT_ID.match(exp_id):
-            result.proven = False
-            return result
         if not os.path.lexists(os.path.join(exp_dir, "meta.yaml")):
             continue  # MLflow's reader skips a folder without meta.yaml, and so does the load
         row = target.pop(exp_id, None)
-        if row is None or not _experiment_matches(exp_dir, exp_id, row, target_tags.get(exp_id, {})):
-            result.proven = False
-            return result
-        if any(subfolders(os.path.join(exp_dir, name)) != [] for name in ("datasets", "traces", "models")):
-            result.proven = False  # read through MLflow's reader
-            return result
+        entries = subfolders(exp_dir)
+        listed = {name: subfolders(os.path.join(exp_dir, name)) for name in ("traces", "models")}
+        dataset_count = _datasets_match(exp_dir, exp_id, datasets.get(exp_id, {}), skipped.get("datasets", set()))
+        if (entries is None or not EXPERIMENT_ID.match(exp_id) or row is None or dataset_count is None
+                or None in listed.values()
+                or not _experiment_matches(exp_dir, exp_id, row, target_tags.get(exp_id, {}))):
+            unproven.add(exp_id)
+            continue
         report.checked("experiments")
-        runs = [name for name in entries if name not in RESERVED]
-        result.plan[exp_id] = {"path": exp_dir, "runs": runs, "traces": [], "models": []}
-        for extra in sorted(target_runs.get(exp_id, set()) - set(runs) - skipped_runs):
-            report.checked("runs")
-            report.mismatch("runs", extra, "presence", False, True)
-    if set(target) - skipped_experiments:
-        result.proven = False  # experiments only the target has: MLflow's reader reports them
+        report.checked("datasets", dataset_count)
+        plan = {"path": exp_dir, "runs": [name for name in entries if name not in RESERVED]}
+        for key, entity, names in (("traces", "traces", listed["traces"]),
+                                   ("models", "logged_models", listed["models"])):
+            left_out = skipped.get(entity, set())
+            report.skip(entity, sum(1 for n in names if n in left_out))
+            plan[key] = [n for n in names if n not in left_out]
+        result.plan[exp_id] = plan
+        for entity, key in (("runs", "runs"), ("traces", "traces"), ("logged_models", "models")):
+            expected_absent = skipped.get(entity, set())
+            for extra in sorted(children[entity].get(exp_id, set()) - set(plan[key]) - expected_absent):
+                report.checked(entity)
+                report.mismatch(entity, extra, "presence", False, True)
+    # Experiments only the target has: MLflow's reader reports them.
+    unproven.update(set(target) - skipped_experiments)
     return result
+
+
+def _datasets_match(exp_dir: str, exp_id: str, target: dict, skipped: set[str]) -> int | None:
+    """How many dataset folders the experiment holds, if each meta.yaml holds exactly one of the
+    target's datasets and the target has no other; else None (MLflow's reader decides)."""
+    names = subfolders(os.path.join(exp_dir, "datasets"))
+    if names is None or any(f"{exp_id}/{name}" in skipped for name in names) or len(names) != len(target):
+        return None
+    found = set()
+    for name in names:
+        meta = read_meta(os.path.join(exp_dir, "datasets", name))
+        if meta is None or not meta.keys() <= set(DATASET_KEYS) or not set(DATASET_KEYS[:4]) <= meta.keys():
+            return None
+        key = (meta["name"], meta["digest"])
+        row = target.get(key) if all(isinstance(k, str) for k in key) else None
+        if row is None or key in found or not all(same(meta.get(k), row[k]) for k in DATASET_KEYS):
+            return None
+        found.add(key)
+    return len(names)
 
 
 def _experiment_folders(mlruns: str) -> list[tuple[str, str]] | None:
