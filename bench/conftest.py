@@ -17,6 +17,7 @@ import pytest
 
 from harness import (
     BUILTIN,
+    BYTECODE_MODES,
     CONTENDERS,
     ETL,
     ETL_COLD,
@@ -35,6 +36,7 @@ from harness import (
     build_tree,
     command,
     default_tree_cache,
+    prepare_bytecode,
     start_pg_server,
 )
 
@@ -75,6 +77,10 @@ def pytest_addoption(parser):
                     help="cache folder for generated trees (default $ETL_BENCH_TREES or "
                     "<tmp>/etl-migrate-bench-trees); reused across sessions")
     group.addoption("--bench-seed", type=int, default=0, help="make_large_tree --seed")  # fmt: skip
+    group.addoption("--bench-bytecode", choices=BYTECODE_MODES, default="compiled",
+                    help="compiled: compile the environment's bytecode once before timing, as pip "
+                    "does at install; none: every import compiles again, as in an environment "
+                    "without bytecode run with PYTHONDONTWRITEBYTECODE=1 (default compiled)")
     group.addoption("--bench-gate", action="store_true",
                     help="fail the session when a gated ratio (measured in this session) is over "
                     "its limit; see --gate-max-vs-reference and --gate-max-verify")
@@ -133,7 +139,15 @@ def small_tree(pytestconfig) -> Tree:
 
 
 @pytest.fixture(scope="session")
-def warm_cache(tmp_path_factory) -> Path:
+def bytecode(pytestconfig, tmp_path_factory) -> str:
+    """The contenders' bytecode, set up once before anything is timed (see --bench-bytecode)."""
+    mode = pytestconfig.getoption("--bench-bytecode")
+    prepare_bytecode(mode, tmp_path_factory.mktemp("no-bytecode"))
+    return mode
+
+
+@pytest.fixture(scope="session")
+def warm_cache(tmp_path_factory, bytecode) -> Path:
     """An etl-migrate cache folder as a first run leaves it (the schema template built)."""
     folder = tmp_path_factory.mktemp("warm-cache")
     env = {**bench_env(), "ETL_MIGRATE_CACHE_DIR": str(folder)}
@@ -153,7 +167,7 @@ def pg_server():
 
 
 @pytest.fixture
-def measure(benchmark, tmp_path, bench_rounds, pytestconfig, request):
+def measure(benchmark, tmp_path, bench_rounds, pytestconfig, request, bytecode):
     """measure(contender, tree, table=, key=): time fresh runs, record them, check exit 0."""
     results = pytestconfig.stash[RESULTS]
     # Started only by a session that benches PostgreSQL (skips the test when none is installed).
@@ -220,6 +234,7 @@ def measure(benchmark, tmp_path, bench_rounds, pytestconfig, request):
             "phases": {p: round(statistics.median(r.phases.get(p, 0.0) for r in runs), 3)
                        for p in phase_names},  # fmt: skip
             "exit_codes": [r.exit_code for r in runs],
+            "bytecode": bytecode,
         }
         if "load" in record["phases"]:
             record["load_seconds"] = record["phases"]["load"]
@@ -256,10 +271,11 @@ def _ratio(results: dict, num: str, den: str, field: str = "median_seconds") -> 
 def summary_lines(config) -> list[str]:
     results = config.stash[RESULTS]
     size = config.getoption("--bench-size")
+    bytecode = config.getoption("--bench-bytecode")
     lines = []
     if results["throughput"]:
-        lines.append(f"Throughput, --bench-size {size}: median wall seconds, rows/s and files/s "
-                     "from them, peak RSS (MB) of the whole process tree")  # fmt: skip
+        lines.append(f"Throughput, --bench-size {size}, bytecode {bytecode}: median wall seconds, "
+                     "rows/s and files/s from them, peak RSS (MB) of the whole process tree")  # fmt: skip
         for label, recs in results["throughput"].items():
             any_rec = next(iter(recs.values()))
             lines.append(f"{label}: {any_rec['runs_in_tree']:,} runs, {any_rec['files']:,} files, "
@@ -282,7 +298,8 @@ def summary_lines(config) -> list[str]:
     for label, recs in results["start"].items():
         any_rec = next(iter(recs.values()))
         lines.append(f"Start-up, {label}: {any_rec['runs_in_tree']:,} runs, {any_rec['files']:,} "
-                     f"files, {any_rec['rows']:,} rows; cold = empty ETL_MIGRATE_CACHE_DIR")  # fmt: skip
+                     f"files, {any_rec['rows']:,} rows; cold = empty ETL_MIGRATE_CACHE_DIR; "
+                     f"bytecode {bytecode}")  # fmt: skip
         lines.append(HEADER)
         lines += [_fmt_row(c, recs[c]) for c in (ETL_COLD, ETL_WARM, BUILTIN) if c in recs]
         for num, den, target in START_RATIOS:
