@@ -1,4 +1,6 @@
-from etl.cli import main
-
 if __name__ == "__main__":
-    main()
+    # Only when run: worker processes load this module too (anyio runs the parent's main module
+    # in each), and need none of the command line's imports.
+    from etl.cli import run
+
+    run()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import glob
 import json
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -94,6 +96,29 @@ def _common_options(func):
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def run() -> None:
+    """The installed command (console script and ``python -m etl``): main(), then the exit."""
+    try:
+        main()
+    except SystemExit as e:
+        if e.code is not None and not isinstance(e.code, int):
+            raise
+        _exit_now(e.code or 0)
+
+
+def _exit_now(code: int) -> None:
+    """Exit without tearing the interpreter down. Teardown frees every object of every loaded
+    module one by one: with MLflow loaded (~2,000 modules) that was 0.7 s of CPU, a quarter of a
+    small tree's whole run. Nothing is left to release by now (the staging file, the lock and the
+    worker processes went when the run ended), so only what a normal exit does for others
+    remains: exit handlers (logging's, MLflow's) and flushing stdout and stderr."""
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more to say
+            stream.flush()
+    os._exit(code)
 
 
 @click.group(invoke_without_command=True, epilog=EXIT_HELP,
