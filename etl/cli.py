@@ -79,7 +79,8 @@ def _common_options(func):
         click.option("--workers", default=defaults.DEFAULT_WORKERS, show_default=True,
                      type=click.IntRange(1, 256),
                      help="Concurrent producers reading and parsing the tree (parsing runs in at "
-                     "most one process per CPU core)."),
+                     "most one process per CPU core; a tree of up to 100 run, trace and model "
+                     "folders is parsed in this process)."),
         click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
                      help="Write a JSON report of the run here (counts, timings, problems, "
                      "census of the tree, metric values stored otherwise than written, "

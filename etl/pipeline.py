@@ -1,6 +1,7 @@
 """The async orchestration: discover -> N producers -> one writer -> verify -> promote.
 
-    discover ──units──▶ producers (x --workers, parsing in worker processes)
+    discover ──units──▶ producers (x --workers, parsing in worker processes;
+                              │     a small tree: one, parsing on a thread)
                               │ RowBatch, bounded stream (back-pressure)
                               ▼
                       writer (the staging file's only connection)
@@ -38,6 +39,7 @@ from etl.source.layout import (
     experiment_dirs,
     experiment_id_map,
     experiment_units,
+    more_entities_than,
     registered_model_dirs,
     resolve_mlruns,
 )
@@ -103,6 +105,12 @@ SMALL_TREE_FILES = 2_000
 SMALL_TREE_ROWS = 20_000
 
 
+# Up to this many run, trace, logged model and registered model folders, a tree is parsed on a
+# thread of this process: parsing takes 1-2 ms of CPU per folder, starting a worker process
+# ~0.2 s (an interpreter, anyio, our modules), so on a small tree the processes only cost.
+SMALL_TREE_FOLDERS = 100
+
+
 def verify_processes(workers: int, stats: LoadStats) -> int:
     if stats.files < SMALL_TREE_FILES and sum(stats.rows.values()) < SMALL_TREE_ROWS:
         return 1
@@ -128,7 +136,6 @@ async def migrate(config: MigrationConfig, progress: Progress | None = None) -> 
 
         started = time.monotonic()
         await anyio.to_thread.run_sync(area.create_schema)
-        limits = area.column_limits()
         phases["schema"] = time.monotonic() - started
 
         started = time.monotonic()
@@ -279,16 +286,29 @@ async def load(
 
 async def _load(mlruns, writer, config, progress, limits, id_map) -> LoadStats:
     stats = LoadStats()
-    limiter = anyio.CapacityLimiter(process_count(config.workers))
+    big = await anyio.to_thread.run_sync(more_entities_than, mlruns, SMALL_TREE_FOLDERS)
+    parse = parser(process_count(config.workers) if big else 0)
     units_send, units_recv = anyio.create_memory_object_stream[WorkUnit](config.queue_size)
     rows_send, rows_recv = anyio.create_memory_object_stream[RowBatch](config.queue_size)
     async with anyio.create_task_group() as tg:
         tg.start_soon(discover, mlruns, config.runs_per_unit, units_send, progress, stats.census)
         async with units_recv, rows_send:
-            for _ in range(config.workers):
-                tg.start_soon(produce, units_recv.clone(), rows_send.clone(), limiter, limits)
+            for _ in range(config.workers if big else 1):
+                tg.start_soon(produce, units_recv.clone(), rows_send.clone(), parse, limits)
         tg.start_soon(consume, rows_recv, writer, stats, progress, mlruns, id_map)
     return stats
+
+
+def parser(processes: int):
+    """extract() in up to ``processes`` worker processes, or with 0 on a thread of this one."""
+    limiter = anyio.CapacityLimiter(max(processes, 1))
+
+    async def parse(unit: WorkUnit, limits: Limits) -> RowBatch:
+        if processes:
+            return await anyio.to_process.run_sync(extract, unit, limits, cancellable=True, limiter=limiter)
+        return await anyio.to_thread.run_sync(extract, unit, limits, limiter=limiter)
+
+    return parse
 
 
 async def discover(
@@ -313,13 +333,12 @@ async def discover(
 async def produce(
     units: MemoryObjectReceiveStream[WorkUnit],
     rows: MemoryObjectSendStream[RowBatch],
-    limiter: anyio.CapacityLimiter,
+    parse,
     limits: Limits,
 ) -> None:
     async with units, rows:
         async for unit in units:
-            batch = await anyio.to_process.run_sync(extract, unit, limits, cancellable=True, limiter=limiter)
-            await rows.send(batch)
+            await rows.send(await parse(unit, limits))
 
 
 async def consume(

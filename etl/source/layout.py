@@ -147,6 +147,18 @@ def run_dirs(experiment_path: str) -> list[str]:
     return sorted(e.name for e in os.scandir(experiment_path) if is_run_dir(e))
 
 
+def more_entities_than(mlruns: Path, limit: int) -> bool:
+    """Whether the tree holds more than ``limit`` run, trace, logged model and registered model
+    folders together; listing stops as soon as it does."""
+    seen = len(registered_model_dirs(mlruns))
+    for path, _ in experiment_dirs(mlruns):
+        if seen > limit:
+            break
+        seen += len(run_dirs(path))
+        seen += len(subdirs(os.path.join(path, "traces"))) + len(subdirs(os.path.join(path, "models")))
+    return seen > limit
+
+
 def registered_model_dirs(mlruns: Path) -> list[str]:
     registry = mlruns / REGISTRY
     try:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from etl.pipeline import SMALL_TREE_FOLDERS
 from tests.conftest import REPO, posix_only, run_cli, tree_fingerprint
 
 # Finding a CLI's worker processes: pgrep exists on Linux and macOS alike (ps --ppid does not).
@@ -24,7 +25,9 @@ FIND_CHILDREN = "child processes found with pgrep -P"
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory) -> Path:
-    """A synthetic tree big enough that a run lasts a few seconds (load, then verification)."""
+    """A synthetic tree big enough that a run lasts a few seconds (load, then verification),
+    and parsed in worker processes (more folders than a small tree)."""
+    assert 120 > SMALL_TREE_FOLDERS
     mlruns = tmp_path_factory.mktemp("crash") / "mlruns"
     subprocess.run(
         [sys.executable, str(REPO / "scripts" / "make_large_tree.py"), "--output", str(mlruns),

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from mlflow.entities import ViewType
 
+from etl.pipeline import SMALL_TREE_FOLDERS
 from tests.conftest import run_cli
 from tests.trees import build_core_tree, file_client, sql_client
 
@@ -47,6 +48,7 @@ def _without_posix_modules(folder: Path) -> dict[str, str]:
 
 
 def test_migration_and_verification_run_without_posix_only_modules(tmp_path):
+    """On a small tree in the command's own process; on a larger one in worker processes too."""
     mlruns = tmp_path / "mlruns"
     build_core_tree(mlruns)
     site = tmp_path / "no-posix"
@@ -54,18 +56,30 @@ def test_migration_and_verification_run_without_posix_only_modules(tmp_path):
 
     probe = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True)
     assert probe.stdout.split() == list(POSIX_ONLY), "the module blocker is not active"
-    for pid_file in site.glob("ran-*"):
-        pid_file.unlink()
 
-    db = tmp_path / "mlflow.db"
-    report = tmp_path / "report.json"
-    result = run_cli("--source", str(mlruns), "--target", f"sqlite:///{db}", "--workers", "2",
-                     "--report", str(report), env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert json.loads(report.read_text())["verification"]["status"] == "SUCCESS"
-    # The CLI and at least one worker process (parsing, verification) ran without them.
-    assert len(list(site.glob("ran-*"))) >= 2
+    def migrate(name: str) -> int:
+        """Migrate the tree as it is now; how many Python processes ran."""
+        for pid_file in site.glob("ran-*"):
+            pid_file.unlink()
+        db, report = tmp_path / f"{name}.db", tmp_path / f"{name}.json"
+        result = run_cli("--source", str(mlruns), "--target", f"sqlite:///{db}", "--workers", "2",
+                         "--report", str(report), env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert json.loads(report.read_text())["verification"]["status"] == "SUCCESS"
+        _assert_same_runs(mlruns, db)
+        return len(list(site.glob("ran-*")))
 
+    # A small tree is parsed and verified in the command's process: no worker process starts.
+    assert migrate("small") == 1
+    # More folders than a small tree: parsed in worker processes, which must run without them too.
+    client = file_client(mlruns)
+    extra = client.create_experiment("more runs than a small tree")
+    for _ in range(SMALL_TREE_FOLDERS):
+        client.create_run(extra)
+    assert migrate("larger") >= 2
+
+
+def _assert_same_runs(mlruns: Path, db: Path) -> None:
     source, target = file_client(mlruns), sql_client(db)
     experiments = sorted((e.experiment_id, e.name) for e in source.search_experiments(view_type=ViewType.ALL))
     assert sorted((e.experiment_id, e.name) for e in target.search_experiments(view_type=ViewType.ALL)) == experiments
