@@ -88,7 +88,9 @@ def _common_options(func):
         click.option("--verbose", "-v", is_flag=True,
                      help="Log every step, per experiment, and every entry of the tree that is "
                      "not FileStore data."),
-        click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors."),
+        click.option("--quiet", "-q", is_flag=True,
+                     help="Print nothing but errors: no summary, progress or warnings (the "
+                     "--report file still records the warnings)."),
         click.option("--log-format", type=click.Choice(["auto", "console", "json"]), default="auto",
                      show_default=True,
                      help="Log lines on stderr: readable, or one JSON object per line "

@@ -17,7 +17,9 @@ log = structlog.get_logger("etl")
 
 
 def configure_logging(verbose: bool = False, quiet: bool = False, fmt: str = "auto") -> None:
-    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    # --quiet: errors only. A warning (--no-verify, items --skip-invalid left out, strays that
+    # look like a newer MLflow's data) is still in the --report file.
+    level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.INFO
     if fmt == "auto":
         fmt = "console" if sys.stderr.isatty() else "json"
     renderer = (
@@ -37,7 +39,7 @@ def configure_logging(verbose: bool = False, quiet: bool = False, fmt: str = "au
         cache_logger_on_first_use=False,
     )
     # MLflow and alembic log through the stdlib; keep them to warnings unless asked.
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, stream=sys.stderr)
+    logging.basicConfig(level=logging.DEBUG if verbose else max(level, logging.WARNING), stream=sys.stderr)
 
 
 class _CurrentStderr:

@@ -80,6 +80,21 @@ def test_quiet_prints_nothing_on_success(tree, tmp_path):
     assert result.stdout == "" and result.stderr == ""
 
 
+def test_quiet_is_errors_only_even_with_no_verify(tree, tmp_path):
+    """--help promises nothing but errors: not even --no-verify's warning, which the report
+    keeps; an error still prints."""
+    mlruns, _ = tree
+    report = tmp_path / "report.json"
+    result = run_cli("--source", str(mlruns), "--target", f"sqlite:///{tmp_path}/mlflow.db",
+                     "--no-verify", "-q", "--report", str(report))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "" and result.stderr == ""
+    assert json.loads(report.read_text())["verification"] == {"skipped": True}
+    failed = run_cli("verify", "-q", "--source", str(mlruns), "--target", f"sqlite:///{tmp_path}/none.db")
+    assert failed.returncode == 2 and "does not exist" in failed.stderr
+    assert "Print nothing but errors" in run_cli("--help").stdout
+
+
 def test_verify_command_on_missing_database(tree, tmp_path):
     mlruns, _ = tree
     result = run_cli("verify", "--source", str(mlruns), "--target", f"sqlite:///{tmp_path}/none.db")
