@@ -295,7 +295,7 @@ async def _load(mlruns, writer, config, progress, limits, id_map) -> LoadStats:
         async with units_recv, rows_send:
             for _ in range(config.workers if big else 1):
                 tg.start_soon(produce, units_recv.clone(), rows_send.clone(), parse, limits)
-        tg.start_soon(consume, rows_recv, writer, stats, progress, mlruns, id_map)
+        tg.start_soon(consume, rows_recv, writer, stats, progress, mlruns, id_map, limits)
     return stats
 
 
@@ -343,7 +343,7 @@ async def produce(
 
 async def consume(
     rows: MemoryObjectReceiveStream[RowBatch], writer, stats: LoadStats,
-    progress: Progress, mlruns: Path, id_map: dict[int, int],
+    progress: Progress, mlruns: Path, id_map: dict[int, int], limits: Limits,
 ) -> None:
     seen_runs: dict[str, int] = {}
     seen_experiments: set[int] = set()
@@ -352,7 +352,7 @@ async def consume(
     async with rows:
         async for batch in rows:
             if derived.needed(batch):
-                await anyio.to_thread.run_sync(derived.apply, batch)
+                await anyio.to_thread.run_sync(derived.apply, batch, limits)
             stats.files += batch.files
             stats.census.merge(batch.census)
             stats.problems.extend(batch.problems)

@@ -3,12 +3,14 @@
 Newer MLflow releases promote some trace metadata into columns (session id, token usage, cost),
 move the trace name tag into a column, and store an aggregate of each assessment value. Which of
 these exist depends on the installed release, so they are computed here by that release's own
-code and its own table definition, never by a copy that would drift.
+code, never by a copy that would drift, and checked against the table its own migrations made
+(the staged schema's columns, as ``etl.sql_limits.Limits`` lists them).
 
 Importing MLflow costs seconds of CPU, so this runs in the main process on each batch that holds
 traces or assessments (``apply``), not in the worker processes that parse: MLflow is imported at
 most once per run (and not at all for a tree without traces), where the schema build on a first
-run imports it anyway.
+run imports it anyway. Its ORM models are not imported: they would add SQLAlchemy's ORM, ~0.5 s
+of CPU, to a small tree's run.
 """
 
 from __future__ import annotations
@@ -17,15 +19,9 @@ import json
 from functools import cache
 
 from etl.rows import RowBatch
+from etl.sql_limits import Limits
 
 TRACE_NAME_TAG = "mlflow.traceName"
-
-
-@cache
-def trace_info_columns() -> frozenset[str]:
-    from mlflow.store.tracking.dbmodels.models import SqlTraceInfo
-
-    return frozenset(c.name for c in SqlTraceInfo.__table__.columns)
 
 
 @cache
@@ -37,10 +33,10 @@ def _analytics():
     return trace_analytics
 
 
-def trace_columns(tags: dict[str, str], metadata: dict[str, str]) -> dict:
+def trace_columns(tags: dict[str, str], metadata: dict[str, str], has_trace_name: bool) -> dict:
     """Derived trace_info columns; removes what they absorb from tags and metadata in place."""
     columns: dict = {}
-    if "trace_name" in trace_info_columns() and TRACE_NAME_TAG in tags:
+    if has_trace_name and TRACE_NAME_TAG in tags:
         columns["trace_name"] = tags.pop(TRACE_NAME_TAG)
     analytics = _analytics()
     if analytics is not None:
@@ -62,16 +58,19 @@ def needed(batch: RowBatch) -> bool:
     return bool(batch.rows.get("trace_info") or batch.rows.get("assessments"))
 
 
-def apply(batch: RowBatch) -> None:
+def apply(batch: RowBatch, limits: Limits) -> None:
     """Fill the derived columns of a batch's traces and assessments, in place; tags and metadata
-    that a column absorbs leave their tables, as the SQL store does."""
+    that a column absorbs leave their tables, as the SQL store does. ``limits``: the staged
+    schema's columns."""
     traces = batch.rows.get("trace_info") or []
     if traces:
+        has_trace_name = ("trace_info", "trace_name") in limits
         tags = _by_trace(batch.rows.get("trace_tags", ()))
         metadata = _by_trace(batch.rows.get("trace_request_metadata", ()))
         for row in traces:
             trace_id = row["request_id"]
-            row.update(trace_columns(tags.setdefault(trace_id, {}), metadata.setdefault(trace_id, {})))
+            pairs = tags.setdefault(trace_id, {}), metadata.setdefault(trace_id, {})
+            row.update(trace_columns(*pairs, has_trace_name))
         batch.rows["trace_tags"] = _rows(tags)
         batch.rows["trace_request_metadata"] = _rows(metadata)
     for row in batch.rows.get("assessments") or ():
