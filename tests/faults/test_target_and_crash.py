@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from etl.pipeline import HOLD_BEFORE_PROMOTION
 from tests.client_compare import compare_runs
 from tests.conftest import posix_only, run_cli, tree_fingerprint
 from tests.trees import build_core_tree, file_client, sql_client
@@ -103,10 +104,10 @@ def test_invalid_input_lists_every_file_and_writes_nothing(built, tmp_path):
     assert tree_fingerprint(bad) == before
 
 
-def _start(tree: Path, db: Path) -> subprocess.Popen:
+def _start(tree: Path, db: Path, **kwargs) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "etl", "--source", str(tree), "--target", f"sqlite:///{db}"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, **kwargs,
     )
 
 
@@ -123,7 +124,9 @@ def _wait_for_staging(folder: Path, proc: subprocess.Popen, timeout: float = 60)
 @posix_only("the CLI's process group killed with os.killpg")
 def test_kill_9_midway_leaves_no_target_and_next_run_cleans_up(tree, tmp_path):
     db = tmp_path / "mlflow.db"
-    proc = _start(tree, db)
+    # Held before promotion (a flag file that never appears): this small tree's whole run can
+    # end within the wait below, and the kill must land in it.
+    proc = _start(tree, db, env={**os.environ, HOLD_BEFORE_PROMOTION: str(tmp_path / "never")})
     _wait_for_staging(tmp_path, proc)
     time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGKILL)  # the whole group: the CLI and its worker processes
@@ -140,13 +143,15 @@ def test_kill_9_midway_leaves_no_target_and_next_run_cleans_up(tree, tmp_path):
 
 def test_second_run_on_same_target_is_refused(tree, tmp_path):
     db = tmp_path / "mlflow.db"
-    first = _start(tree, db)
+    release = tmp_path / "release"  # the first run holds before promotion until this exists
+    first = _start(tree, db, env={**os.environ, HOLD_BEFORE_PROMOTION: str(release)})
     try:
         _wait_for_staging(tmp_path, first)
         second = run_cli("--source", str(tree), "--target", f"sqlite:///{db}")
         assert second.returncode == 2
         assert "another etl-migrate" in second.stderr and str(db) in second.stderr
     finally:
+        release.touch()
         out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
     assert db.exists()
