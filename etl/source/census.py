@@ -30,6 +30,7 @@ from etl.source.layout import (
     WorkUnit,
     experiment_dirs,
     experiment_units,
+    is_number,
     is_run_dir,
     registered_model_dirs,
 )
@@ -165,10 +166,10 @@ def survey_root(mlruns: Path, census: Census) -> None:
     """Strays of the mlruns folder, .trash/ and the registry's models/ folder; the experiments
     and registered models inside them are work units."""
     for entry in _scan(str(mlruns)):
-        if entry.is_dir() and entry.name.isdigit():
+        if entry.is_dir() and is_number(entry.name):
             continue
         if entry.is_dir() and entry.name == TRASH:
-            _strays(census, [e for e in _scan(entry.path) if not (e.is_dir() and e.name.isdigit())])
+            _strays(census, [e for e in _scan(entry.path) if not (e.is_dir() and is_number(e.name))])
         elif entry.is_dir() and entry.name == REGISTRY:
             _strays(census, [e for e in _scan(entry.path) if not e.is_dir()])
         else:

@@ -24,6 +24,7 @@ from etl.source.layout import (
     RunsUnit,
     TracesUnit,
     WorkUnit,
+    is_number,
     subdirs,
 )
 from etl.source.read import (
@@ -658,7 +659,7 @@ def _extract_registered_model(batch: RowBatch, path: str) -> None:
         alias_path = os.path.join(aliases_dir, alias)
         text = read_text(alias_path).strip()
         batch.read("registered_model_aliases")
-        if not text.isdigit():
+        if not is_number(text):
             raise SourceError(alias_path, f"alias must hold a version number, found {text!r}")
         if int(text) not in versions:
             raise SourceError(alias_path, f"alias points at version {text}, which does not exist")

@@ -101,13 +101,20 @@ def resolve_mlruns(source: Path) -> Path:
     )
 
 
+def is_number(name: str) -> bool:
+    """ASCII digits only: FileStore's experiment ids and version numbers are ints it wrote.
+    str.isdigit() alone also takes '²' (which int() refuses) or '٣' (which int() reads as 3,
+    the id of another folder)."""
+    return name.isascii() and name.isdigit()
+
+
 def looks_like_mlruns(folder: Path) -> bool:
     for entry in os.scandir(folder):
         if not entry.is_dir():
             continue
         if entry.name in (TRASH, REGISTRY):
             return True
-        if entry.name.isdigit() and os.path.isfile(os.path.join(entry.path, META)):
+        if is_number(entry.name) and os.path.isfile(os.path.join(entry.path, META)):
             return True
     return False
 
@@ -121,7 +128,7 @@ def experiment_dirs(mlruns: Path) -> list[tuple[str, bool]]:
 
 def _digit_dirs(folder: str) -> list[str]:
     try:
-        entries = [e for e in os.scandir(folder) if e.is_dir() and e.name.isdigit()]
+        entries = [e for e in os.scandir(folder) if e.is_dir() and is_number(e.name)]
     except FileNotFoundError:
         return []
     return [e.path for e in sorted(entries, key=lambda e: int(e.name))]

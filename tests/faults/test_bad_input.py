@@ -199,3 +199,16 @@ def test_skip_invalid_migrates_the_rest_and_accounts_for_every_item(damaged, tmp
     assert empty == ("",)
     assert tree_fingerprint(mlruns) == before
     assert not [p for p in os.listdir(tmp_path) if ".staging-" in p or p.endswith(".lock")]
+
+
+def test_an_alias_holding_a_digit_that_is_no_number_is_invalid_input(base, tmp_path):
+    """'²' is a digit to str.isdigit() but no number to int(): exit 3 naming the file, not exit 4."""
+    mlruns = tmp_path / "mlruns"
+    shutil.copytree(base, mlruns, symlinks=True)
+    alias = sorted(mlruns.glob("models/*/aliases/*"))[0]
+    alias.write_text("²")
+    result = run_cli("--source", str(mlruns), "--target", f"sqlite:///{tmp_path}/mlflow.db")
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert any(str(alias) in line and "alias must hold a version number, found '²'" in line
+               for line in result.stderr.splitlines()), result.stderr[-3000:]
+    assert not (tmp_path / "mlflow.db").exists()

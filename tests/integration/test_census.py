@@ -54,6 +54,11 @@ def plant_strays(mlruns: Path) -> tuple[list[str], list[str]]:
     (registered / "owners.txt").write_text("x")
     (version / "signature").mkdir()
     (version / "signature" / "input.json").write_text("{}")
+    # Folders named like experiments by str.isdigit() only, each with a copy of an experiment's
+    # meta.yaml: not ids MLflow gives ('²' int() refuses; '٣' int() reads as 3).
+    for folder in (mlruns / "²", mlruns / ".trash" / "٣"):
+        folder.mkdir()
+        shutil.copyfile(experiment / "meta.yaml", folder / "meta.yaml")
 
     def rel(path: Path, folder: bool) -> str:
         return path.relative_to(mlruns).as_posix() + ("/" if folder else "")
@@ -71,8 +76,11 @@ def plant_strays(mlruns: Path) -> tuple[list[str], list[str]]:
         rel(mlruns / "models" / "registry-notes.md", False),
         rel(registered / "owners.txt", False),
         rel(version / "signature", True),
+        rel(mlruns / "²", True),
+        rel(mlruns / ".trash" / "٣", True),
     ])
-    warnings = sorted([rel(run / "evaluations", True), rel(experiment / "traces" / "index.yaml", False)])
+    warnings = sorted([rel(run / "evaluations", True), rel(experiment / "traces" / "index.yaml", False),
+                       rel(mlruns / "²", True), rel(mlruns / ".trash" / "٣", True)])
     return strays, warnings
 
 
