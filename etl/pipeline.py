@@ -349,6 +349,9 @@ async def consume(
     seen_experiments: set[int] = set()
     seen_names: dict[str, int] = {}
     seen_ids: dict[str, dict[str, int]] = {kind: {} for kind in _TREE_WIDE_IDS}
+    seen_assessments: dict[str, tuple[str, int]] = {}
+    # (model id, experiment id, metric key, run id) of every logged-model metric file's runs.
+    model_metric_runs: set[tuple[str, int, str, str]] = set()
     async with rows:
         async for batch in rows:
             if derived.needed(batch):
@@ -362,12 +365,28 @@ async def consume(
             stats.problems.extend(_drop_clashes(batch, seen_runs, seen_experiments, stats.clashes))
             stats.problems.extend(_drop_name_clashes(batch, seen_names, stats.clashes, mlruns))
             stats.problems.extend(_drop_id_clashes(batch, seen_ids, stats.clashes, mlruns))
+            stats.problems.extend(_drop_assessment_clashes(batch, seen_assessments, stats.clashes, mlruns))
+            model_metric_runs.update((r[0], r[5], r[1], r[6]) for r in batch.rows.get("logged_model_metrics", ()))
             stats.rows.add_batch(batch)
             if id_map:
                 remap_experiment_ids(batch, id_map)
             if writer is not None:
                 await anyio.to_thread.run_sync(writer.write, batch)
             progress.advance(1, batch.count(), batch.files)
+    stats.problems.extend(_metrics_of_absent_runs(model_metric_runs, seen_runs, stats.problems, mlruns))
+
+
+def _metrics_of_absent_runs(refs, seen_runs: dict[str, int], problems: list[Problem], mlruns: Path) -> list[Problem]:
+    """A logged model whose metric names a run the tree does not hold (the target keys the
+    metric to the run): known only once every run is in. A run left out as invalid is no such
+    run: with --skip-invalid, its models go with it (_drop_dependents)."""
+    left_out = {p.entity_id for p in problems if p.entity == "runs"}
+    return [
+        Problem(str(_experiment_folder(mlruns, exp_id) / "models" / model_id / "metrics" / key),
+                f"the metric names run {run_id}, which is not in the tree", None, "logged_models", model_id)
+        for model_id, exp_id, key, run_id in sorted(refs)
+        if run_id not in seen_runs and run_id not in left_out
+    ]
 
 
 # Where a run's id sits in the rows of each table keyed by run.
@@ -420,10 +439,12 @@ async def _drop_dependents(writer, stats: LoadStats, mlruns: Path, id_map: dict[
         runs.add(run_id)
     await anyio.to_thread.run_sync(writer.delete_entities, {"runs": runs})
     models = set()
+    named = {p.entity_id for p in stats.problems if p.entity == "logged_models"}  # a run not in the tree
     for model_id, exp_id, key, run_id in await anyio.to_thread.run_sync(writer.model_metrics_of_missing_runs):
         path = _experiment_folder(mlruns, old_ids.get(exp_id, exp_id)) / "models" / model_id / "metrics" / key
-        stats.problems.append(Problem(str(path), f"the metric names run {run_id}, which was left out",
-                                      None, "logged_models", model_id))
+        if model_id not in named:
+            stats.problems.append(Problem(str(path), f"the metric names run {run_id}, which was left out",
+                                          None, "logged_models", model_id))
         models.add(model_id)
     await anyio.to_thread.run_sync(writer.delete_entities, {"logged_models": models})
 
@@ -470,6 +491,37 @@ def _drop_id_clashes(
             for table, at in tables.items():
                 batch.rows[table] = [r for r in batch.rows.get(table, ()) if r[at] not in clashing]
     return problems
+
+
+def _drop_assessment_clashes(
+    batch: RowBatch, seen: dict[str, tuple[str, int]], clashes: dict[str, set], mlruns: Path
+) -> list[Problem]:
+    """An assessment id in two traces (a file copied by hand): the target keys assessments by
+    id alone. As for an id in two experiments, neither trace is kept, and each problem names
+    both files. (A trace of an earlier batch is deleted with the other clashes.)"""
+    problems = []
+    for row in batch.rows.get("assessments", ()):
+        assessment_id, here = row["assessment_id"], (row["trace_id"], row["experiment_id"])
+        first = seen.setdefault(assessment_id, here)
+        if first[0] == here[0]:
+            continue
+        files = {trace: _assessment_file(mlruns, exp_id, trace, assessment_id) for trace, exp_id in (here, first)}
+        for trace, other in ((here[0], first[0]), (first[0], here[0])):
+            if trace not in clashes["traces"]:
+                clashes["traces"].add(trace)
+                problems.append(Problem(files[trace], f"assessment id {assessment_id} is also the id in "
+                                        f"{files[other]}; the target keys assessments by id across all "
+                                        "traces", None, "traces", trace))
+    if problems:
+        for table, at in _TREE_WIDE_IDS["traces"][1].items():
+            batch.rows[table] = [r for r in batch.rows.get(table, ()) if r[at] not in clashes["traces"]]
+    return problems
+
+
+def _assessment_file(mlruns: Path, exp_id: int, trace_id: str, assessment_id: str) -> str:
+    folder = _experiment_folder(mlruns, exp_id) / "traces" / trace_id / "assessments"
+    # MLflow names the file by the id; a copy renamed by hand is found in the folder.
+    return str(folder / f"{assessment_id}.yaml" if (folder / f"{assessment_id}.yaml").is_file() else folder)
 
 
 def _drop_name_clashes(

@@ -237,3 +237,98 @@ def test_limits_come_from_the_target_schema():
         "experiments.artifact_location holds a NUL character, which the target cannot store",
     ]
     assert not check_rows({"experiments": [(2**31 - 1, "short", "s3://ab", "active", None, None)]}, narrower)
+
+
+@pytest.fixture(scope="module")
+def small_tree(tmp_path_factory) -> dict:
+    """A run, a logged model with a metric of that run, three traces with an assessment each."""
+    import mlflow
+    from mlflow.entities import AssessmentSource
+
+    from tests.trees import default_uris
+
+    mlruns = tmp_path_factory.mktemp("keys") / "mlruns"
+    with default_uris(mlruns):
+        exp = mlflow.create_experiment("keys")
+        mlflow.set_experiment(experiment_id=exp)
+        with mlflow.start_run() as run:
+            model = mlflow.initialize_logged_model(name="m", source_run_id=run.info.run_id)
+            mlflow.log_metric("rmse", 0.5, step=1, model_id=model.model_id)
+            mlflow.finalize_logged_model(model.model_id, "READY")
+        traces = []
+        for i in range(3):
+            with mlflow.start_span(f"span-{i}") as span:
+                span.set_inputs({"i": i})
+            traces.append(span.trace_id)
+        mlflow.flush_trace_async_logging()
+        human = AssessmentSource(source_type="HUMAN", source_id="labeler")
+        for trace_id in traces:
+            mlflow.log_feedback(trace_id=trace_id, name="score", value=1, source=human)
+    return {"mlruns": mlruns, "exp": exp, "run": run.info.run_id, "model": model.model_id, "traces": traces}
+
+
+def _copy(tree: dict, tmp_path: Path) -> Path:
+    mlruns = tmp_path / "mlruns"
+    shutil.copytree(tree["mlruns"], mlruns, symlinks=True)
+    return mlruns
+
+
+def _rows(db: Path, sql: str, *params) -> list:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def test_one_assessment_id_in_two_traces_is_invalid_input(small_tree, tmp_path):
+    """The target keys assessments by id alone: exit 3 naming both files, not a UNIQUE constraint
+    error (exit 4); --skip-invalid leaves both traces out and verifies the rest."""
+    mlruns = _copy(small_tree, tmp_path)
+    first, second, third = (mlruns / small_tree["exp"] / "traces" / t for t in small_tree["traces"])
+    original = next((first / "assessments").iterdir())
+    copy = second / "assessments" / original.name
+    shutil.copyfile(original, copy)
+
+    result = run_cli("--source", str(mlruns), "--target", f"sqlite:///{tmp_path}/strict.db")
+    assert result.returncode == 3, result.stderr[-3000:]
+    listed = _listed(result.stderr)
+    assert len(listed) == 2, listed
+    for this, other in ((copy, original), (original, copy)):
+        assert _find(listed, str(this), f"is also the id in {other}; the target keys assessments by id"), listed
+    assert not (tmp_path / "strict.db").exists()
+
+    db = tmp_path / "skip.db"
+    report_path = tmp_path / "report.json"
+    result = run_cli("--source", str(mlruns), "--target", f"sqlite:///{db}", "--skip-invalid", "--report", str(report_path))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert json.loads(report_path.read_text())["verification"]["status"] == "SUCCESS"
+    assert _rows(db, "SELECT request_id FROM trace_info") == [(third.name,)]
+    assert len(_rows(db, "SELECT 1 FROM assessments")) == 1
+
+
+def test_a_model_metric_naming_a_run_not_in_the_tree_is_invalid_input(small_tree, tmp_path):
+    """The target keys a logged-model metric to its run: exit 3 naming the metric file (a dry
+    run too), not a foreign key error (exit 4); --skip-invalid leaves the model out."""
+    mlruns = _copy(small_tree, tmp_path)
+    metric = mlruns / small_tree["exp"] / "models" / small_tree["model"] / "metrics" / "rmse"
+    absent = "feedface" * 4
+    metric.write_text(metric.read_text().replace(small_tree["run"], absent))
+    reason = f"the metric names run {absent}, which is not in the tree"
+
+    for extra in ((), ("--dry-run",)):
+        result = run_cli("--source", str(mlruns), "--target", f"sqlite:///{tmp_path}/strict.db", *extra)
+        assert result.returncode == 3, result.stderr[-3000:]
+        listed = _listed(result.stderr)
+        assert len(listed) == 1 and _find(listed, str(metric), reason), listed
+        assert not (tmp_path / "strict.db").exists()
+
+    db = tmp_path / "skip.db"
+    report_path = tmp_path / "report.json"
+    result = run_cli("--source", str(mlruns), "--target", f"sqlite:///{db}", "--skip-invalid", "--report", str(report_path))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads(report_path.read_text())
+    assert report["verification"]["status"] == "SUCCESS"
+    assert [p["reason"] for p in report["skipped"] if p["path"]] == [reason]
+    assert _rows(db, "SELECT 1 FROM logged_models") == []
+    assert _rows(db, "SELECT run_uuid FROM runs") == [(small_tree["run"],)]
