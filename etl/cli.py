@@ -116,7 +116,11 @@ def _exit_now(code: int) -> None:
     module one by one: with MLflow loaded (~2,000 modules) that was 0.7 s of CPU, a quarter of a
     small tree's whole run. Nothing is left to release by now (the staging file, the lock and the
     worker processes went when the run ended), so only what a normal exit does for others
-    remains: exit handlers (logging's, MLflow's) and flushing stdout and stderr."""
+    remains, in its order: waiting for threads that are not daemons, exit handlers (logging's,
+    MLflow's), flushing stdout and stderr."""
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more to say
