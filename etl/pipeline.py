@@ -238,15 +238,18 @@ async def verify_existing(source: Path, target: str, workers: int, progress: Pro
     id_map = id_map_for(mlruns, database)
     started = time.monotonic()
     census = Census()
+    # A small tree is compared on threads of this process: worker processes would cost more.
+    big = await anyio.to_thread.run_sync(more_entities_than, mlruns, SMALL_TREE_FOLDERS)
+    processes = process_count(workers) if big else 1
 
     async def take_census() -> None:
         census.merge(await anyio.to_thread.run_sync(census_tree, mlruns, abandon_on_cancel=True))
 
     try:
         async with anyio.create_task_group() as tg:
-            # Listing folders only, in a thread: it overlaps the comparison, which runs in processes.
+            # Listing folders only, in a thread: it overlaps the comparison.
             tg.start_soon(take_census)
-            report = await verify(mlruns, locator, process_count(workers), progress or Progress(), None, id_map)
+            report = await verify(mlruns, locator, processes, progress or Progress(), None, id_map)
     except BaseExceptionGroup as group:
         raise first_error(group) from None
     log_census(census)

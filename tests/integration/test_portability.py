@@ -57,27 +57,31 @@ def test_migration_and_verification_run_without_posix_only_modules(tmp_path):
     probe = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True)
     assert probe.stdout.split() == list(POSIX_ONLY), "the module blocker is not active"
 
-    def migrate(name: str) -> int:
-        """Migrate the tree as it is now; how many Python processes ran."""
+    def processes(*args: str) -> int:
+        """Run the command; how many Python processes ran."""
         for pid_file in site.glob("ran-*"):
             pid_file.unlink()
-        db, report = tmp_path / f"{name}.db", tmp_path / f"{name}.json"
-        result = run_cli("--source", str(mlruns), "--target", f"sqlite:///{db}", "--workers", "2",
-                         "--report", str(report), env=env)
+        result = run_cli(*args, "--workers", "2", env=env)
         assert result.returncode == 0, result.stderr[-3000:]
-        assert json.loads(report.read_text())["verification"]["status"] == "SUCCESS"
-        _assert_same_runs(mlruns, db)
         return len(list(site.glob("ran-*")))
 
+    def migrate(name: str) -> tuple[int, int]:
+        """Migrate the tree as it is now, then verify the result again: processes each ran."""
+        db, report = tmp_path / f"{name}.db", tmp_path / f"{name}.json"
+        migrated = processes("--source", str(mlruns), "--target", f"sqlite:///{db}", "--report", str(report))
+        assert json.loads(report.read_text())["verification"]["status"] == "SUCCESS"
+        _assert_same_runs(mlruns, db)
+        return migrated, processes("verify", "--source", str(mlruns), "--target", f"sqlite:///{db}")
+
     # A small tree is parsed and verified in the command's process: no worker process starts.
-    assert migrate("small") == 1
-    # More folders than a small tree: parsed in worker processes, which must run without them too.
+    assert migrate("small") == (1, 1)
+    # More folders than a small tree: worker processes, which must run without them too.
     client = file_client(mlruns)
     extra = client.create_experiment("more runs than a small tree")
     for _ in range(SMALL_TREE_FOLDERS):
         client.create_run(extra)
-    assert migrate("larger") >= 2
-
+    migrated, verified = migrate("larger")
+    assert migrated >= 2 and verified >= 2
 
 def _assert_same_runs(mlruns: Path, db: Path) -> None:
     source, target = file_client(mlruns), sql_client(db)
