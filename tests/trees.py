@@ -21,9 +21,12 @@ def file_client(mlruns: Path):
 @contextmanager
 def default_uris(mlruns: Path):
     """MLflow's default tracking and registry URIs on ``mlruns`` for the block: fluent APIs, and
-    the registry's lookup of a version's logged model, go through them. Restored after."""
+    the registry's lookup of a version's logged model, go through them. Restored after, and so
+    is the active experiment a block sets (process-wide: a later module's runs would go there)."""
     import mlflow
+    from mlflow.tracking import fluent
 
+    experiment = os.environ.get("MLFLOW_EXPERIMENT_ID")
     mlflow.set_tracking_uri(mlruns.as_uri())
     mlflow.set_registry_uri(mlruns.as_uri())
     try:
@@ -31,6 +34,11 @@ def default_uris(mlruns: Path):
     finally:
         mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
         mlflow.set_registry_uri(os.environ["MLFLOW_TRACKING_URI"])
+        fluent._active_experiment_id = None
+        if experiment is None:
+            os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+        else:
+            os.environ["MLFLOW_EXPERIMENT_ID"] = experiment
 
 
 def sql_client(db: Path):
