@@ -69,24 +69,33 @@ def _read_each(report, entity: str, items, read, skipped: set[str]) -> dict:
     itself ignores (MissingConfigException: no meta file) is ignored here too; anything else its
     reader cannot read is a mismatch: the database cannot be proven equal to it.
     """
-    from mlflow.exceptions import MissingConfigException
-
     out = {}
     for id_, path in items:
         if id_ in skipped:
             report.skip(entity)
             continue
-        try:
-            value = read(path)
-        except MissingConfigException:
-            continue
-        except Exception as e:  # noqa: BLE001 - any reader failure is reported, with its text
-            report.checked(entity)
-            report.mismatch(entity, id_, "readable by MLflow", str(e)[:200], None)
-            continue
+        value = _read_one(report, entity, id_, False, read, path)
         if value is not None:
             out[id_] = value
     return out
+
+
+def _read_one(report, entity: str, id_: str, in_target: bool, read, *args):
+    """One folder through MLflow's reader, with ``_read_each``'s rules: a folder MLflow ignores
+    (no meta file) is no entity, so the target must not have it; anything else its reader cannot
+    read is a mismatch. None unless read."""
+    from mlflow.exceptions import MissingConfigException
+
+    try:
+        return read(*args)
+    except MissingConfigException:
+        if in_target:
+            report.checked(entity)
+            report.mismatch(entity, id_, "presence", False, True)
+    except Exception as e:  # noqa: BLE001 - any reader failure is reported, with its text
+        report.checked(entity)
+        report.mismatch(entity, id_, "readable by MLflow", str(e)[:200], None)
+    return None
 
 
 def _dirs(folder: str, exclude=()) -> list[tuple[str, str]]:
@@ -337,9 +346,12 @@ def verify_traces(mlruns: str, staging: str, experiment_id: str, trace_ids: list
     finally:
         conn.close()
     for trace_id in trace_ids:
-        report.checked("traces")
         trace_dir = store._find_trace_dir(trace_id, assert_exists=True)
-        source, source_assessments = read_trace(store, trace_dir)
+        read = _read_one(report, "traces", trace_id, trace_id in infos, read_trace, store, trace_dir)
+        if read is None:
+            continue
+        source, source_assessments = read
+        report.checked("traces")
         dst = infos.get(trace_id)
         if dst is None:
             report.mismatch("traces", trace_id, "presence", True, False)
@@ -505,8 +517,12 @@ def verify_logged_models(mlruns: str, staging: str, experiment_id: str, model_id
     finally:
         conn.close()
     for model_id in model_ids:
+        read = _read_one(report, "logged_models", model_id, model_id in rows, read_logged_model, store,
+                         os.path.join(folder, model_id))
+        if read is None:
+            continue
+        meta, source, points = read
         report.checked("logged_models")
-        meta, source, points = read_logged_model(store, os.path.join(folder, model_id))
         for point in points:
             report.count_unrepresentable("logged_model_metrics", model_id, point.key, (point.value,))
         row = rows.get(model_id)

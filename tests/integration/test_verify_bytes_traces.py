@@ -185,3 +185,20 @@ def test_constants_are_mlflows():
     assert TRACE_STATES == {s.value for s in TraceState}
     assert all(TraceStatus(s).to_state().value == s for s in V2_STATUSES)
     assert {int(LoggedModelStatus.from_int(n).to_int()) for n in MODEL_STATUSES} == MODEL_STATUSES
+
+
+@pytest.mark.parametrize("what", ["assessment", "model metric"])
+def test_a_file_mlflows_reader_cannot_read_is_named_not_a_crash(migrated, tmp_path, what):
+    mlruns, db, ids = migrated
+    tree = tmp_path / "mlruns"
+    shutil.copytree(mlruns, tree, symlinks=True)
+    if what == "assessment":
+        path = tree / ids["exp"] / "traces" / ids["trace"] / "assessments" / f"{ids['feedback']}.yaml"
+        path.write_text(path.read_text().replace("feedback:", "judgement:"))
+        expected = ("traces", ids["trace"])
+    else:
+        path = tree / ids["exp"] / "models" / ids["model"] / "metrics" / "acc"
+        path.write_text(path.read_text() + "not a metric line\n")
+        expected = ("logged_models", ids["model"])
+    report = anyio.run(verify, tree, str(db), 1, Progress())
+    assert [(m.entity, m.id, m.field) for m in report.mismatches] == [(*expected, "readable by MLflow")]
