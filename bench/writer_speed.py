@@ -5,7 +5,10 @@
 The tree is read and parsed once, in this process, before anything is timed (as the pipeline's
 producers would hand it over); then, per round and target, a new staging area gets MLflow's
 schema (untimed) and the writer takes every batch and finishes (timed: for PostgreSQL that
-includes re-making the foreign keys, which checks every row). Nothing is promoted.
+includes re-making the foreign keys, which checks every row). Nothing is promoted. Beside wall
+time: CPU seconds of this process (the writer's Python and psycopg side) and, for the server this
+script starts, of all its processes (read from /proc on Linux): on a shared machine they show
+which side bounds the load even when wall times are noise.
 
 Without --target: a SQLite file in a temporary folder, and a new database on a PostgreSQL server
 this script starts (tests/pg_server.py, PostgreSQL's default durability) if one is installed.
@@ -16,6 +19,7 @@ ratio, not the absolute rows/s.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -47,20 +51,48 @@ def read_tree(mlruns: Path) -> list:
     return [extract(unit, limits) for unit in units]
 
 
-def time_writer(uri: str, mlruns: Path, batches: list) -> float:
-    """Seconds of write() for every batch plus finish(), into a new staging area of uri."""
+def _stat(pid) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def server_cpu(server) -> float:
+    """CPU seconds the server started by this script has used so far: every process under its
+    postmaster, and (through the postmaster's children times) those already gone, such as the
+    writer's backend after finish() closed its connection. Linux /proc; 0 elsewhere."""
+    if server is None:
+        return 0.0
+    try:
+        postmaster = int((server.folder / "data" / "postmaster.pid").read_text().split()[0])
+        ticks = sum(int(v) for v in _stat(postmaster)[11:15])
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                try:
+                    fields = _stat(entry.name)
+                except OSError:
+                    continue
+                if int(fields[1]) == postmaster:
+                    ticks += int(fields[11]) + int(fields[12])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def time_writer(uri: str, mlruns: Path, batches: list, server=None) -> tuple[float, float, float]:
+    """(wall, this process's CPU, the server's CPU) seconds of write() for every batch plus
+    finish(), into a new staging area of uri."""
     target = open_target(uri)
     id_map = experiment_id_map(mlruns, target.max_experiment_id)
     with target.staging() as area:
         area.create_schema()
         writer = area.writer(DEFAULT_BATCH_SIZE)
-        started = time.perf_counter()
+        server_before, cpu_before, started = server_cpu(server), time.process_time(), time.perf_counter()
         for batch in batches:
             if id_map:
                 remap_experiment_ids(batch, id_map)
             writer.write(batch)
         writer.finish()
-        return time.perf_counter() - started
+        return (time.perf_counter() - started, time.process_time() - cpu_before,
+                server_cpu(server) - server_before)
 
 
 def main() -> None:
@@ -91,18 +123,22 @@ def main() -> None:
                 targets.append(server.create_database("writer_speed"))
         labels = {uri: "PostgreSQL" if uri.startswith("postgres") else "SQLite" for uri in targets}
         try:
-            seconds: dict[str, list[float]] = {uri: [] for uri in targets}
+            measured: dict[str, list[tuple[float, float, float]]] = {uri: [] for uri in targets}
             for _ in range(args.rounds):
                 for uri in targets:
-                    seconds[uri].append(time_writer(uri, mlruns, batches))
+                    pg = server if uri.startswith("postgres") else None
+                    measured[uri].append(time_writer(uri, mlruns, batches, pg))
         finally:
             if server is not None:
                 server.stop()
     medians = {}
-    for uri, times in seconds.items():
+    for uri, results in measured.items():
+        times = [r[0] for r in results]
         medians[uri] = statistics.median(times)
+        cpu, backend = statistics.median(r[1] for r in results), statistics.median(r[2] for r in results)
         print(f"  {labels[uri]:<12}{rows / medians[uri]:>12,.0f} rows/s   median {medians[uri]:.2f} s "
-              f"of {', '.join(f'{t:.2f}' for t in times)}")
+              f"of {', '.join(f'{t:.2f}' for t in times)}; CPU s: writer {cpu:.2f}"
+              + (f", server {backend:.2f}" if backend else ""))
     if len(targets) == 2:
         first, second = targets
         print(f"  median seconds, {labels[second]} / {labels[first]}: {medians[second] / medians[first]:.2f}x")
