@@ -58,8 +58,13 @@ oldest() {
   uv pip install --quiet -p .ci-work/venv-oldest -e ".[test]" "mlflow==$OLDEST_MLFLOW"
   local python=.ci-work/venv-oldest/bin/python
   [[ -x $python ]] || python=.ci-work/venv-oldest/Scripts/python.exe  # Windows venv layout
+  # The PostgreSQL target's refusals, kill -9 and live-server tests ran in the newest pass and
+  # do not depend on MLflow's version; here the fixture-tree tests still migrate every era into
+  # PostgreSQL through this MLflow's schema, and test_postgres_schema holds this MLflow's recorded
+  # schema against its migrations. (Keeps .ci/run within its time budget.)
   # shellcheck disable=SC2046
-  "$python" -m pytest -p no:cacheprovider tests $(fixture_args)
+  "$python" -m pytest -p no:cacheprovider tests $(fixture_args) \
+    --ignore=tests/integration/test_postgres_target.py --ignore=tests/faults/test_postgres_crashes.py
 }
 
 case "${1:-all}" in
