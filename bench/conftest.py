@@ -293,8 +293,8 @@ def summary_lines(config) -> list[str]:
                     label = f"PostgreSQL / SQLite, {command_name}:"
                     load = _ratio(recs, num, den, "load_seconds")
                     lines.append(f"  ratio {label:<56}{_ratio(recs, num, den):>8}   (load phase {load})")
-        lines.append("  (a ratio > 1 means etl-migrate took less time than the other contender; a "
-                     "target ratio > 1 means PostgreSQL took longer than SQLite)")  # fmt: skip
+        lines.append("  (a ratio > 1 means etl-migrate took less time than the other contender; "
+                     "PostgreSQL / SQLite > 1 means the same command took longer into PostgreSQL)")  # fmt: skip
     for label, recs in results["start"].items():
         any_rec = next(iter(recs.values()))
         lines.append(f"Start-up, {label}: {any_rec['runs_in_tree']:,} runs, {any_rec['files']:,} "
