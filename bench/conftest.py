@@ -41,6 +41,7 @@ from harness import (
 )
 
 RESULTS = pytest.StashKey[dict]()
+_databases = itertools.count()  # one new PostgreSQL database per round
 GATE = pytest.StashKey[list]()
 # Gate limits: target + margin. Targets: not slower than the plain single-threaded reference;
 # verification at most half the load (default run <= 1.5x --no-verify, issue 11). Margins: above
@@ -188,7 +189,7 @@ def measure(benchmark, tmp_path, bench_rounds, pytestconfig, request, bytecode):
             workdir.mkdir()
             report = workdir / "report.json"
             if contender in PG_CONTENDERS:
-                db = PgDatabase(server, f"bench_{os.getpid()}_{request.node.name}_{number}"[:60])
+                db = PgDatabase(server, f"bench_{os.getpid()}_{next(_databases)}")
             else:
                 db = SqliteFile(workdir / "target.db")
             cache = cache_dir
