@@ -160,8 +160,8 @@ def main(ctx, source, target, batch_size, queue_size, verify, keep_failed, skip_
     """Migrate an MLflow FileStore tree (mlruns/) into an MLflow database (SQLite or PostgreSQL).
 
     The database is built in a staging area (SQLite: a file beside the target; PostgreSQL: a
-    schema of its own in the target database), verified against the source through MLflow's
-    own readers, and only then promoted. SQLite: linked into place, or copied into an existing
+    schema of its own in the target database), verified against the source files (rendered into
+    their bytes, and through MLflow's own readers wherever those differ), and only then promoted. SQLite: linked into place, or copied into an existing
     empty target (one a running mlflow server may have open) under its write lock. PostgreSQL:
     MLflow's empty tables are replaced by the staged ones in one transaction. The target is
     never half-written and never clobbered: if it gained data during the run, it is left alone
