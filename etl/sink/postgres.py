@@ -4,7 +4,8 @@ their own and moved in by one transaction.
     target schema      public, or the first schema of the search_path the URI's options name:
                        where MLflow itself would find its tables (current_schema())
     staging schema     etl_migrate_staging_<pid>_<time>, in the same database: MLflow's schema
-                       made by its own migrations, loaded with COPY, verified, then moved
+                       made by its own migrations (their SQL recorded once and replayed after:
+                       postgres_schema.py), loaded with binary COPY, verified, then moved
     advisory locks     one per target schema keeps two runs apart; one per staging schema
                        tells a live run's staging from one a killed run left (the server drops
                        a dead session's locks), which the next run removes
