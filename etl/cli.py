@@ -176,6 +176,10 @@ def main(ctx, source, target, batch_size, queue_size, verify, keep_failed, skip_
       etl-migrate --dry-run --source ./mlruns
       etl-migrate verify --source ./mlruns --target sqlite:///mlflow.db
     """
+    # MLflow is a library here, reading files offline; its usage telemetry (on by default) would
+    # report this tool's imports as someone's MLflow use and reach out from air-gapped hosts.
+    # Set before any MLflow import, and inherited by worker processes; the user's own setting wins.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     if ctx.invoked_subcommand is not None:
         return
     configure_logging(verbose=verbose, quiet=quiet, fmt=log_format)

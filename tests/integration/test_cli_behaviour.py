@@ -120,3 +120,46 @@ def test_tracking_only_tree_and_relative_source(tree, tmp_path):
     assert "Status: SUCCESS" in result.stdout
     assert not (copy / "models").exists()  # the verifier did not create it either
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db", "mlruns"]
+
+
+TELEMETRY_PROBE = """
+import atexit, json, os, sys
+
+def _probe():
+    try:
+        from mlflow.telemetry.client import get_telemetry_client
+    except ImportError:  # a release without usage telemetry
+        result = {"client": None, "telemetry": False}
+    else:
+        result = {"client": get_telemetry_client() is not None, "telemetry": True}
+    with open(os.environ["TELEMETRY_PROBE_OUT"], "w") as f:
+        json.dump(result, f)
+
+atexit.register(_probe)
+"""
+
+
+@pytest.mark.parametrize("user_setting", [None, "false"])
+def test_mlflow_usage_telemetry_is_off_unless_the_user_turns_it_on(tree, tmp_path, user_setting):
+    """MLflow reports usage from any process that imports it, unless told not to or run under
+    CI; the run must not, from a user's shell (no CI variables), and a user's own setting wins."""
+    import os
+    import sys
+
+    mlruns, _ = tree
+    probe_dir = tmp_path / "probe"
+    probe_dir.mkdir()
+    (probe_dir / "sitecustomize.py").write_text(TELEMETRY_PROBE)
+    out = tmp_path / "telemetry.json"
+    ci_markers = {"CI", "GITHUB_ACTIONS", "PYTEST_CURRENT_TEST", "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK"}
+    env = {k: v for k, v in os.environ.items() if k not in ci_markers}
+    env["PYTHONPATH"] = os.pathsep.join([str(probe_dir), *sys.path])
+    env["TELEMETRY_PROBE_OUT"] = str(out)
+    if user_setting is not None:
+        env["MLFLOW_DISABLE_TELEMETRY"] = user_setting
+    result = run_cli("--source", str(mlruns), "--target", f"sqlite:///{tmp_path}/mlflow.db", "-q", env=env)
+    assert result.returncode == 0, result.stderr
+    probe = json.loads(out.read_text())
+    if not probe["telemetry"]:
+        pytest.skip("the installed MLflow has no usage telemetry")
+    assert probe["client"] is (user_setting == "false")
