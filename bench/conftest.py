@@ -43,19 +43,17 @@ from harness import (
 RESULTS = pytest.StashKey[dict]()
 _databases = itertools.count()  # one new PostgreSQL database per round
 GATE = pytest.StashKey[list]()
-# Gate limits: target + margin. Targets: not slower than the plain single-threaded reference;
-# verification at most half the load (default run <= 1.5x --no-verify, issue 11). Margins: above
-# the largest (max - median) of each ratio over 5 CI-size sessions (bench/README.md, "The CI gate").
-# The reference's whole run on a CI-size tree is ~1 s, so that ratio measures start-up (process
-# and import costs), not throughput: it was 2.1-2.8x on a quiet machine and up to 3.4x on a busy
-# one; the limit catches a start-up regression, not the target. Verification on the trace-heavy
-# tree costs 2.3x (quiet) to 2.8x (busy) the load today, above the 1.5x target (issue 11 open):
-# the limit is set above that spread so the gate never flakes, and catches anything worse.
-GATE_MAX_VS_REFERENCE = 1.0 + 3.0
-GATE_MAX_VERIFY = 1.5 + 2.0
-# Never slower than `mlflow migrate-filestore`, the tool users compare us with: the least margin
-# measured is 1.7x faster (trace-heavy x0.1), so no margin is needed above the target itself.
-GATE_MAX_VS_BUILTIN = 1.0
+# Gate limits: target + margin, the margin above the largest (max - median) of each ratio over 5
+# CI-size sessions (bench/README.md, "The CI gate"). Targets: verification at most half the load
+# (default run <= 1.5x --no-verify, issue 11): measured 1.09-1.64x, limit 2.0. Not slower than the
+# plain single-threaded reference: on a CI-size tree the reference's whole run is 0.7-1 s, so that
+# ratio weighs process start-up and the pipeline's fixed costs (measured 1.01-2.07x), and its limit
+# (2.5) catches a regression, not the target.
+GATE_MAX_VS_REFERENCE = 2.5
+GATE_MAX_VERIFY = 1.5 + 0.5
+# Never slower than `mlflow migrate-filestore`, the tool users compare us with: measured 0.07-0.46x
+# of its time, so the limit keeps a margin below the target itself.
+GATE_MAX_VS_BUILTIN = 0.75
 PHASE_ORDER = ("schema", "load", "verify", "promote")
 RATIOS = ((BUILTIN, ETL), (BUILTIN, ETL_NO_VERIFY), (REFERENCE_NAME, ETL_NO_VERIFY),
           (BUILTIN, ETL_PG), (BUILTIN, ETL_PG_NO_VERIFY))  # fmt: skip
