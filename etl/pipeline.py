@@ -352,7 +352,9 @@ async def consume(
     seen_experiments: set[int] = set()
     seen_names: dict[str, int] = {}
     seen_ids: dict[str, dict[str, int]] = {kind: {} for kind in _TREE_WIDE_IDS}
-    seen_assessments: dict[str, tuple[str, int]] = {}
+    # Assessment id -> its trace's id only (one entry per assessment: the largest of these maps
+    # on a trace-heavy tree); the trace's experiment is in seen_ids["traces"].
+    seen_assessments: dict[str, str] = {}
     # (model id, experiment id, metric key, run id) of every logged-model metric file's runs.
     model_metric_runs: set[tuple[str, int, str, str]] = set()
     async with rows:
@@ -368,7 +370,8 @@ async def consume(
             stats.problems.extend(_drop_clashes(batch, seen_runs, seen_experiments, stats.clashes))
             stats.problems.extend(_drop_name_clashes(batch, seen_names, stats.clashes, mlruns))
             stats.problems.extend(_drop_id_clashes(batch, seen_ids, stats.clashes, mlruns))
-            stats.problems.extend(_drop_assessment_clashes(batch, seen_assessments, stats.clashes, mlruns))
+            stats.problems.extend(_drop_assessment_clashes(
+                batch, seen_assessments, seen_ids["traces"], stats.clashes, mlruns))
             model_metric_runs.update((r[0], r[5], r[1], r[6]) for r in batch.rows.get("logged_model_metrics", ()))
             stats.rows.add_batch(batch)
             if id_map:
@@ -497,19 +500,22 @@ def _drop_id_clashes(
 
 
 def _drop_assessment_clashes(
-    batch: RowBatch, seen: dict[str, tuple[str, int]], clashes: dict[str, set], mlruns: Path
+    batch: RowBatch, seen: dict[str, str], trace_experiments: dict[str, int], clashes: dict[str, set],
+    mlruns: Path,
 ) -> list[Problem]:
     """An assessment id in two traces (a file copied by hand): the target keys assessments by
     id alone. As for an id in two experiments, neither trace is kept, and each problem names
-    both files. (A trace of an earlier batch is deleted with the other clashes.)"""
+    both files. (A trace of an earlier batch is deleted with the other clashes.) An assessment
+    comes in the batch of its trace, whose experiment _drop_id_clashes has recorded."""
     problems = []
     for row in batch.rows.get("assessments", ()):
-        assessment_id, here = row["assessment_id"], (row["trace_id"], row["experiment_id"])
-        first = seen.setdefault(assessment_id, here)
-        if first[0] == here[0]:
+        assessment_id, trace_id = row["assessment_id"], row["trace_id"]
+        first = seen.setdefault(assessment_id, trace_id)
+        if first == trace_id:
             continue
-        files = {trace: _assessment_file(mlruns, exp_id, trace, assessment_id) for trace, exp_id in (here, first)}
-        for trace, other in ((here[0], first[0]), (first[0], here[0])):
+        files = {trace: _assessment_file(mlruns, trace_experiments[trace], trace, assessment_id)
+                 for trace in (trace_id, first)}
+        for trace, other in ((trace_id, first), (first, trace_id)):
             if trace not in clashes["traces"]:
                 clashes["traces"].add(trace)
                 problems.append(Problem(files[trace], f"assessment id {assessment_id} is also the id in "
