@@ -11,6 +11,7 @@ Both streams are bounded, so memory follows --queue-size, not the size of the tr
 
 from __future__ import annotations
 
+import ctypes
 import os
 import time
 from collections import Counter
@@ -172,6 +173,7 @@ async def migrate(config: MigrationConfig, progress: Progress | None = None) -> 
 
         report = None
         if config.verify:
+            release_freed_memory()
             started = time.monotonic()
             processes = verify_processes(config.workers, stats)
             report = await verify(mlruns, area.locator, processes, progress, stats.skipped_ids(), id_map)
@@ -191,6 +193,17 @@ async def migrate(config: MigrationConfig, progress: Progress | None = None) -> 
         phases["promote"] = time.monotonic() - started
     counts = target.counts(target.existing())
     return MigrationResult(mlruns, target.display, stats, phases, report, id_map, target.server_uri, counts)
+
+
+def release_freed_memory() -> None:
+    """Hand the memory the load freed (the writer's page cache, the batches) back to the system
+    before verification: glibc keeps freed blocks in its arenas, where the whole process tree's
+    peak, reached during verification, counted them (15 MB on a 400 k-file tree). Other C
+    libraries have no malloc_trim; there the memory stays until it is reused."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (AttributeError, OSError):
+        pass
 
 
 def id_map_for(mlruns: Path, target) -> dict[int, int]:
