@@ -123,6 +123,22 @@ def key_values(conn, table: str, owner: str, key: str, value: str, ids: list[str
     return out
 
 
+def target_experiments(conn, back: dict[str, str]) -> tuple[dict[str, dict], dict[str, dict[str, str]]]:
+    """({folder id: the experiment's row}, {folder id: its tags}) of the target, renumbered
+    experiments under the id of their folder (``back``, see _source_ids)."""
+    experiments = {
+        back.get(str(r[0]), str(r[0])): dict(zip(("experiment_id",) + EXPERIMENT_FIELDS, r))
+        for r in conn.execute(
+            "SELECT experiment_id, name, artifact_location, lifecycle_stage, creation_time, "
+            "last_update_time FROM experiments"
+        )
+    }
+    tags = defaultdict(dict)
+    for exp_id, key, value in conn.execute("SELECT experiment_id, key, value FROM experiment_tags"):
+        tags[back.get(str(exp_id), str(exp_id))][key] = value
+    return experiments, tags
+
+
 def verify_experiments(
     mlruns: str, staging: str, skipped: dict[str, set[str]] | None = None,
     id_map: dict[str, str] | None = None, only: set[str] | None = None,
@@ -150,16 +166,7 @@ def verify_experiments(
 
     conn = _connect(staging)
     try:
-        target = {
-            back.get(str(r[0]), str(r[0])): dict(zip(("experiment_id",) + EXPERIMENT_FIELDS, r))
-            for r in conn.execute(
-                "SELECT experiment_id, name, artifact_location, lifecycle_stage, creation_time, "
-                "last_update_time FROM experiments"
-            )
-        }
-        target_tags = defaultdict(dict)
-        for exp_id, key, value in conn.execute("SELECT experiment_id, key, value FROM experiment_tags"):
-            target_tags[back.get(str(exp_id), str(exp_id))][key] = value
+        target, target_tags = target_experiments(conn, back)
         target_runs, target_traces, target_models = defaultdict(set), defaultdict(set), defaultdict(set)
         for exp_id, run_id in conn.execute("SELECT experiment_id, run_uuid FROM runs"):
             target_runs[back.get(str(exp_id), str(exp_id))].add(run_id)

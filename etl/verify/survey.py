@@ -15,7 +15,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from etl.verify.compare import EXPERIMENT_FIELDS, _connect, _source_ids
+from etl.verify.compare import EXPERIMENT_FIELDS, _connect, _source_ids, target_experiments
 from etl.verify.files import key_files, read_meta, same, same_values, subfolders
 from etl.verify.report import VerificationReport
 
@@ -44,16 +44,7 @@ def survey(mlruns: str, staging: str, skipped: dict[str, set[str]] | None = None
     result = Survey(VerificationReport())
     conn = _connect(staging)
     try:
-        target = {
-            back.get(str(r[0]), str(r[0])): dict(zip(EXPERIMENT_FIELDS, r[1:]))
-            for r in conn.execute(
-                "SELECT experiment_id, name, artifact_location, lifecycle_stage, creation_time, "
-                "last_update_time FROM experiments"
-            )
-        }
-        target_tags = defaultdict(dict)
-        for exp_id, key, value in conn.execute("SELECT experiment_id, key, value FROM experiment_tags"):
-            target_tags[back.get(str(exp_id), str(exp_id))][key] = value
+        target, target_tags = target_experiments(conn, back)
         children = {}
         for entity, query in (
             ("runs", "SELECT experiment_id, run_uuid FROM runs"),
