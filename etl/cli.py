@@ -36,8 +36,11 @@ from etl.summary import (
 EXIT_HELP = "\b\nExit status:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
 
 
-class Terminated(BaseException):
-    """SIGTERM, raised in the main thread so the run unwinds exactly as Ctrl-C does."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so the run unwinds exactly as Ctrl-C does. A
+    KeyboardInterrupt because asyncio re-raises only that (and SystemExit) from inside its
+    transports: raised during a write to a worker's pipe, any other exception was taken for a
+    broken pipe, and the run ended in exit 4 instead of 143."""
 
 
 # How long a stop (Ctrl-C, SIGTERM) may take to unwind before the process exits regardless.
@@ -236,12 +239,12 @@ def _guarded(report: dict, body) -> int:
     except MigrationError as e:
         click.echo(f"error: {redact(str(e))}", err=True)
         code = e.exit_code
-    except KeyboardInterrupt:
-        click.echo("interrupted: the staging file was removed and the target was not touched", err=True)
-        code = 130
     except Terminated:
         click.echo("terminated: the staging file was removed and the target was not touched", err=True)
         code = 143
+    except KeyboardInterrupt:
+        click.echo("interrupted: the staging file was removed and the target was not touched", err=True)
+        code = 130
     except OSError as e:
         click.echo(f"error: {redact(str(e))}; the target was not touched", err=True)
         code = 4
