@@ -150,7 +150,7 @@ def warm_cache(tmp_path_factory, bytecode) -> Path:
     """An etl-migrate cache folder as a first run leaves it (the schema template built)."""
     folder = tmp_path_factory.mktemp("warm-cache")
     env = {**bench_env(), "ETL_MIGRATE_CACHE_DIR": str(folder)}
-    code = "from etl.sink.schema import template_path; template_path()"
+    code = "from etl.sink.sqlite.schema import template_path; template_path()"
     subprocess.run([sys.executable, "-c", code], env=env, check=True)
     return folder
 

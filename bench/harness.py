@@ -269,7 +269,7 @@ def written_rows(counts: dict[str, int]) -> dict[str, int]:
     """Rows per table that the migration wrote (MLflow's own seed rows left out)."""
     global _template_counts
     if _template_counts is None:
-        from etl.sink.schema import template_path
+        from etl.sink.sqlite.schema import template_path
 
         _template_counts = _table_counts(template_path())
     written = {t: n - _template_counts.get(t, 0) for t, n in counts.items()}

@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 from etl.config import DEFAULT_BATCH_SIZE, RUNS_PER_UNIT
-from etl.sink.schema import create_schema, schema_limits
-from etl.sink.writer import StagingWriter
+from etl.sink.sqlite.schema import create_schema, schema_limits
+from etl.sink.sqlite.writer import StagingWriter
 from etl.source.extract import extract
 from etl.source.layout import (
     RegisteredModelUnit,

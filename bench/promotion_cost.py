@@ -22,8 +22,8 @@ import sqlite3
 import time
 from pathlib import Path
 
-from etl.sink.schema import create_schema
-from etl.sink.staging import StagingArea
+from etl.sink.sqlite.schema import create_schema
+from etl.sink.sqlite.staging import StagingArea
 
 ROWS_PER_ROUND = 1_000_000
 

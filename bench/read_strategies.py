@@ -31,7 +31,7 @@ import anyio.to_process
 
 from etl.config import DEFAULT_WORKERS, RUNS_PER_UNIT
 from etl.pipeline import process_count
-from etl.sink.schema import schema_limits
+from etl.sink.sqlite.schema import schema_limits
 from etl.source.extract import extract
 from etl.source.layout import (
     RegisteredModelUnit,

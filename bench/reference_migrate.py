@@ -17,7 +17,7 @@ import time
 
 import yaml
 
-from etl.sink.schema import template_path
+from etl.sink.sqlite.schema import template_path
 
 STATUS = {1: "RUNNING", 2: "SCHEDULED", 3: "FINISHED", 4: "FAILED", 5: "KILLED"}
 SOURCE = {1: "NOTEBOOK", 2: "JOB", 3: "PROJECT", 4: "LOCAL", 5: "UNKNOWN"}

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from etl.config import DEFAULT_BATCH_SIZE, RUNS_PER_UNIT
 from etl.rows import remap_experiment_ids
-from etl.sink.schema import schema_limits
+from etl.sink.sqlite.schema import schema_limits
 from etl.sink.target import open_target
 from etl.source.extract import extract
 from etl.source.layout import (

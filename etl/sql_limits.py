@@ -7,7 +7,7 @@ Everything else the target refuses (a step beyond 64 bits, a missing required fi
 CHECK constraint does not list, a name longer than its VARCHAR) is a problem of the source file
 it came from, reported like any other invalid input, not a database error halfway through the
 load. The target supplies the table: ``Limits`` maps (table, column) to a ``ColumnLimit``, read
-from the target's own schema (``etl.sink.schema.sqlite_limits`` for SQLite: 64-bit integers, no
+from the target's own schema (``etl.sink.sqlite.schema.sqlite_limits`` for SQLite: 64-bit integers, no
 lengths; a PostgreSQL target narrows the same table with ``dataclasses.replace``: VARCHAR
 lengths, 32-bit INTEGER columns, no NUL in text).
 ``check_rows`` runs in the producer processes: plain Python only.

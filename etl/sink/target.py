@@ -1,7 +1,8 @@
 """What a kind of target database provides, and the choice of one by URI scheme.
 
-The pipeline talks to a target only through these two shapes, so a new kind of database (MySQL,
-say) is one new module here, not an ``if`` in every function:
+The pipeline talks to a target only through these two shapes, so a new kind of database is one new
+package beside ``sqlite/`` and ``postgres/`` (each with the same rooms: schema.py, writer.py,
+staging.py), not an ``if`` in every function. This module imports none of them at module level:
 
 ``Target``: the database a ``--target`` URI names (a SQLite file, a PostgreSQL schema).
     check_free()          refuse a target that holds data (before anything is created)
@@ -28,9 +29,16 @@ say) is one new module here, not an ``if`` in every function:
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import importlib.metadata
+import importlib.util
+import os
 import re
+from pathlib import Path
 
-from etl.errors import TargetError
+from etl.errors import MigrationError, TargetError
+from etl.rows import COLUMNS
 
 SQLITE_SCHEMES = ("sqlite",)
 POSTGRES_SCHEMES = ("postgresql", "postgresql+psycopg", "postgres")
@@ -44,11 +52,11 @@ def open_target(uri: str):
     """The Target a --target URI names; a URI of no supported kind is a TargetError."""
     scheme = scheme_of(uri)
     if scheme in SQLITE_SCHEMES:
-        from etl.sink.sqlite import SqliteTarget
+        from etl.sink.sqlite.staging import SqliteTarget
 
         return SqliteTarget(uri)
     if scheme in POSTGRES_SCHEMES:
-        from etl.sink.postgres import PostgresTarget
+        from etl.sink.postgres.staging import PostgresTarget
 
         return PostgresTarget(uri)
     raise TargetError(
@@ -62,3 +70,106 @@ def redact(text: str) -> str:
     a libpq ``password=`` parameter, replaced by ***."""
     text = re.sub(r"(password=)[^&\s]*", r"\1***", text, flags=re.IGNORECASE)
     return re.sub(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*):[^\s/]*@", r"\1:***@", text)
+
+
+# What every database's package shares: MLflow's schema as its migrations make it, and the SQL
+# the writers run on the staged tables (the same statements on every database).
+
+# Tables MLflow's migrations fill themselves; the rest of an empty target holds no rows.
+SCHEMA_SEED_TABLES = frozenset({"alembic_version", "workspaces"})
+
+
+def cache_dir() -> Path:
+    explicit = os.environ.get("ETL_MIGRATE_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "etl-migrate"
+
+
+def schema_key() -> str:
+    """MLflow's version plus its migration file names: a new migration means a new template."""
+    spec = importlib.util.find_spec("mlflow")
+    assert spec is not None and spec.origin is not None
+    versions = Path(spec.origin).parent / "store" / "db_migrations" / "versions"
+    names = sorted(p.name for p in versions.glob("*.py"))
+    digest = hashlib.sha256("\n".join(names).encode()).hexdigest()[:12]
+    return f"mlflow-{importlib.metadata.version('mlflow')}-{digest}"
+
+
+def schema_head() -> str:
+    """The alembic revision of the installed MLflow's schema."""
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    return _get_latest_schema_revision()
+
+
+def check_column_lists(staged_columns) -> None:
+    """Every column we fill exists, and every column we do not fill can be left to its default.
+
+    ``staged_columns(table)`` gives (name, not_null, has_default) for each column of a staged
+    table, whatever the database. This is what keeps ``etl.rows.COLUMNS`` honest against the
+    installed MLflow: a release that adds a required column, or drops one we fill, stops the run
+    here with the table named.
+    """
+    for table, ours in COLUMNS.items():
+        staged = staged_columns(table)
+        if not staged:
+            raise MigrationError(f"the installed MLflow's schema has no table {table!r}")
+        names = {name for name, _, _ in staged}
+        missing = [c for c in ours if c not in names]
+        if missing:
+            raise MigrationError(
+                f"the installed MLflow's {table!r} table has no column(s) {missing}; "
+                "this MLflow version is not supported"
+            )
+        unfilled = [
+            name for name, not_null, has_default in staged
+            if not_null and not has_default and name not in ours
+        ]
+        if unfilled:
+            raise MigrationError(
+                f"the installed MLflow's {table!r} table requires column(s) {unfilled} "
+                "that etl-migrate does not fill; this MLflow version is not supported"
+            )
+
+
+# Columns that extractors fill when they can but that older MLflow schemas do not have; such a
+# value is left out when the staged table lacks the column. Any other unknown column is an error.
+OPTIONAL_COLUMNS = {
+    "trace_info": frozenset({"trace_name"}),
+    "assessments": frozenset({"experiment_id", "trace_timestamp_ms"}),
+}
+
+# Entity kind (as Problems and LoadStats.clashes name it) -> its table and key column.
+ENTITY_KEYS = (("experiments", "experiments", "experiment_id"), ("runs", "runs", "run_uuid"),
+               ("traces", "trace_info", "request_id"), ("logged_models", "logged_models", "model_id"))
+MISSING_DATASET_INPUTS = (
+    "SELECT i.input_uuid, r.run_uuid, r.experiment_id FROM inputs i JOIN runs r "
+    "ON r.run_uuid = i.destination_id WHERE i.source_type = 'DATASET' AND i.destination_type = 'RUN' "
+    "AND i.source_id NOT IN (SELECT dataset_uuid FROM datasets) ORDER BY r.run_uuid, i.input_uuid"
+)
+MISSING_RUN_MODEL_METRICS = (
+    "SELECT DISTINCT m.model_id, m.experiment_id, m.metric_name, m.run_id FROM logged_model_metrics m "
+    "WHERE m.run_id NOT IN (SELECT run_uuid FROM runs) ORDER BY 1, 3, 4"
+)
+
+# Rows that refer to a run with no foreign key to say so: deleted, in this order, once the runs of
+# entities left out (--skip-invalid) are gone.
+UNKEYED_ORPHANS = (
+    ("inputs", "DELETE FROM inputs WHERE (destination_type = 'RUN' AND destination_id NOT IN "
+               "(SELECT run_uuid FROM runs)) OR (source_type IN ('RUN_INPUT', 'RUN_OUTPUT') "
+               "AND source_id NOT IN (SELECT run_uuid FROM runs))"),
+    ("input_tags", "DELETE FROM input_tags WHERE input_uuid NOT IN (SELECT input_uuid FROM inputs)"),
+)
+
+
+def exclusive(method):
+    """One call at a time on the connection; abort() waits for the call in flight to end."""
+
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return locked

@@ -31,7 +31,7 @@ import os
 import warnings
 from functools import cache
 
-from etl.sink.schema import cache_dir
+from etl.sink.target import cache_dir
 
 
 @cache

@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 
 from etl.errors import NotPromoted
-from etl.sink import staging as staging_module
-from etl.sink.schema import create_schema
-from etl.sink.staging import StagingArea, TargetHoldsData, _TargetChanged
+from etl.sink.sqlite import staging as staging_module
+from etl.sink.sqlite.schema import create_schema
+from etl.sink.sqlite.staging import StagingArea, TargetHoldsData, _TargetChanged
 from tests import mlflow_server
 from tests.client_compare import compare_experiments, compare_runs
 from tests.conftest import posix_only, run_cli

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from etl.sink.schema import schema_limits
+from etl.sink.sqlite.schema import schema_limits
 from etl.sql_limits import INT32, ColumnLimit, check_rows
 from tests.conftest import generate_fixture_tree, run_cli, tree_fingerprint
 from tests.faults.test_bad_input import _edit_yaml, _runs

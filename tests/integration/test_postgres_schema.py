@@ -1,4 +1,4 @@
-"""The PostgreSQL schema replayed from its recording (etl.sink.postgres_schema) is the schema
+"""The PostgreSQL schema replayed from its recording (etl.sink.postgres.schema) is the schema
 MLflow's migrations build: every catalog entry and every row alike. (`mlflow server` opening a
 migration staged in a replayed schema: test_postgres_target.py.)"""
 
@@ -9,7 +9,7 @@ import json
 import psycopg
 import pytest
 
-from etl.sink import postgres_schema
+from etl.sink.postgres import schema as postgres_schema
 from etl.sink.target import open_target
 from tests.conftest import run_cli
 

@@ -195,7 +195,7 @@ def test_role_without_create_privilege_is_refused(tree, pg_server, pg_uri):
 
 def test_second_run_at_once_is_refused(tree, pg_uri):
     """Another run holds the target's advisory lock: this one stops at once, creates nothing."""
-    from etl.sink.postgres import LOCK_CLASS
+    from etl.sink.postgres.staging import LOCK_CLASS
 
     with psycopg.connect(pg_uri, autocommit=True) as other:
         other.execute("SELECT pg_advisory_lock(%s, hashtext('target:public'))", (LOCK_CLASS,))
@@ -242,7 +242,7 @@ def test_dry_run_reports_a_value_over_column_limit(long_value_tree, pg_uri):
 def test_dry_run_limits_are_those_of_a_staged_schema(pg_uri):
     """The dry run reads PostgreSQL's limits from the types MLflow's migrations declare; a
     staged schema says the same, column by column."""
-    from etl.sink.postgres import PostgresTarget
+    from etl.sink.postgres.staging import PostgresTarget
 
     target = PostgresTarget(pg_uri)
     with target.staging() as area:

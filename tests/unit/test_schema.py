@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from etl.sink import schema
+from etl.sink.sqlite import schema
 
 
 def _canonical(sql: str | None) -> tuple[str, ...] | None:

@@ -8,7 +8,6 @@ file, which is removed, and the target was never touched.
 
 from __future__ import annotations
 
-import functools
 import shutil
 import sqlite3
 import threading
@@ -16,14 +15,15 @@ from pathlib import Path
 
 from etl.errors import MigrationError
 from etl.rows import COLUMNS, DEDUPLICATED_TABLES, DICT_TABLES, TABLES, RowBatch
-from etl.sink.schema import table_columns
-
-# Columns that extractors fill when they can but that older MLflow schemas do not have; such a
-# value is left out when the staged table lacks the column. Any other unknown column is an error.
-OPTIONAL_COLUMNS = {
-    "trace_info": frozenset({"trace_name"}),
-    "assessments": frozenset({"experiment_id", "trace_timestamp_ms"}),
-}
+from etl.sink.sqlite.schema import table_columns
+from etl.sink.target import (
+    ENTITY_KEYS,
+    MISSING_DATASET_INPUTS,
+    MISSING_RUN_MODEL_METRICS,
+    OPTIONAL_COLUMNS,
+    UNKEYED_ORPHANS,
+    exclusive,
+)
 
 LOAD_PRAGMAS = (
     "PRAGMA journal_mode=OFF",
@@ -36,45 +36,11 @@ LOAD_PRAGMAS = (
 )
 
 
-# Entity kind (as Problems and LoadStats.clashes name it) -> its table and key column.
-ENTITY_KEYS = (("experiments", "experiments", "experiment_id"), ("runs", "runs", "run_uuid"),
-               ("traces", "trace_info", "request_id"), ("logged_models", "logged_models", "model_id"))
-MISSING_DATASET_INPUTS = (
-    "SELECT i.input_uuid, r.run_uuid, r.experiment_id FROM inputs i JOIN runs r "
-    "ON r.run_uuid = i.destination_id WHERE i.source_type = 'DATASET' AND i.destination_type = 'RUN' "
-    "AND i.source_id NOT IN (SELECT dataset_uuid FROM datasets) ORDER BY r.run_uuid, i.input_uuid"
-)
-MISSING_RUN_MODEL_METRICS = (
-    "SELECT DISTINCT m.model_id, m.experiment_id, m.metric_name, m.run_id FROM logged_model_metrics m "
-    "WHERE m.run_id NOT IN (SELECT run_uuid FROM runs) ORDER BY 1, 3, 4"
-)
-
-# Rows that refer to a run with no foreign key to say so: deleted, in this order, once the runs of
-# entities left out (--skip-invalid) are gone.
-UNKEYED_ORPHANS = (
-    ("inputs", "DELETE FROM inputs WHERE (destination_type = 'RUN' AND destination_id NOT IN "
-               "(SELECT run_uuid FROM runs)) OR (source_type IN ('RUN_INPUT', 'RUN_OUTPUT') "
-               "AND source_id NOT IN (SELECT run_uuid FROM runs))"),
-    ("input_tags", "DELETE FROM input_tags WHERE input_uuid NOT IN (SELECT input_uuid FROM inputs)"),
-)
-
-
 def insert_sql(table: str, columns: tuple[str, ...]) -> str:
     verb = "INSERT OR IGNORE" if table in DEDUPLICATED_TABLES else "INSERT"
     quoted = ", ".join(f'"{c}"' for c in columns)
     marks = ", ".join("?" * len(columns))
     return f'{verb} INTO "{table}" ({quoted}) VALUES ({marks})'
-
-
-def _exclusive(method):
-    """One call at a time on the connection; abort() waits for the call in flight to end."""
-
-    @functools.wraps(method)
-    def locked(self, *args, **kwargs):
-        with self._lock:
-            return method(self, *args, **kwargs)
-
-    return locked
 
 
 class StagingWriter:
@@ -94,7 +60,7 @@ class StagingWriter:
         self._in_transaction = False
         self._lock = threading.Lock()
 
-    @_exclusive
+    @exclusive
     def write(self, batch: RowBatch) -> None:
         if not self._in_transaction:
             self.conn.execute("BEGIN")
@@ -155,7 +121,7 @@ class StagingWriter:
             f"file-size limit reached? {free / 2**20:,.0f} MiB free in {self.path.parent})"
         )
 
-    @_exclusive
+    @exclusive
     def delete_entities(self, ids: dict[str, set]) -> None:
         """Delete experiments, runs, traces and logged models by id; prune_orphans then removes
         what hung from them."""
@@ -165,20 +131,20 @@ class StagingWriter:
             self.conn.executemany(f'DELETE FROM "{table}" WHERE "{key}" = ?', [(i,) for i in ids.get(kind, ())])
         self.conn.execute("COMMIT")
 
-    @_exclusive
+    @exclusive
     def inputs_of_missing_datasets(self) -> list[tuple[str, str, int]]:
         """(input uuid, run id, experiment id) of each run input whose dataset is not staged."""
         self.commit()
         return self.conn.execute(MISSING_DATASET_INPUTS).fetchall()
 
-    @_exclusive
+    @exclusive
     def model_metrics_of_missing_runs(self) -> list[tuple[str, int, str, str]]:
         """(model id, experiment id, metric key, run id), once per metric file, of logged-model
         metrics whose run is not staged."""
         self.commit()
         return self.conn.execute(MISSING_RUN_MODEL_METRICS).fetchall()
 
-    @_exclusive
+    @exclusive
     def prune_orphans(self) -> dict[str, int]:
         """Delete rows whose parent entity was left out (--skip-invalid); rows deleted per table.
 
@@ -202,7 +168,7 @@ class StagingWriter:
                 dropped[table] = dropped.get(table, 0) + count
         return dropped
 
-    @_exclusive
+    @exclusive
     def finish(self) -> None:
         """Commit, prove referential integrity, and close."""
         self.commit()

@@ -3,7 +3,7 @@ release and server major version, its SQL recorded, and replayed by later runs.
 
 Importing MLflow and alembic and running ~70 migrations costs seconds on every run; the statements
 those migrations send to an empty schema are a pure function of the MLflow release (its migration
-files, ``etl.sink.schema.schema_key``) and the server's major version (which SQLAlchemy's dialect
+files, ``etl.sink.target.schema_key``) and the server's major version (which SQLAlchemy's dialect
 follows). So the first build records every statement, with its parameters, exactly as SQLAlchemy
 hands it to psycopg, and later runs send the same statements in the same order, in one
 transaction, on a connection whose search_path is their own staging schema: the same empty
@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 from etl.observe import log
-from etl.sink.schema import cache_dir, schema_key
+from etl.sink.target import cache_dir, schema_key
 
 # Bumped when the file's content changes meaning.
 FORMAT = 1

@@ -7,9 +7,6 @@ function of the MLflow release, so it is built once per release into a cache and
 from __future__ import annotations
 
 import ast
-import hashlib
-import importlib.metadata
-import importlib.util
 import logging
 import os
 import re
@@ -18,31 +15,9 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
-from etl.errors import MigrationError
 from etl.rows import COLUMNS
+from etl.sink.target import cache_dir, check_column_lists, schema_key
 from etl.sql_limits import INT64, ColumnLimit, Limits
-
-# Tables MLflow's migrations fill themselves; the rest of an empty target holds no rows.
-SCHEMA_SEED_TABLES = frozenset({"alembic_version", "workspaces"})
-
-
-def cache_dir() -> Path:
-    explicit = os.environ.get("ETL_MIGRATE_CACHE_DIR")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "etl-migrate"
-
-
-def schema_key() -> str:
-    """MLflow's version plus its migration file names: a new migration means a new template."""
-    spec = importlib.util.find_spec("mlflow")
-    assert spec is not None and spec.origin is not None
-    versions = Path(spec.origin).parent / "store" / "db_migrations" / "versions"
-    names = sorted(p.name for p in versions.glob("*.py"))
-    digest = hashlib.sha256("\n".join(names).encode()).hexdigest()[:12]
-    return f"mlflow-{importlib.metadata.version('mlflow')}-{digest}"
-
 
 def build_schema(path: Path) -> None:
     """An empty database at path, migrated to MLflow's alembic head by MLflow itself."""
@@ -68,13 +43,6 @@ def build_schema(path: Path) -> None:
         _initialize_tables(engine)
     finally:
         engine.dispose()
-
-
-def schema_head() -> str:
-    """The alembic revision of the installed MLflow's schema."""
-    from mlflow.store.db.utils import _get_latest_schema_revision
-
-    return _get_latest_schema_revision()
 
 
 def template_path() -> Path:
@@ -197,33 +165,3 @@ def sqlite_limits(database: Path) -> Limits:
         return limits
     finally:
         conn.close()
-
-
-def check_column_lists(staged_columns) -> None:
-    """Every column we fill exists, and every column we do not fill can be left to its default.
-
-    ``staged_columns(table)`` gives (name, not_null, has_default) for each column of a staged
-    table, whatever the database. This is what keeps ``etl.rows.COLUMNS`` honest against the
-    installed MLflow: a release that adds a required column, or drops one we fill, stops the run
-    here with the table named.
-    """
-    for table, ours in COLUMNS.items():
-        staged = staged_columns(table)
-        if not staged:
-            raise MigrationError(f"the installed MLflow's schema has no table {table!r}")
-        names = {name for name, _, _ in staged}
-        missing = [c for c in ours if c not in names]
-        if missing:
-            raise MigrationError(
-                f"the installed MLflow's {table!r} table has no column(s) {missing}; "
-                "this MLflow version is not supported"
-            )
-        unfilled = [
-            name for name, not_null, has_default in staged
-            if not_null and not has_default and name not in ours
-        ]
-        if unfilled:
-            raise MigrationError(
-                f"the installed MLflow's {table!r} table requires column(s) {unfilled} "
-                "that etl-migrate does not fill; this MLflow version is not supported"
-            )
