@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import json
 import math
 import os
@@ -40,7 +41,15 @@ def fx(d: dict) -> int:
 
 
 def paged(fn, *args, **kwargs):
-    """Yield every item of a PagedList-returning search."""
+    """Yield every item of a PagedList-returning search (unpaged in older MLflow: MLflow 1.0's
+    search_runs, 2.1's search_model_versions, which take no max_results either)."""
+    try:
+        accepted = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        accepted = {"page_token": None}
+    if "page_token" not in accepted:
+        yield from fn(*args, **{k: v for k, v in kwargs.items() if k in accepted})
+        return
     token = None
     while True:
         page = fn(*args, page_token=token, **kwargs)
@@ -52,26 +61,37 @@ def paged(fn, *args, **kwargs):
 
 def read_back(root: Path, problems: list[str], summary: dict) -> Counter:
     import mlflow
-    from mlflow import MlflowClient
     from mlflow.entities import ViewType
+
+    try:
+        from mlflow import MlflowClient
+    except ImportError:  # MLflow < 1.26
+        from mlflow.tracking import MlflowClient
 
     uri = root.resolve().as_uri()
     # Explicit client URIs are not enough: in MLflow 3.17.2 MlflowClient.search_prompts and
     # load_prompt also open the *global* tracking URI (default sqlite:///mlflow.db in the cwd).
     mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    if hasattr(mlflow, "set_registry_uri"):  # MLflow >= 1.2
+        mlflow.set_registry_uri(uri)
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    else:
+        client = MlflowClient(tracking_uri=uri)
     c: Counter = Counter()
 
-    # experiments
-    exps = list(paged(client.search_experiments, view_type=ViewType.ALL, max_results=1000))
+    # experiments (MLflow < 1.28 lists them, unpaged)
+    if hasattr(client, "search_experiments"):
+        exps = list(paged(client.search_experiments, view_type=ViewType.ALL, max_results=1000))
+    else:
+        exps = list(client.list_experiments(view_type=ViewType.ALL))
     c["experiments"] = len(exps)
     for e in exps:
-        c["experiment_tags"] += custom(e.tags)
+        c["experiment_tags"] += custom(getattr(e, "tags", None) or {})  # MLflow 1.0: no tags
         if e.lifecycle_stage == "deleted":
             c["experiments_deleted"] += 1
-        if e.experiment_id != "0" and not (len(e.experiment_id) == 18 and e.experiment_id.isdigit()):
-            problems.append(f"experiment id {e.experiment_id!r} is not an 18-digit id")
+        # 1, 2, 3 in MLflow 1.x trees, 18 random digits from 2.0 (2.1 has them) on
+        if not e.experiment_id.isdigit():
+            problems.append(f"experiment id {e.experiment_id!r} is not a number")
     s3 = summary["ids"].get("s3_experiment")
     if s3:
         loc = client.get_experiment(s3).artifact_location
@@ -95,13 +115,15 @@ def read_back(root: Path, problems: list[str], summary: dict) -> Counter:
             if run.info.lifecycle_stage == "deleted":
                 c["runs_deleted"] += 1
             c["params"] += len(run.data.params)
-            if run.info.run_name == "edge-values-数据-🔥":
+            # MLflow < 1.30 has no run name but the mlflow.runName tag
+            name = getattr(run.info, "run_name", None) or run.data.tags.get("mlflow.runName")
+            if name == "edge-values-数据-🔥":
                 edge_seen = True
                 check_edge_values(client, run, summary, problems)
             c["run_tags"] += custom(run.data.tags)
             for key in run.data.metrics:
                 c["metric_points"] += len(client.get_metric_history(run.info.run_id, key))
-            inputs = run.inputs
+            inputs = getattr(run, "inputs", None)  # MLflow >= 2.4
             for di in (inputs.dataset_inputs if inputs else []):
                 c["inputs"] += 1
                 c["input_tags"] += len(di.tags)
@@ -146,7 +168,14 @@ def read_back(root: Path, problems: list[str], summary: dict) -> Counter:
             c["logged_model_metric_points"] += sum(
                 len(f.read_text(encoding="utf-8").splitlines()) for f in folder.rglob("*") if f.is_file())
 
-    # registry: registered models (prompts are registered models tagged as prompts)
+    # registry: registered models (prompts are registered models tagged as prompts); none in
+    # trees of MLflow < 2.1, whose registry refuses file: URIs
+    if (root / "models").is_dir():
+        read_registry(client, c)
+    return c
+
+
+def read_registry(client, c: Counter) -> None:
     prompt_names = []
     for rm in paged(client.search_registered_models, max_results=1000):
         if rm.tags.get("mlflow.prompt.is_prompt") == "true":
@@ -154,7 +183,7 @@ def read_back(root: Path, problems: list[str], summary: dict) -> Counter:
             continue
         c["registered_models"] += 1
         c["registered_model_tags"] += custom(rm.tags)
-        c["aliases"] += len(rm.aliases or {})
+        c["aliases"] += len(getattr(rm, "aliases", None) or {})  # MLflow >= 2.3
         for mv in paged(client.search_model_versions, f"name='{rm.name}'", max_results=1000):
             c["model_versions"] += 1
             c["model_version_tags"] += custom(mv.tags)
@@ -179,7 +208,6 @@ def read_back(root: Path, problems: list[str], summary: dict) -> Counter:
             c["prompt_versions"] += 1
             c["prompt_aliases"] += len(getattr(pv, "aliases", None) or [])
             v += 1
-    return c
 
 
 def check_edge_values(client, run, summary: dict, problems: list[str]) -> None:
@@ -187,7 +215,8 @@ def check_edge_values(client, run, summary: dict, problems: list[str]) -> None:
     m, p = run.data.metrics, run.data.params
     if not math.isnan(m.get("fx.nan", 0.0)):
         problems.append(f"fx.nan read back as {m.get('fx.nan')}")
-    if m.get("fx.pos_inf") != math.inf or m.get("fx.neg_inf") != -math.inf:
+    infinite = summary["features"].get("infinite_metrics", True)  # MLflow 1.0 refuses them
+    if infinite and (m.get("fx.pos_inf") != math.inf or m.get("fx.neg_inf") != -math.inf):
         problems.append(f"±Inf read back as {m.get('fx.pos_inf')}, {m.get('fx.neg_inf')}")
     want = summary["features"]["max_param_val_length"]
     if len(p.get("fx.long_param", "")) != want:
@@ -221,7 +250,8 @@ def main(argv=None) -> int:
             problems.append(f"tree made by MLflow {summary['mlflow_version']}, "
                             f"read with {mlflow.__version__}")
         got = read_back(root, problems, summary)
-    expected = summary["counts"]
+    # A deleted model version is hidden from MLflow's reader: nothing reads it back.
+    expected = {k: v for k, v in summary["counts"].items() if k != "model_versions_deleted"}
     for key in sorted(set(expected) | set(got)):
         if expected.get(key, 0) != got.get(key, 0):
             problems.append(f"{key}: summary says {expected.get(key, 0)}, read back "

@@ -2,7 +2,8 @@
 """Build an MLflow FileStore fixture tree through MLflow's public API.
 
 Standalone: imports only the standard library, mlflow and what mlflow brings
-(pandas). Works with whatever MLflow runs it (tested: 2.22.5, 3.2.0, 3.17.2):
+(pandas), and runs on Python 3.7 too. Works with whatever MLflow runs it (tested:
+1.0.0, 1.20.2, 1.30.1, 2.1.1, 2.9.2, 2.22.5, 3.2.0, 3.17.2):
 
     uv run --with mlflow==3.17.2 --no-project \
         python -I scripts/generate_migration_fixtures.py --output DIR --size small
@@ -16,10 +17,21 @@ Standalone: imports only the standard library, mlflow and what mlflow brings
     # logs "Failed to end span ...: no attribute '_metrics'" once per trace; '<1.41'
     # (1.40.0) is quiet.
 
+    # MLflow 1.x: an old Python and era pins (scripts/ci_matrix.sh has them per release).
+    # Then --upgrade: a later MLflow adds to the same tree what a user who upgraded adds
+    # (the model registry, which no MLflow before 2.1 has on files; a run; a deletion).
+    uv run --python 3.8 --with mlflow==1.20.2 --with 'protobuf<4' --with 'sqlalchemy<2' \
+        --with 'numpy<1.24' --with 'pandas<2' --no-project \
+        python -I scripts/generate_migration_fixtures.py --output DIR --size full
+    uv run --python 3.8 --with mlflow==2.9.2 --no-project \
+        python -I scripts/generate_migration_fixtures.py --output DIR --upgrade
+
 Writes the FileStore into DIR/mlruns (tracking and model registry) and a JSON
 summary into DIR/fixture_summary.json; the same JSON goes to stdout. MLflow's
 own output goes to stderr. Features are detected by probing the API, so every
-entity type the running MLflow can create is created.
+entity type the running MLflow can create is created; what it cannot (MLflow 1.0 has
+no experiment tags and refuses +-Inf metric values) is logged and listed per era in
+the summary's "eras".
 scripts/check_fixture_tree.py reads the tree back and compares with the summary.
 
 Count conventions (used by the checker too): "custom" tags are those whose key
@@ -103,15 +115,22 @@ class FixtureError(RuntimeError):
 class Generator:
     def __init__(self, out: Path, size: str):
         import mlflow
-        from mlflow import MlflowClient
+
+        try:
+            from mlflow import MlflowClient
+        except ImportError:  # MLflow < 1.26 exports it from mlflow.tracking only
+            from mlflow.tracking import MlflowClient
 
         self.mlflow = mlflow
         self.out = out
         self.root = out / "mlruns"
         self.uri = self.root.resolve().as_uri()  # file:///abs/path/mlruns
         mlflow.set_tracking_uri(self.uri)
-        mlflow.set_registry_uri(self.uri)
-        self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        kw = {"tracking_uri": self.uri}
+        if hasattr(mlflow, "set_registry_uri"):  # MLflow >= 1.2
+            mlflow.set_registry_uri(self.uri)
+            kw["registry_uri"] = self.uri
+        self.client = MlflowClient(**kw)
         self.size = size
         self.n = SIZES[size]
         self.rng = random.Random(42)
@@ -120,6 +139,7 @@ class Generator:
         self.ids: dict = {"experiments": [], "deleted_experiment": None, "s3_experiment": None,
                           "traces": [], "logged_models": [], "registered_models": [],
                           "prompts": []}
+        self.skipped: list[str] = []  # what this MLflow cannot write, said once each
         self.features = self._probe()
         self._ts = 0
 
@@ -127,6 +147,33 @@ class Generator:
     def _probe(self) -> dict:
         mlflow, C = self.mlflow, type(self.client)
         f: dict = {}
+        # MLflow 1.x: no experiment tags in 1.0 (set_experiment_tag comes later), no
+        # create_experiment(tags=) nor set_experiment(experiment_id=) in 1.20 (1.25 has both),
+        # search_experiments from 1.28, create_run(run_name=) and a run name in meta.yaml from
+        # 1.30 (before, a run is named by its mlflow.runName tag only, and most have none).
+        f["experiment_tags"] = hasattr(C, "set_experiment_tag")
+        f["create_experiment_tags"] = accepts(C.create_experiment, "tags")
+        f["create_run_name"] = accepts(C.create_run, "run_name")
+        f["set_experiment_by_id"] = accepts(mlflow.set_experiment, "experiment_id")
+        f["search_experiments"] = hasattr(C, "search_experiments")
+        # No file-store model registry before MLflow 2.1 (it refuses file: registry URIs).
+        try:
+            from mlflow.store.model_registry.file_store import FileStore as _RegistryStore  # noqa: F401
+
+            f["registry"] = True
+        except ImportError:
+            f["registry"] = False
+        # MLflow 1.0's reader takes a param file's first line, stripped, and fails on a second:
+        # it cannot log a multi-line param value (nor read one back).
+        try:
+            try:
+                from mlflow.store.tracking.file_store import FileStore as _TrackingStore
+            except ImportError:  # MLflow 1.0 keeps it one folder up
+                from mlflow.store.file_store import FileStore as _TrackingStore
+            f["multiline_params"] = "read_file_lines" not in inspect.getsource(
+                _TrackingStore._get_param_from_file)
+        except (ImportError, OSError, TypeError):
+            f["multiline_params"] = True
         f["log_input"] = hasattr(mlflow, "log_input")
         f["input_tags"] = f["log_input"] and accepts(mlflow.log_input, "tags")
         try:
@@ -166,8 +213,8 @@ class Generator:
         f["metric_dataset_link"] = accepts(mlflow.log_metric, "dataset") and accepts(
             mlflow.log_metric, "model_id")
         f["model_outputs"] = hasattr(C, "log_outputs")
-        f["model_inputs"] = accepts(C.log_inputs, "models")
-        f["model_version_model_id"] = accepts(C.create_model_version, "model_id")
+        f["model_inputs"] = accepts(getattr(C, "log_inputs", None), "models")
+        f["model_version_model_id"] = accepts(getattr(C, "create_model_version", None), "model_id")
         f["stage_transitions"] = hasattr(C, "transition_model_version_stage")
         f["registered_model_aliases"] = hasattr(C, "set_registered_model_alias")
         reg = None
@@ -220,28 +267,66 @@ class Generator:
     def word(self, k: int = 8) -> str:
         return "".join(self.rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(k))
 
+    def skip(self, what: str) -> None:
+        """Something this MLflow cannot write: logged, and listed in the summary."""
+        if what not in self.skipped:
+            self.skipped.append(what)
+            log(f"MLflow {self.mlflow.__version__} cannot: {what} (skipped)")
+
     def log_metrics(self, run_id: str, points: list[tuple[str, float, int, int]]) -> None:
         from mlflow.entities import Metric
 
         ms = [Metric(key=k, value=v, timestamp=t, step=s) for k, v, t, s in points]
         for i in range(0, len(ms), 1000):
-            self.client.log_batch(run_id, metrics=ms[i:i + 1000])
+            # MLflow 1.0's log_batch takes all three lists, positionally required
+            self.client.log_batch(run_id, ms[i:i + 1000], [], [])
         self.counts["metric_points"] += len(ms)
 
     def log_run_data(self, run_id, params=None, tags=None):
         from mlflow.entities import Param, RunTag
 
         params, tags = params or {}, tags or {}
-        self.client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()],
-                              tags=[RunTag(k, v) for k, v in tags.items()])
+        self.client.log_batch(run_id, [], [Param(k, v) for k, v in params.items()],
+                              [RunTag(k, v) for k, v in tags.items()])
         self.counts["params"] += len(params)
         self.counts["run_tags"] += len(tags)
 
-    def new_run(self, exp_id: str, name: str, tags=None):
-        run = self.client.create_run(exp_id, run_name=name, tags=tags or {})
+    def new_run(self, exp_id: str, name: str | None, tags=None):
+        """A run made by the client; ``name`` None makes an unnamed one where the era has those
+        (MLflow <= 1.28: no run name anywhere; later ones generate a name)."""
+        tags = dict(tags or {})
+        if self.features["create_run_name"]:
+            run = self.client.create_run(exp_id, run_name=name, tags=tags)
+        else:  # MLflow <= 1.28 names a run by its mlflow.runName tag only
+            if name is not None:
+                tags["mlflow.runName"] = name
+            run = self.client.create_run(exp_id, tags=tags)
         self.counts["runs"] += 1
-        self.counts["run_tags"] += len([k for k in (tags or {}) if not k.startswith("mlflow.")])
+        self.counts["run_tags"] += len([k for k in tags if not k.startswith("mlflow.")])
         return run
+
+    def create_experiment(self, name: str, tags: dict, artifact_location=None) -> str:
+        """With its tags, through create_experiment(tags=) where the era has it, else
+        set_experiment_tag alone (MLflow 1.20), else none (MLflow 1.0 has no experiment tags)."""
+        f, client = self.features, self.client
+        kw = {"artifact_location": artifact_location} if artifact_location else {}
+        items = list(tags.items())
+        if not f["experiment_tags"]:
+            self.skip("experiment tags")
+            items = []
+        if f["create_experiment_tags"] and items:
+            exp_id = client.create_experiment(name, tags=dict(items[:1]), **kw)
+            later = items[1:]
+        else:
+            exp_id = client.create_experiment(name, **kw)
+            later = items
+            if items:
+                self.skip("create_experiment(tags=...): the tags are set after")
+        for k, v in later:
+            client.set_experiment_tag(exp_id, k, v)
+        self.counts["experiments"] += 1
+        self.counts["experiment_tags"] += len(items)
+        return exp_id
 
     def finish(self, run_id: str, status: str = "FINISHED"):
         self.client.set_terminated(run_id, status=status)
@@ -265,6 +350,14 @@ class Generator:
         return (len(ds), sum(len(d.tags) for d in ds),
                 len(getattr(inputs, "model_inputs", None) or []))
 
+    def list_experiments(self) -> list:
+        """Every experiment, deleted ones too (search_experiments from MLflow 1.28 on)."""
+        from mlflow.entities import ViewType
+
+        if self.features["search_experiments"]:
+            return list(self.client.search_experiments(view_type=ViewType.ALL))
+        return list(self.client.list_experiments(view_type=ViewType.ALL))
+
     def trace_dir(self, exp_id: str, trace_id: str) -> Path:
         return self.root / exp_id / "traces" / trace_id
 
@@ -273,7 +366,7 @@ class Generator:
         t0 = time.monotonic()
         mlflow = self.mlflow
         n = self.n
-        self.client.search_experiments()  # makes the FileStore create Default (id 0)
+        self.list_experiments()  # makes the FileStore create Default (id 0)
         self.counts["experiments"] += 1
 
         for e in range(n["experiments"]):
@@ -281,7 +374,10 @@ class Generator:
         self.build_edge_experiments()
         if self.features["logged_models"]:
             self.build_logged_models()
-        self.build_registry()
+        if self.features["registry"]:
+            self.build_registry()
+        else:
+            self.skip("model registry (MLflow < 2.1 has no file-store registry)")
         if self.features["prompts"]:
             self.build_prompts()
         self.verify_traces_on_disk()
@@ -290,19 +386,15 @@ class Generator:
         return self.summary(time.monotonic() - t0)
 
     def build_experiment(self, e: int):
-        mlflow, n, client = self.mlflow, self.n, self.client
+        mlflow, n = self.mlflow, self.n
         name = f"fx-实验-🚀-{e}" if e == 0 else f"fx-exp-{e}"
         tags = {"fx/nested/e0" if i == 0 else f"fx.e{i}":
                 (f"团队-🧪-{self.word()}" if i == 1 else self.word()) for i in range(n["experiment_tags"])}
-        # create with the first tag, set the rest (both public write paths)
-        first = dict(list(tags.items())[:1])
-        exp_id = client.create_experiment(name, tags=first)
-        for k, v in list(tags.items())[1:]:
-            client.set_experiment_tag(exp_id, k, v)
-        self.counts["experiments"] += 1
-        self.counts["experiment_tags"] += len(tags)
+        # created with the first tag, the rest set after (both public write paths)
+        exp_id = self.create_experiment(name, tags)
         self.ids["experiments"].append(exp_id)
-        mlflow.set_experiment(experiment_id=exp_id)
+        if self.features["set_experiment_by_id"]:
+            mlflow.set_experiment(experiment_id=exp_id)
         datasets = []
         if self.features["pandas_datasets"] and self.features["log_input"]:
             datasets = [self.dataset(e, d) for d in range(n["datasets"])]
@@ -348,6 +440,7 @@ class Generator:
                 self.make_trace(exp_id, e, t)
         if e == 0:
             self.exp0 = {"id": exp_id, "runs": run_ids, "datasets": datasets}
+            self.ids["exp0_runs"] = run_ids
             self.build_edge_runs(exp_id, datasets)
             if self.features["traces"] and self.features["assessments"]:
                 self.make_trace(exp_id, e, n["traces"], all_assessment_kinds=True)
@@ -485,21 +578,23 @@ class Generator:
         run = self.new_run(exp_id, "edge-values-数据-🔥")
         rid = run.info.run_id
         self.edge_values_run = rid
-        long_param = ("p" * 97 + "\n") * (f["max_param_val_length"] // 98)
+        long_param = ("p" * 97 + ("\n" if f["multiline_params"] else "p")) * (f["max_param_val_length"] // 98)
         long_param += "x" * (f["max_param_val_length"] - len(long_param))
+        params = {"fx.long_param": long_param, "fx/deep/nested/param": "a/b/c",
+                  "fx.multiline": "line one\nline two\n  indented: yes\n",
+                  "fx.unicode": "中文-日本語-한국어-🎉", "fx.empty": ""}
+        if not f["multiline_params"]:
+            self.skip("multi-line param values")
+            del params["fx.multiline"]
         long_tag = ("长" * 50 + "🚀") * 100  # 5100 chars, < MAX_TAG_VAL_LENGTH
         long_tag = long_tag[: min(len(long_tag), f["max_tag_val_length"])]
-        self.log_run_data(rid, params={
-            "fx.long_param": long_param, "fx/deep/nested/param": "a/b/c",
-            "fx.multiline": "line one\nline two\n  indented: yes\n",
-            "fx.unicode": "中文-日本語-한국어-🎉", "fx.empty": "",
-        }, tags={
+        self.log_run_data(rid, params=params, tags={
             "fx.long_tag": long_tag, "fx/nested/tag": "ネスト 🐙",
             "fx.multiline_tag": "first\nsecond", "fx.emoji": "🚀🔥💯",
         })
         dup_ts = self.ts()
-        points = [("fx.nan", math.nan, self.ts(), 0), ("fx.pos_inf", math.inf, self.ts(), 0),
-                  ("fx.neg_inf", -math.inf, self.ts(), 0),
+        infinite = [("fx.pos_inf", math.inf, self.ts(), 0), ("fx.neg_inf", -math.inf, self.ts(), 0)]
+        points = [("fx.nan", math.nan, self.ts(), 0),
                   ("fx.dup_step", 1.5, dup_ts, 7), ("fx.dup_step", 1.5, dup_ts, 7),  # exact dup
                   ("fx.dup_step", 2.5, self.ts(), 7),  # same step, other value
                   ("fx/nested/metric", 0.25, self.ts(), 0),
@@ -510,6 +605,12 @@ class Generator:
                   ("fx.nan_then_value", 3.0, self.ts(), 1)]
         points += [("fx.history", round(math.sin(s / 3), 6), self.ts(), s * 10) for s in range(25)]
         self.log_metrics(rid, points)
+        try:
+            self.log_metrics(rid, infinite)
+            f["infinite_metrics"] = True
+        except Exception as exc:  # noqa: BLE001 - MLflow 1.0 refuses them (MlflowException)
+            f["infinite_metrics"] = False
+            self.skip(f"metric values +-Inf ({type(exc).__name__}: {str(exc)[:80]})")
         # one metric through the single-metric API too (same step twice, same timestamp+value)
         client.log_metric(rid, "fx.single_api", 9.0, timestamp=dup_ts, step=1)
         client.log_metric(rid, "fx.single_api", 9.0, timestamp=dup_ts, step=1)
@@ -522,6 +623,18 @@ class Generator:
                 mlflow.log_param("fx.child", "1")
                 self.counts["params"] += 1
                 self.counts["runs"] += 1
+        self.counts["runs_finished"] += 1
+
+        # Unnamed runs, as most runs of MLflow <= 1.28 are: create_run() and start_run() without
+        # a name write neither a run name nor an mlflow.runName tag there (later eras make one up).
+        bare = self.new_run(exp_id, None)
+        self.log_run_data(bare.info.run_id, params={"fx.unnamed": "client"})
+        self.log_metrics(bare.info.run_id, [("fx.loss", 0.5, self.ts(), 0)])
+        self.finish(bare.info.run_id)
+        with mlflow.start_run(experiment_id=exp_id):
+            mlflow.log_param("fx.unnamed", "fluent")
+        self.counts["runs"] += 1
+        self.counts["params"] += 1
         self.counts["runs_finished"] += 1
 
         empty = self.new_run(exp_id, "edge-empty")
@@ -544,13 +657,16 @@ class Generator:
         client.delete_run(deleted.info.run_id)
         self.counts["runs_deleted"] += 1
         self.edge_cases += [
-            "18-digit experiment ids (FileStore default)", "metric values NaN, +Inf, -Inf",
+            "metric values NaN, +Inf, -Inf" if f["infinite_metrics"] else "metric value NaN",
+            "runs without a name (create_run() and start_run())",
             "metric 1.7976931348623157e308 and 5e-324", "metric NaN then a value",
             "CJK and emoji in experiment names, run names, tag values, param values",
             "deleted run (lifecycle_stage deleted)", "empty run (only default tags)",
             "RUNNING run", "FAILED run", "KILLED run", "nested child run (mlflow.parentRunId)",
-            f"param value of {f['max_param_val_length']} chars (MAX_PARAM_VAL_LENGTH), multi-line",
-            f"run tag value of {len(long_tag)} chars", "multi-line param and tag values",
+            f"param value of {f['max_param_val_length']} chars (MAX_PARAM_VAL_LENGTH)"
+            + (", multi-line" if f["multiline_params"] else ""),
+            f"run tag value of {len(long_tag)} chars",
+            "multi-line tag values" + (" and param values" if f["multiline_params"] else ""),
             "empty param value", "param/tag/metric/experiment-tag keys containing '/'",
             "same metric key logged twice at one step (different values)",
             "exact duplicate metric line (same timestamp, value, step)",
@@ -560,7 +676,7 @@ class Generator:
     def build_edge_experiments(self):
         client = self.client
         name = "fx-deleted-已删除-🗑"
-        exp_id = client.create_experiment(name, tags={"fx.note": "削除済み"})
+        exp_id = self.create_experiment(name, {"fx.note": "削除済み"})
         r = self.new_run(exp_id, "run-in-deleted-exp")
         self.log_run_data(r.info.run_id, params={"fx.p": "1"}, tags={"fx.t": "x"})
         self.log_metrics(r.info.run_id, [("fx.m", 0.5, self.ts(), 0)])
@@ -570,20 +686,15 @@ class Generator:
         if client.get_run(r.info.run_id).info.lifecycle_stage == "deleted":
             self.counts["runs_deleted"] += 1
             self.edge_cases.append("run deleted together with its experiment")
-        self.counts["experiments"] += 1
         self.counts["experiments_deleted"] += 1
-        self.counts["experiment_tags"] += 1
         self.ids["deleted_experiment"] = exp_id
 
         s3 = "s3://fx-bucket/mlflow/artifacts"
-        exp_id = client.create_experiment("fx-s3-artifacts", artifact_location=s3,
-                                          tags={"fx.store": "s3"})
+        exp_id = self.create_experiment("fx-s3-artifacts", {"fx.store": "s3"}, artifact_location=s3)
         r = self.new_run(exp_id, "run-with-s3-artifacts")
         self.log_run_data(r.info.run_id, params={"fx.p": "1"})
         self.log_metrics(r.info.run_id, [("fx.m", 1.0, self.ts(), 0)])
         self.finish(r.info.run_id)
-        self.counts["experiments"] += 1
-        self.counts["experiment_tags"] += 1
         self.ids["s3_experiment"] = exp_id
         self.edge_cases += ["deleted experiment (in .trash) holding a run",
                             f"experiment with non-file artifact location {s3}"]
@@ -691,10 +802,21 @@ class Generator:
                 with contextlib.suppress(Exception):  # deprecated in 3.x, may warn
                     client.transition_model_version_stage(name, "1", "Production")
                     self.counts["stage_transitions"] += 1
-            for a in range(min(n["aliases"], n["model_versions"])):
+            if not f["registered_model_aliases"]:
+                self.skip("registered model aliases (MLflow < 2.3)")
+            for a in range(min(n["aliases"], n["model_versions"]) if f["registered_model_aliases"] else 0):
                 client.set_registered_model_alias(name, ["champion", "challenger", "shadow"][a],
                                                   str(a + 1))
                 self.counts["aliases"] += 1
+        # A deleted version: MLflow 2.1 removes its folder, later ones keep it as stage
+        # Deleted_Internal (hidden from the reader).
+        if n["model_versions"] >= 3:
+            name, version = self.ids["registered_models"][-1], str(n["model_versions"] - 1)
+            client.delete_model_version(name, version)
+            self.counts["model_versions"] -= 1
+            self.counts["model_version_tags"] -= n["model_version_tags"]
+            self.counts["model_versions_deleted"] += 1
+            self.edge_cases.append(f"deleted model version ({name} version {version})")
         self.edge_cases += ["model version without run id (s3:// source)",
                             "CJK in a registered model name"]
         if self.ids["logged_models"] and f["model_version_model_id"] and n["model_versions"] > 2:
@@ -732,11 +854,69 @@ class Generator:
             self.ids["prompts"].append(name)
 
     # ------------------------------------------------------------------ summary
+    # ------------------------------------------------------------------ upgrade
+    def upgrade(self, before: dict) -> dict:
+        """Add to a tree an older MLflow made (``before``: its summary) what a user who upgraded
+        MLflow adds: a run of this era in an old experiment, a new experiment, an old run
+        deleted, and what the older era could not write (model registry, prompts, logged
+        models). Counts add up over both passes."""
+        t0 = time.monotonic()
+        client = self.client
+        self.counts.update(before["counts"])
+        self.ids.update(before["ids"])
+        self.edge_cases = list(before["edge_cases"])
+        self._ts = 100_000  # metric timestamps after the first pass's
+        version = self.mlflow.__version__
+        exp0 = self.ids["experiments"][0]
+        r = self.new_run(exp0, f"upgraded-{version}")
+        self.log_run_data(r.info.run_id, params={"fx.era": version}, tags={"fx.era": version})
+        self.log_metrics(r.info.run_id, [("fx.loss", 0.25, self.ts(), 0)])
+        self.finish(r.info.run_id)
+        exp_id = self.create_experiment(f"fx-upgraded-{version}", {"fx.era": version})
+        self.ids["experiments"].append(exp_id)
+        r = self.new_run(exp_id, "run-of-the-upgraded-era")
+        self.log_metrics(r.info.run_id, [("fx.m", 1.0, self.ts(), 0)])
+        self.finish(r.info.run_id)
+        s3_runs = client.search_runs([self.ids["s3_experiment"]])
+        client.delete_run(s3_runs[0].info.run_id)
+        self.counts["runs_deleted"] += 1
+        self.edge_cases += [f"run of MLflow {version} in an experiment of MLflow "
+                            f"{before['mlflow_version']}", f"experiment made by MLflow {version}",
+                            f"run of MLflow {before['mlflow_version']} deleted by MLflow {version}"]
+        gone = self.ids.get("deleted_experiment")
+        if gone and client.get_experiment(gone).lifecycle_stage != "deleted":
+            # MLflow < 1.29 moved a deleted experiment into .trash without rewriting its
+            # meta.yaml ("lifecycle_stage: active"); its reader went by the folder, MLflow 2.x's
+            # by the file: ask this one how it sees it.
+            self.counts["experiments_deleted"] -= 1
+            self.edge_cases.append(f"experiment deleted by MLflow {before['mlflow_version']} "
+                                   f"is active to MLflow {version} (meta.yaml in .trash says so)")
+        self.exp0 = {"id": exp0, "runs": self.ids["exp0_runs"], "datasets": []}
+        if self.features["logged_models"]:
+            self.build_logged_models()
+        if self.features["registry"]:
+            self.build_registry()
+        if self.features["prompts"]:
+            self.build_prompts()
+        self.verify_traces_on_disk()
+        mine = self.summary(time.monotonic() - t0)
+        summary = dict(before, mlflow_version=version, counts=mine["counts"], ids=self.ids,
+                       edge_cases=self.edge_cases, eras=before["eras"] + mine["eras"])
+        summary["not_supported"] = sorted(set(before["not_supported"]) & set(mine["not_supported"]))
+        summary["build_seconds"] = round(before["build_seconds"] + mine["build_seconds"], 2)
+        return summary
+
+    # ------------------------------------------------------------------ summary
     def summary(self, seconds: float) -> dict:
         return {
             "generator": "scripts/generate_migration_fixtures.py",
             "mlflow_version": self.mlflow.__version__,
             "python": sys.version.split()[0],
+            # Every MLflow that wrote into the tree, in order (the first made it; an --upgrade
+            # pass adds to it), with what each could not write.
+            "eras": [{"mlflow_version": self.mlflow.__version__,
+                      "python": sys.version.split()[0], "skipped": self.skipped,
+                      "build_seconds": round(seconds, 2)}],
             "size": self.size,
             "tracking_uri": self.uri,
             "layout": {"filestore": "mlruns", "summary": "fixture_summary.json"},
@@ -767,9 +947,22 @@ def main(argv=None) -> int:
     ap.add_argument("--output", required=True, type=Path, help="folder to create (must be "
                     "empty or absent); the FileStore goes to OUTPUT/mlruns")
     ap.add_argument("--size", choices=sorted(SIZES), default="small")
+    ap.add_argument("--upgrade", action="store_true",
+                    help="OUTPUT holds a tree this script made with an older MLflow: add to it "
+                    "what a user who upgraded to this MLflow adds (a model registry, prompts, "
+                    "logged models where this MLflow has them; a run, an experiment, a deletion)")
     args = ap.parse_args(argv)
     out: Path = args.output.resolve()
-    if out.exists() and any(out.iterdir()):
+    before = None
+    if args.upgrade:
+        try:
+            before = json.loads((out / "fixture_summary.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            print(f"error: --upgrade needs a tree made by this script in {out}: {exc}",
+                  file=sys.stderr)
+            return 2
+        args.size = before["size"]
+    elif out.exists() and any(out.iterdir()):
         print(f"error: {out} exists and is not empty", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)
@@ -778,8 +971,9 @@ def main(argv=None) -> int:
     try:
         with contextlib.redirect_stdout(sys.stderr):  # keep stdout for the JSON only
             gen = Generator(out, args.size)
-            log(f"mlflow {gen.mlflow.__version__}, size {args.size}, into {out}")
-            summary = gen.build()
+            log(f"mlflow {gen.mlflow.__version__}, size {args.size}, "
+                f"{'upgrading' if before else 'into'} {out}")
+            summary = gen.upgrade(before) if before else gen.build()
     except FixtureError as exc:
         print(f"FIXTURE GENERATION FAILED: {exc}", file=sys.stderr)
         return 3
