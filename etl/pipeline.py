@@ -26,7 +26,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from etl.config import MigrationConfig
 from etl.errors import InvalidSourceError, TargetError, VerificationFailed
 from etl.observe import Progress, log
-from etl.rows import Census, Problem, RowBatch, RowCounter, remap_experiment_ids
+from etl.rows import Census, Problem, RowBatch, RowCounter
 from etl.sink.target import open_target
 from etl.source import derived
 from etl.source.census import census_tree, survey_root
@@ -34,6 +34,7 @@ from etl.source.extract import extract, input_file
 from etl.source.layout import (
     META,
     TRASH,
+    ExperimentTarget,
     LayoutError,
     RegisteredModelUnit,
     WorkUnit,
@@ -150,9 +151,8 @@ async def migrate(config: MigrationConfig, progress: Progress | None = None) -> 
                 raise InvalidSourceError(stats.problems)
             if stats.problems:
                 # Both copies of a clashing id go: which one arrived first is an accident of timing.
-                clashes = dict(stats.clashes, experiments={id_map.get(i, i) for i in stats.clashes["experiments"]})
-                await anyio.to_thread.run_sync(writer.delete_entities, clashes)
-                await _drop_dependents(writer, stats, mlruns, id_map)
+                await anyio.to_thread.run_sync(writer.delete_entities, stats.clashes)
+                await _drop_dependents(writer, stats, Tree.of(mlruns, id_map))
                 stats.orphans = await anyio.to_thread.run_sync(writer.prune_orphans)
             await anyio.to_thread.run_sync(writer.finish)
         except BaseException:
@@ -293,7 +293,8 @@ async def load(
     id_map: dict[int, int],
 ) -> LoadStats:
     """Discover, parse, check against the target's limits and (unless writer is None, for a dry
-    run) write the whole tree; experiments in ``id_map`` are renumbered on the way to the writer."""
+    run) write the whole tree; experiments in ``id_map`` are renumbered by the workers that parse
+    them (their work units carry the new id)."""
     try:
         return await _load(mlruns, writer, config, progress, limits, id_map)
     except BaseExceptionGroup as group:
@@ -307,11 +308,12 @@ async def _load(mlruns, writer, config, progress, limits, id_map) -> LoadStats:
     units_send, units_recv = anyio.create_memory_object_stream[WorkUnit](config.queue_size)
     rows_send, rows_recv = anyio.create_memory_object_stream[RowBatch](config.queue_size)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(discover, mlruns, config.runs_per_unit, units_send, progress, stats.census)
+        targets = {old: ExperimentTarget(new) for old, new in id_map.items()}
+        tg.start_soon(discover, mlruns, config.runs_per_unit, units_send, progress, stats.census, targets)
         async with units_recv, rows_send:
             for _ in range(config.workers if big else 1):
                 tg.start_soon(produce, units_recv.clone(), rows_send.clone(), parse, limits)
-        tg.start_soon(consume, rows_recv, writer, stats, progress, mlruns, id_map, limits)
+        tg.start_soon(consume, rows_recv, writer, stats, progress, Tree.of(mlruns, id_map), limits)
     return stats
 
 
@@ -329,12 +331,13 @@ def parser(processes: int):
 
 async def discover(
     mlruns: Path, runs_per_unit: int, send: MemoryObjectSendStream[WorkUnit], progress: Progress,
-    census: Census,
+    census: Census, targets: dict[int, ExperimentTarget],
 ) -> None:
     async with send:
         await anyio.to_thread.run_sync(survey_root, mlruns, census)
         for path, deleted in await anyio.to_thread.run_sync(experiment_dirs, mlruns):
-            units = await anyio.to_thread.run_sync(experiment_units, path, deleted, runs_per_unit)
+            target = targets.get(int(os.path.basename(path)))
+            units = await anyio.to_thread.run_sync(experiment_units, path, deleted, runs_per_unit, target)
             progress.add_total(len(units))
             log.debug("experiment discovered", path=path, deleted=deleted, units=len(units),
                       kinds=sorted({u.kind for u in units}))
@@ -359,7 +362,7 @@ async def produce(
 
 async def consume(
     rows: MemoryObjectReceiveStream[RowBatch], writer, stats: LoadStats,
-    progress: Progress, mlruns: Path, id_map: dict[int, int], limits: Limits,
+    progress: Progress, tree: Tree, limits: Limits,
 ) -> None:
     seen_runs: dict[str, int] = {}
     seen_experiments: set[int] = set()
@@ -380,28 +383,50 @@ async def consume(
             stats.lossy.update(batch.lossy)
             # Ids the tree holds twice: folders cannot stop that, a primary key does. The second
             # copy is left out (and reported), so the writer never trips over the key.
-            stats.problems.extend(_drop_clashes(batch, seen_runs, seen_experiments, stats.clashes))
-            stats.problems.extend(_drop_name_clashes(batch, seen_names, stats.clashes, mlruns))
-            stats.problems.extend(_drop_id_clashes(batch, seen_ids, stats.clashes, mlruns))
+            stats.problems.extend(_drop_clashes(batch, seen_runs, seen_experiments, stats.clashes, tree))
+            stats.problems.extend(_drop_name_clashes(batch, seen_names, stats.clashes, tree))
+            stats.problems.extend(_drop_id_clashes(batch, seen_ids, stats.clashes, tree))
             stats.problems.extend(_drop_assessment_clashes(
-                batch, seen_assessments, seen_ids["traces"], stats.clashes, mlruns))
+                batch, seen_assessments, seen_ids["traces"], stats.clashes, tree))
             model_metric_runs.update((r[0], r[5], r[1], r[6]) for r in batch.rows.get("logged_model_metrics", ()))
             stats.rows.add_batch(batch)
-            if id_map:
-                remap_experiment_ids(batch, id_map)
             if writer is not None:
                 await anyio.to_thread.run_sync(writer.write, batch)
             progress.advance(1, batch.count(), batch.files)
-    stats.problems.extend(_metrics_of_absent_runs(model_metric_runs, seen_runs, stats.problems, mlruns))
+    stats.problems.extend(_metrics_of_absent_runs(model_metric_runs, seen_runs, stats.problems, tree))
 
 
-def _metrics_of_absent_runs(refs, seen_runs: dict[str, int], problems: list[Problem], mlruns: Path) -> list[Problem]:
+@dataclass(frozen=True)
+class Tree:
+    """A source tree as the load's checks see it. Rows hold the experiment ids of the target
+    (the workers renumber them), problems name the folders: ``folder_ids`` leads back."""
+
+    mlruns: Path
+    folder_ids: dict[int, int]  # target experiment id -> its folder's id, where they differ
+
+    @classmethod
+    def of(cls, mlruns: Path, id_map: dict[int, int]) -> Tree:
+        return cls(mlruns, {new: old for old, new in id_map.items()})
+
+    def folder_id(self, exp_id: int) -> int:
+        return self.folder_ids.get(exp_id, exp_id)
+
+    def folder(self, exp_id: int) -> Path:
+        """The folder of the experiment the target keys as ``exp_id``."""
+        folder = self.mlruns / str(self.folder_id(exp_id))
+        return folder if folder.is_dir() else self.mlruns / TRASH / folder.name
+
+    def meta(self, exp_id: int) -> str:
+        return str(self.folder(exp_id) / META)
+
+
+def _metrics_of_absent_runs(refs, seen_runs: dict[str, int], problems: list[Problem], tree: Tree) -> list[Problem]:
     """A logged model whose metric names a run the tree does not hold (the target keys the
     metric to the run): known only once every run is in. A run left out as invalid is no such
     run: with --skip-invalid, its models go with it (_drop_dependents)."""
     left_out = {p.entity_id for p in problems if p.entity == "runs"}
     return [
-        Problem(str(_experiment_folder(mlruns, exp_id) / "models" / model_id / "metrics" / key),
+        Problem(str(tree.folder(exp_id) / "models" / model_id / "metrics" / key),
                 f"the metric names run {run_id}, which is not in the tree", None, "logged_models", model_id)
         for model_id, exp_id, key, run_id in sorted(refs)
         if run_id not in seen_runs and run_id not in left_out
@@ -413,14 +438,15 @@ _RUN_KEYED = {"runs": 0, "params": 0, "tags": 0, "metrics": 0, "latest_metrics":
 
 
 def _drop_clashes(
-    batch: RowBatch, seen_runs: dict[str, int], seen_experiments: set[int], clashes: dict[str, set]
+    batch: RowBatch, seen_runs: dict[str, int], seen_experiments: set[int], clashes: dict[str, set], tree: Tree,
 ) -> list[Problem]:
     problems = []
     for row in batch.rows.get("experiments", ()):
         exp_id = row[0]
         if exp_id in seen_experiments:
-            problems.append(Problem(f"experiment {exp_id}", "the experiment id appears twice "
-                                    "(in mlruns/ and in .trash/)", None, "experiments", str(exp_id)))
+            folder_id = tree.folder_id(exp_id)
+            problems.append(Problem(f"experiment {folder_id}", "the experiment id appears twice "
+                                    "(in mlruns/ and in .trash/)", None, "experiments", str(folder_id)))
             clashes["experiments"].add(exp_id)
             for table in ("experiments", "experiment_tags", "datasets"):
                 column = 1 if table == "datasets" else 0
@@ -433,7 +459,8 @@ def _drop_clashes(
             clashing.add(run_id)
             clashes["runs"].add(run_id)
             problems.append(Problem(f"run {run_id}", f"the run id appears in two experiments: "
-                                    f"{seen_runs[run_id]} and {exp_id}", None, "runs", run_id))
+                                    f"{tree.folder_id(seen_runs[run_id])} and {tree.folder_id(exp_id)}",
+                                    None, "runs", run_id))
         seen_runs.setdefault(run_id, exp_id)
     if clashing:
         for table, column in _RUN_KEYED.items():
@@ -444,15 +471,13 @@ def _drop_clashes(
     return problems
 
 
-async def _drop_dependents(writer, stats: LoadStats, mlruns: Path, id_map: dict[int, int]) -> None:
+async def _drop_dependents(writer, stats: LoadStats, tree: Tree) -> None:
     """Entities that name one left out cannot be migrated as they are (the reference would point
     nowhere, and MLflow would show them changed): a run using a dataset left out, then a logged
-    model with metrics of a run left out. They are left out too, the referring file named.
-    (The staged rows hold renumbered experiment ids; folders are named by the old ones.)"""
-    old_ids = {new: old for old, new in id_map.items()}
+    model with metrics of a run left out. They are left out too, the referring file named."""
     runs = set()
     for input_uuid, run_id, exp_id in await anyio.to_thread.run_sync(writer.inputs_of_missing_datasets):
-        run_path = str(_experiment_folder(mlruns, old_ids.get(exp_id, exp_id)) / run_id)
+        run_path = str(tree.folder(exp_id) / run_id)
         stats.problems.append(Problem(input_file(run_path, input_uuid), "the run uses a dataset that "
                                       "was left out (listed above)", None, "runs", run_id))
         runs.add(run_id)
@@ -460,21 +485,12 @@ async def _drop_dependents(writer, stats: LoadStats, mlruns: Path, id_map: dict[
     models = set()
     named = {p.entity_id for p in stats.problems if p.entity == "logged_models"}  # a run not in the tree
     for model_id, exp_id, key, run_id in await anyio.to_thread.run_sync(writer.model_metrics_of_missing_runs):
-        path = _experiment_folder(mlruns, old_ids.get(exp_id, exp_id)) / "models" / model_id / "metrics" / key
+        path = tree.folder(exp_id) / "models" / model_id / "metrics" / key
         if model_id not in named:
             stats.problems.append(Problem(str(path), f"the metric names run {run_id}, which was left out",
                                           None, "logged_models", model_id))
         models.add(model_id)
     await anyio.to_thread.run_sync(writer.delete_entities, {"logged_models": models})
-
-
-def _experiment_folder(mlruns: Path, exp_id: int) -> Path:
-    folder = mlruns / str(exp_id)
-    return folder if folder.is_dir() else mlruns / TRASH / str(exp_id)
-
-
-def _experiment_meta(mlruns: Path, exp_id: int) -> str:
-    return str(_experiment_folder(mlruns, exp_id) / META)
 
 
 # Ids each experiment folder holds for itself but the target keys across the whole tree:
@@ -489,7 +505,7 @@ _TREE_WIDE_IDS = {
 
 
 def _drop_id_clashes(
-    batch: RowBatch, seen_ids: dict[str, dict[str, int]], clashes: dict[str, set], mlruns: Path
+    batch: RowBatch, seen_ids: dict[str, dict[str, int]], clashes: dict[str, set], tree: Tree
 ) -> list[Problem]:
     """A trace or logged model id found in two experiments (a folder copied by hand): like a run
     id in two experiments, neither copy is kept, and the problem names both folders."""
@@ -503,7 +519,7 @@ def _drop_id_clashes(
             if first != exp_id:
                 clashing.add(entity_id)
                 clashes[kind].add(entity_id)
-                where = [str(_experiment_folder(mlruns, e) / folder / entity_id) for e in (exp_id, first)]
+                where = [str(tree.folder(e) / folder / entity_id) for e in (exp_id, first)]
                 problems.append(Problem(where[0], f"the same id is also the folder {where[1]}; the target "
                                         "keys it across all experiments", None, kind, entity_id))
         if clashing:
@@ -514,7 +530,7 @@ def _drop_id_clashes(
 
 def _drop_assessment_clashes(
     batch: RowBatch, seen: dict[str, str], trace_experiments: dict[str, int], clashes: dict[str, set],
-    mlruns: Path,
+    tree: Tree,
 ) -> list[Problem]:
     """An assessment id in two traces (a file copied by hand): the target keys assessments by
     id alone. As for an id in two experiments, neither trace is kept, and each problem names
@@ -526,7 +542,7 @@ def _drop_assessment_clashes(
         first = seen.setdefault(assessment_id, trace_id)
         if first == trace_id:
             continue
-        files = {trace: _assessment_file(mlruns, trace_experiments[trace], trace, assessment_id)
+        files = {trace: _assessment_file(tree, trace_experiments[trace], trace, assessment_id)
                  for trace in (trace_id, first)}
         for trace, other in ((trace_id, first), (first, trace_id)):
             if trace not in clashes["traces"]:
@@ -540,14 +556,14 @@ def _drop_assessment_clashes(
     return problems
 
 
-def _assessment_file(mlruns: Path, exp_id: int, trace_id: str, assessment_id: str) -> str:
-    folder = _experiment_folder(mlruns, exp_id) / "traces" / trace_id / "assessments"
+def _assessment_file(tree: Tree, exp_id: int, trace_id: str, assessment_id: str) -> str:
+    folder = tree.folder(exp_id) / "traces" / trace_id / "assessments"
     # MLflow names the file by the id; a copy renamed by hand is found in the folder.
     return str(folder / f"{assessment_id}.yaml" if (folder / f"{assessment_id}.yaml").is_file() else folder)
 
 
 def _drop_name_clashes(
-    batch: RowBatch, seen_names: dict[str, int], clashes: dict[str, set], mlruns: Path
+    batch: RowBatch, seen_names: dict[str, int], clashes: dict[str, set], tree: Tree
 ) -> list[Problem]:
     """Experiment names are unique in the target (a tree merged by hand can hold one twice).
     Neither experiment is "the" one, so both are left out, each problem naming the other folder."""
@@ -562,9 +578,9 @@ def _drop_name_clashes(
             if this not in clashes["experiments"]:
                 clashes["experiments"].add(this)
                 problems.append(Problem(
-                    _experiment_meta(mlruns, this),
-                    f"experiment name {name!r} is also the name of {_experiment_meta(mlruns, other)}; "
-                    "the target holds each name once", None, "experiments", str(this)))
+                    tree.meta(this),
+                    f"experiment name {name!r} is also the name of {tree.meta(other)}; "
+                    "the target holds each name once", None, "experiments", str(tree.folder_id(this))))
     if clashes["experiments"]:
         for table in ("experiments", "experiment_tags", "datasets"):
             column = 1 if table == "datasets" else 0

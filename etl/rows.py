@@ -233,27 +233,3 @@ class RowCounter(Counter):
     def add_batch(self, batch: RowBatch) -> None:
         for table, rows in batch.rows.items():
             self[table] += len(rows)
-
-
-EXPERIMENT_ID_COLUMN = "experiment_id"
-
-
-def remap_experiment_ids(batch: RowBatch, id_map: dict[int, int]) -> None:
-    """Give every row that names a renumbered experiment its new id (see etl.source.layout's
-    ``experiment_id_map``)."""
-    for table, rows in batch.rows.items():
-        if table in DICT_TABLES:
-            for row in rows:
-                new = id_map.get(row.get(EXPERIMENT_ID_COLUMN))
-                if new is not None:
-                    row[EXPERIMENT_ID_COLUMN] = new
-            continue
-        columns = COLUMNS[table]
-        if EXPERIMENT_ID_COLUMN not in columns:
-            continue
-        index = columns.index(EXPERIMENT_ID_COLUMN)
-        if any(r[index] in id_map for r in rows):
-            batch.rows[table] = [
-                r[:index] + (id_map[r[index]],) + r[index + 1 :] if r[index] in id_map else r
-                for r in rows
-            ]

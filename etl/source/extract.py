@@ -18,6 +18,7 @@ from etl.rows import Problem, RowBatch
 from etl.source.census import survey_unit
 from etl.source.layout import (
     META,
+    ExperimentTarget,
     ExperimentUnit,
     LoggedModelsUnit,
     RegisteredModelUnit,
@@ -70,20 +71,25 @@ def extract(unit: WorkUnit, limits: Limits) -> RowBatch:
         _guarded(batch, limits, (kind, entity_id), folder, extractor, *args)
 
     if isinstance(unit, RunsUnit):
+        exp = _target_id(unit.target, unit.experiment_id)
         for name in unit.run_dirs:
             guarded("runs", name, os.path.join(unit.experiment_path, name), _extract_run,
-                    unit.experiment_path, unit.experiment_id, name)
+                    unit.experiment_path, unit.experiment_id, name, exp)
     elif isinstance(unit, ExperimentUnit):
-        guarded("experiments", os.path.basename(unit.path), unit.path, _extract_experiment, unit.path, unit.deleted)
-        _extract_datasets(batch, limits, unit.path)
+        exp = _target_id(unit.target, os.path.basename(unit.path))
+        guarded("experiments", os.path.basename(unit.path), unit.path, _extract_experiment, unit.path,
+                unit.deleted, exp)
+        _extract_datasets(batch, limits, unit.path, exp)
     elif isinstance(unit, TracesUnit):
+        exp = _target_id(unit.target, unit.experiment_id)
         for name in unit.trace_dirs:
             guarded("traces", name, os.path.join(unit.experiment_path, "traces", name), _extract_trace,
-                    unit.experiment_path, unit.experiment_id, name)
+                    unit.experiment_path, unit.experiment_id, name, exp)
     elif isinstance(unit, LoggedModelsUnit):
+        exp = _target_id(unit.target, unit.experiment_id)
         for name in unit.model_dirs:
             guarded("logged_models", name, os.path.join(unit.experiment_path, "models", name),
-                    _extract_logged_model, unit.experiment_path, unit.experiment_id, name)
+                    _extract_logged_model, unit.experiment_path, unit.experiment_id, name, exp)
     elif isinstance(unit, RegisteredModelUnit):
         guarded("registered_models", os.path.basename(unit.path), unit.path, _extract_registered_model, unit.path)
     else:  # pragma: no cover - a new unit kind without an extractor is a programming error
@@ -91,6 +97,12 @@ def extract(unit: WorkUnit, limits: Limits) -> RowBatch:
     # Files read were counted above, per table; this adds what was not read, and why.
     survey_unit(unit, batch.census, count=False)
     return batch
+
+
+def _target_id(target: ExperimentTarget | None, folder_id: str) -> int:
+    """The experiment id the rows get: the folder's, unless the target gives it another. (A
+    folder is named by ASCII digits: etl.source.layout lists no other.)"""
+    return int(folder_id) if target is None else target.id
 
 
 def _guarded(batch: RowBatch, limits: Limits, entity: tuple[str, str], folder: str, extractor, *args) -> None:
@@ -216,7 +228,7 @@ def _lifecycle(meta: dict, path: str, default: str) -> str:
     return stage
 
 
-def _extract_experiment(batch: RowBatch, path: str, deleted: bool) -> None:
+def _extract_experiment(batch: RowBatch, path: str, deleted: bool, target_id: int) -> None:
     meta = _meta(batch, path, "experiment", "experiments")
     meta_path = os.path.join(path, META)
     folder_id = os.path.basename(path)
@@ -229,7 +241,7 @@ def _extract_experiment(batch: RowBatch, path: str, deleted: bool) -> None:
     batch.add(
         "experiments",
         (
-            int(exp_id),
+            target_id,
             str(name),
             meta.get("artifact_location"),
             _lifecycle(meta, meta_path, "deleted" if deleted else "active"),
@@ -239,7 +251,7 @@ def _extract_experiment(batch: RowBatch, path: str, deleted: bool) -> None:
     )
     # Tags live in tags/ only; a deleted experiment's meta.yaml also carries a stale copy.
     tags = _key_folder(batch, os.path.join(path, "tags"), "experiment_tags")
-    batch.extend("experiment_tags", [(int(exp_id), k, v) for k, v in tags.items()])
+    batch.extend("experiment_tags", [(target_id, k, v) for k, v in tags.items()])
 
 
 def _enum(value, table: dict[int, str], field: str, path: str) -> str:
@@ -251,7 +263,7 @@ def _enum(value, table: dict[int, str], field: str, path: str) -> str:
     raise SourceError(path, f"unknown {field} {value!r}")
 
 
-def _extract_run(batch: RowBatch, exp_path: str, exp_id: str, name: str) -> None:
+def _extract_run(batch: RowBatch, exp_path: str, exp_id: str, name: str, target_id: int) -> None:
     run_path = os.path.join(exp_path, name)
     meta = _meta(batch, run_path, "run", "runs")
     meta_path = os.path.join(run_path, META)
@@ -295,7 +307,7 @@ def _extract_run(batch: RowBatch, exp_path: str, exp_id: str, name: str) -> None
             meta.get("source_version", ""),
             _lifecycle(meta, meta_path, "active"),
             meta.get("artifact_uri"),
-            int(exp_id),
+            target_id,
         ),
     )
     _collecting(errors, None, _run_inputs, batch, exp_path, exp_id, run_path, run_id)
@@ -359,13 +371,13 @@ def _run_outputs(batch: RowBatch, run_path: str, run_id: str) -> None:
         )
 
 
-def _extract_datasets(batch: RowBatch, limits: Limits, exp_path: str) -> None:
+def _extract_datasets(batch: RowBatch, limits: Limits, exp_path: str, target_id: int) -> None:
     exp_id = os.path.basename(exp_path)
     folder = os.path.join(exp_path, "datasets")
     names = subdirs(folder)
     for name in names:
         _guarded(batch, limits, ("datasets", f"{exp_id}/{name}"), os.path.join(folder, name),
-                 _extract_dataset, folder, exp_id, name)
+                 _extract_dataset, folder, exp_id, name, target_id)
     # The target keys datasets by (experiment, name, digest); FileStore names their folders by a
     # hash of the same, so two folders with one key were copied by hand: neither is kept.
     by_key: dict[tuple, list[str]] = {}
@@ -388,14 +400,14 @@ def _extract_datasets(batch: RowBatch, limits: Limits, exp_path: str) -> None:
         batch.rows["datasets"] = [r for r in batch.rows["datasets"] if r[0] not in dropped]
 
 
-def _extract_dataset(batch: RowBatch, folder: str, exp_id: str, name: str) -> None:
+def _extract_dataset(batch: RowBatch, folder: str, exp_id: str, name: str, target_id: int) -> None:
     meta = _meta(batch, os.path.join(folder, name), "dataset", "datasets")
     meta_path = os.path.join(folder, name, META)
     batch.add(
         "datasets",
         (
             stable_id(exp_id, "datasets", name),
-            int(exp_id),
+            target_id,
             str(_required(meta, "name", meta_path)),
             str(_required(meta, "digest", meta_path)),
             meta.get("source_type") or "",
@@ -421,7 +433,7 @@ def iso_to_ms(text: str, path: str) -> int:
     return int(seconds) * 1000 + int((match[2] or "0")[:3].ljust(3, "0"))
 
 
-def _extract_trace(batch: RowBatch, exp_path: str, exp_id: str, name: str) -> None:
+def _extract_trace(batch: RowBatch, exp_path: str, exp_id: str, name: str, target_id: int) -> None:
     trace_dir = os.path.join(exp_path, "traces", name)
     info_path = os.path.join(trace_dir, "trace_info.yaml")
     if not os.path.isfile(info_path):
@@ -449,7 +461,7 @@ def _extract_trace(batch: RowBatch, exp_path: str, exp_id: str, name: str) -> No
     metadata = _key_folder(batch, os.path.join(trace_dir, "request_metadata"), "trace_request_metadata")
     row = {
         "request_id": trace_id,
-        "experiment_id": int(exp_id),
+        "experiment_id": target_id,
         "timestamp_ms": _integer(timestamp, "timestamp_ms", info_path),
         # 0 is a real duration (2.x writes it for fast traces); only a missing one is None.
         "execution_time_ms": None if duration is None else _integer(duration, "execution time", info_path),
@@ -466,7 +478,7 @@ def _extract_trace(batch: RowBatch, exp_path: str, exp_id: str, name: str) -> No
     files: dict[str, str] = {}
     for file_name in sorted(list_files(folder)):
         path = os.path.join(folder, file_name)
-        assessment_id = _extract_assessment(batch, path, trace_id, int(exp_id), row["timestamp_ms"])
+        assessment_id = _extract_assessment(batch, path, trace_id, target_id, row["timestamp_ms"])
         first = files.setdefault(assessment_id, path)
         if first != path:
             raise SourceError(path, f"assessment id {assessment_id} is also the id in {first}; "
@@ -537,7 +549,7 @@ def _extract_assessment(batch: RowBatch, path: str, trace_id: str, exp_id: int, 
 # --- logged models ----------------------------------------------------------------------------
 
 
-def _extract_logged_model(batch: RowBatch, exp_path: str, exp_id: str, name: str) -> None:
+def _extract_logged_model(batch: RowBatch, exp_path: str, exp_id: str, name: str, target_id: int) -> None:
     model_dir = os.path.join(exp_path, "models", name)
     meta = _meta(batch, model_dir, "logged model", "logged_models")
     meta_path = os.path.join(model_dir, META)
@@ -549,7 +561,7 @@ def _extract_logged_model(batch: RowBatch, exp_path: str, exp_id: str, name: str
         if status not in LOGGED_MODEL_STATUS:
             raise SourceError(meta_path, f"unknown logged model status {status!r}")
         status = LOGGED_MODEL_STATUS[status]
-    experiment = int(exp_id)
+    experiment = target_id
     batch.add(
         "logged_models",
         (

@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from etl.sql_limits import INT64
+
 META = "meta.yaml"
 TRASH = ".trash"
 REGISTRY = "models"
@@ -29,9 +31,22 @@ class LayoutError(Exception):
 
 
 @dataclass(frozen=True)
+class ExperimentTarget:
+    """What an experiment folder becomes in the target, where that is not simply itself: another
+    id (the target's INTEGER cannot hold the folder's; see ``experiment_id_map``).
+
+    The experiment's work units carry it, so the worker that parses a unit writes the target's
+    values into the rows: the main process, which feeds the single writer, never rewrites a row.
+    """
+
+    id: int
+
+
+@dataclass(frozen=True)
 class ExperimentUnit:
     path: str
     deleted: bool
+    target: ExperimentTarget | None = None
 
     @property
     def kind(self) -> str:
@@ -45,6 +60,7 @@ class RunsUnit:
     experiment_path: str
     experiment_id: str
     run_dirs: tuple[str, ...]
+    target: ExperimentTarget | None = None
 
     @property
     def kind(self) -> str:
@@ -56,6 +72,7 @@ class TracesUnit:
     experiment_path: str
     experiment_id: str
     trace_dirs: tuple[str, ...]
+    target: ExperimentTarget | None = None
 
     @property
     def kind(self) -> str:
@@ -67,6 +84,7 @@ class LoggedModelsUnit:
     experiment_path: str
     experiment_id: str
     model_dirs: tuple[str, ...]
+    target: ExperimentTarget | None = None
 
     @property
     def kind(self) -> str:
@@ -187,17 +205,19 @@ def _chunks(names: list[str], size: int):
         yield tuple(names[start : start + size])
 
 
-def experiment_units(path: str, deleted: bool, per_unit: int) -> list[WorkUnit]:
+def experiment_units(
+    path: str, deleted: bool, per_unit: int, target: ExperimentTarget | None = None,
+) -> list[WorkUnit]:
     """The experiment itself (with its datasets), then its runs, traces and logged models in
-    chunks of ``per_unit`` folders."""
+    chunks of ``per_unit`` folders; each carries ``target``, what the experiment becomes."""
     exp_id = os.path.basename(path)
-    units: list[WorkUnit] = [ExperimentUnit(path, deleted)]
+    units: list[WorkUnit] = [ExperimentUnit(path, deleted, target)]
     runs = run_dirs(path)
-    units += [RunsUnit(path, exp_id, chunk) for chunk in _chunks(runs, per_unit)]
+    units += [RunsUnit(path, exp_id, chunk, target) for chunk in _chunks(runs, per_unit)]
     traces = subdirs(os.path.join(path, "traces"))
-    units += [TracesUnit(path, exp_id, chunk) for chunk in _chunks(traces, per_unit)]
+    units += [TracesUnit(path, exp_id, chunk, target) for chunk in _chunks(traces, per_unit)]
     models = subdirs(os.path.join(path, "models"))
-    units += [LoggedModelsUnit(path, exp_id, chunk) for chunk in _chunks(models, per_unit)]
+    units += [LoggedModelsUnit(path, exp_id, chunk, target) for chunk in _chunks(models, per_unit)]
     return units
 
 
@@ -208,7 +228,8 @@ def experiment_id_map(mlruns: Path, max_id: int) -> dict[int, int]:
     Ids that fit keep their value. The others get new ids above the largest kept one, in order of
     creation time, then old id, so the same tree always maps the same way. Only those experiments'
     meta.yaml files are read; one that cannot be read sorts last (it is reported as a problem by
-    the load, and left out of the map's meaning only).
+    the load, and left out of the map's meaning only). An id beyond 64 bits is no id FileStore
+    writes: it keeps its value, and the load reports it as invalid input.
     """
     from etl.source.read import SourceError, read_yaml
 
@@ -217,7 +238,7 @@ def experiment_id_map(mlruns: Path, max_id: int) -> dict[int, int]:
     moved = []
     for path, _ in experiment_dirs(mlruns):
         old = int(os.path.basename(path))
-        if old <= max_id:
+        if old <= max_id or old > INT64[1]:
             continue
         try:
             created = read_yaml(os.path.join(path, META)).get("creation_time")
