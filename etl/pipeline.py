@@ -274,6 +274,10 @@ async def verify_existing(source: Path, target: str, workers: int, progress: Pro
 def log_census(census: Census) -> None:
     """Strays are no error (people keep notes in mlruns/): named under --verbose; a stray that
     looks like a newer MLflow's data is a warning."""
+    for problem in census.problems:  # etl-migrate verify: the load would refuse these
+        log.warning("cannot be migrated", path=problem.path, reason=problem.reason)
+    for item in sorted(census.flagged, key=lambda s: s.path):
+        log.warning("migrated, but worth a look", path=item.path, reason=item.warning)
     for item in sorted(census.strays, key=lambda s: s.path):
         if item.warning:
             log.warning("not FileStore data, not migrated", path=item.path, reason=item.warning)
@@ -314,6 +318,10 @@ async def _load(mlruns, writer, config, progress, limits, id_map) -> LoadStats:
             for _ in range(config.workers if big else 1):
                 tg.start_soon(produce, units_recv.clone(), rows_send.clone(), parse, limits)
         tg.start_soon(consume, rows_recv, writer, stats, progress, Tree.of(mlruns, id_map), limits)
+    # What the census of the tree's own folders could not classify (a name that is no UTF-8, a
+    # loop) is invalid input like a bad file; the units' census problems are theirs already.
+    stats.problems.extend(stats.census.problems)
+    stats.census.problems = []
     return stats
 
 

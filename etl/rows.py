@@ -148,6 +148,19 @@ DEDUPLICATED_TABLES = frozenset({"metrics", "logged_model_metrics"})
 DICT_TABLES = frozenset({"trace_info", "assessments"})
 
 
+def printable(text):
+    """text as it can be printed and stored: a name that is not valid UTF-8 comes from the OS
+    as lone surrogates (PEP 383), which no UTF-8 encoder takes; they are shown as backslash
+    escapes of the bytes they stand for. None stays None."""
+    if text is None:
+        return None
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong with the source tree: the file, where in it, and why; and which entity
@@ -158,6 +171,11 @@ class Problem:
     line: int | None = None
     entity: str | None = None
     entity_id: str | None = None
+
+    def __post_init__(self) -> None:
+        # Named in the output and the JSON report whatever bytes the tree's names hold.
+        object.__setattr__(self, "path", printable(self.path))
+        object.__setattr__(self, "reason", printable(self.reason))
 
     def __str__(self) -> str:
         where = f"{self.path}:{self.line}" if self.line is not None else self.path
@@ -173,24 +191,34 @@ class Stray:
     is_dir: bool
     warning: str | None = None
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", printable(self.path))
+
 
 @dataclass
 class Census:
     """Every path under the source, in one of three classes: files migrated (per table they go
-    into), folders kept in place by design (artifacts, per kind), and strays (not FileStore data)."""
+    into), folders kept in place by design (artifacts, per kind), and strays (not FileStore data).
+    ``flagged``: migrated entries the user should judge (a symlink out of the tree), each with
+    its warning. ``problems``: entries that cannot be classified at all (a name that is not
+    UTF-8, a symlink loop), invalid input like a bad file."""
 
     migrated: Counter = field(default_factory=Counter)
     kept: Counter = field(default_factory=Counter)
     strays: list[Stray] = field(default_factory=list)
+    flagged: list[Stray] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
 
     def merge(self, other: Census) -> None:
         self.migrated.update(other.migrated)
         self.kept.update(other.kept)
         self.strays.extend(other.strays)
+        self.flagged.extend(other.flagged)
+        self.problems.extend(other.problems)
 
     @property
     def warnings(self) -> list[Stray]:
-        return [s for s in self.strays if s.warning]
+        return [s for s in self.strays if s.warning] + self.flagged
 
 
 # (table, entity id, metric key, "NaN" | "+Inf" | "-Inf") -> points. MLflow's SQL store holds
@@ -210,6 +238,8 @@ class RowBatch:
     problems: list[Problem] = field(default_factory=list)
     census: Census = field(default_factory=Census)
     lossy: Counter[LossyKey] = field(default_factory=Counter)
+    # The mlruns folder the unit is in, to tell the links that leave it (None: not known).
+    root: str | None = None
 
     def read(self, table: str, files: int = 1) -> None:
         """Files read whose data goes into table."""

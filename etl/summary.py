@@ -132,7 +132,7 @@ def census_dict(census, source: str) -> dict:
         "kept_in_place": dict(sorted(census.kept.items())),
         "not_filestore": [_relative(s.path, s.is_dir, source) for s in strays],
         "warnings": [{"path": _relative(s.path, s.is_dir, source), "reason": s.warning}
-                     for s in strays if s.warning],
+                     for s in sorted(census.warnings, key=lambda s: s.path)],
     }
 
 

@@ -17,24 +17,31 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from etl.rows import Census, Stray
+from etl.rows import Census, Problem, Stray
 from etl.source.layout import (
     META,
     REGISTRY,
     TRASH,
-    ExperimentUnit,
-    LoggedModelsUnit,
     RegisteredModelUnit,
-    RunsUnit,
-    TracesUnit,
     WorkUnit,
     experiment_dirs,
     experiment_units,
     is_number,
     is_run_dir,
     registered_model_dirs,
+    tree_root,
+    unit_entities,
 )
-from etl.source.read import list_files
+from etl.source.read import (
+    BAD_NAME,
+    SourceError,
+    SourceErrors,
+    bad_name,
+    link_problem,
+    list_files,
+    outside,
+    outside_warning,
+)
 
 YAML_SUFFIXES = (".yaml", ".yml")
 YAML_WARNING = "holds YAML files where MLflow writes none: data of a newer MLflow? It was NOT migrated"
@@ -91,89 +98,151 @@ def _scan(folder: str) -> list[os.DirEntry]:
         return []
 
 
-def stray(census: Census, entry: os.DirEntry) -> None:
+SPECIAL_WARNING = "is not a regular file or folder (a named pipe, socket or device): never read, NOT migrated"
+FILE_FOR_FOLDER = "a file where MLflow keeps a folder"
+
+
+def stray(census: Census, entry: os.DirEntry, root: str | None = None) -> None:
+    if not _classifiable(census, entry, root):
+        return
     is_dir = entry.is_dir()
-    census.strays.append(Stray(entry.path, is_dir, YAML_WARNING if _holds_yaml(entry, is_dir) else None))
+    if not is_dir and not entry.is_file():
+        warning = SPECIAL_WARNING
+    else:
+        warning = YAML_WARNING if _holds_yaml(entry, is_dir) else None
+    census.strays.append(Stray(entry.path, is_dir, warning))
+
+
+def _classifiable(census: Census, entry: os.DirEntry, root: str | None) -> bool:
+    """An entry whose name no database can hold, or a symlink loop, is invalid input (a problem,
+    not a stray); a link out of the tree is flagged, and classified as what it leads to."""
+    if bad_name(entry.name):
+        census.problems.append(Problem(entry.path, BAD_NAME))
+        return False
+    if entry.is_symlink():
+        problem = link_problem(entry.path)
+        if problem is not None:
+            census.problems.append(Problem(entry.path, problem))
+            return False
+        _flag_outside(census, entry, root)
+    return True
+
+
+def _flag_outside(census: Census, entry: os.DirEntry, root: str | None) -> None:
+    real = outside(entry.path, root) if entry.is_symlink() else None
+    if real is not None:
+        census.flagged.append(Stray(entry.path, entry.is_dir(), outside_warning(real)))
 
 
 def _holds_yaml(entry: os.DirEntry, is_dir: bool) -> bool:
     if not is_dir:
         return entry.name.endswith(YAML_SUFFIXES)
-    # Stops at the first YAML file; a stray folder is walked only as far as that.
-    for _root, _dirs, files in os.walk(entry.path):
-        if any(name.endswith(YAML_SUFFIXES) for name in files):
-            return True
+    # Stops at the first YAML file; a stray folder is walked only as far as that, iteratively
+    # (no depth of nesting exhausts the stack) and without following links (no loop).
+    stack = [entry.path]
+    while stack:
+        for sub in _scan(stack.pop()):
+            if sub.is_dir(follow_symlinks=False):
+                stack.append(sub.path)
+            elif sub.name.endswith(YAML_SUFFIXES):
+                return True
     return False
 
 
-def survey(folder: str, layout: Layout, census: Census, count: bool) -> list[os.DirEntry]:
+def survey(folder: str, layout: Layout, census: Census, count: bool, root: str | None = None) -> list[os.DirEntry]:
     """Classify the entries of folder by layout; return those it does not know, for the caller
-    (runs in an experiment folder, versions in a registered model folder) or as strays."""
+    (runs in an experiment folder, versions in a registered model folder) or as strays.
+    ``root``: the tree, to tell links that leave it."""
     rest = []
     for entry in _scan(folder):
         name = entry.name
-        if name in layout.files and not entry.is_dir():
+        if name in layout.files or name in layout.keys or name in layout.entities or name in layout.units:
+            # Names MLflow writes: a loop or a name in its place is reported by the load, which
+            # reads it; a link out of the tree is flagged here.
+            _flag_outside(census, entry, root)
+        if name in layout.files:
+            # A folder in a file's place: the load reports it, reading the file.
             if count:
                 census.migrated[layout.files[name]] += 1
-        elif name in layout.keys and entry.is_dir():
-            if count:
-                census.migrated[layout.keys[name]] += len(list_files(entry.path))
+        elif name in layout.keys:
+            # A file in a key folder's place: the load reports it, listing the folder.
+            if count and entry.is_dir():
+                census.migrated[layout.keys[name]] += len(_key_names(entry.path))
         elif name == ARTIFACTS and layout.kept and entry.is_dir():
             census.kept[layout.kept] += 1
-        elif name in layout.entities and entry.is_dir():
-            for sub in _scan(entry.path):
-                if sub.is_dir():
-                    _strays(census, survey(sub.path, layout.entities[name], census, count))
-                else:
-                    stray(census, sub)
-        elif name in layout.units and entry.is_dir():
-            _strays(census, [sub for sub in _scan(entry.path) if not sub.is_dir()])
+        elif name in layout.entities or name in layout.units:
+            trouble = link_problem(entry.path) if entry.is_symlink() else None
+            if trouble or not entry.is_dir():
+                census.problems.append(Problem(entry.path, trouble or FILE_FOR_FOLDER))
+            elif name in layout.entities:
+                for sub in _scan(entry.path):
+                    if sub.is_dir():
+                        if _classifiable(census, sub, root):
+                            _strays(census, survey(sub.path, layout.entities[name], census, count, root), root)
+                    else:
+                        stray(census, sub, root)
+            else:
+                _strays(census, [sub for sub in _scan(entry.path) if not sub.is_dir()], root)
         else:
             rest.append(entry)
     return rest
 
 
-def _strays(census: Census, entries: list[os.DirEntry]) -> None:
+def _key_names(folder: str) -> list[str]:
+    try:
+        return list_files(folder)
+    except (SourceError, SourceErrors):
+        return []  # the load reports the folder's problems, reading it
+
+
+def _strays(census: Census, entries: list[os.DirEntry], root: str | None = None) -> None:
     for entry in entries:
-        stray(census, entry)
+        stray(census, entry, root)
+
+
+def survey_entity(kind: str, folder: str, census: Census, count: bool, root: str | None = None) -> None:
+    """The census of one entity's folder: strays, flagged links, and problems (a name that is
+    no UTF-8, a loop) in ``census.problems``."""
+    if kind == "experiments":
+        rest = survey(folder, EXPERIMENT, census, count, root)
+        _strays(census, [e for e in rest if not is_run_dir(e)], root)
+    elif kind == "registered_models":
+        for entry in survey(folder, REGISTERED_MODEL, census, count, root):
+            if entry.is_dir() and entry.name.startswith("version-"):
+                _strays(census, survey(entry.path, MODEL_VERSION, census, count, root), root)
+            else:
+                stray(census, entry, root)
+    else:
+        _strays(census, survey(folder, ENTITY_LAYOUTS[kind], census, count, root), root)
+
+
+ENTITY_LAYOUTS = {"runs": RUN, "traces": TRACE, "logged_models": LOGGED_MODEL}
 
 
 def survey_unit(unit: WorkUnit, census: Census, count: bool) -> None:
     """The census of a work unit's folders (not of the units inside an experiment folder)."""
-    if isinstance(unit, RunsUnit):
-        for name in unit.run_dirs:
-            _strays(census, survey(os.path.join(unit.experiment_path, name), RUN, census, count))
-    elif isinstance(unit, ExperimentUnit):
-        rest = survey(unit.path, EXPERIMENT, census, count)
-        _strays(census, [e for e in rest if not is_run_dir(e)])
-    elif isinstance(unit, TracesUnit):
-        for name in unit.trace_dirs:
-            _strays(census, survey(os.path.join(unit.experiment_path, "traces", name), TRACE, census, count))
-    elif isinstance(unit, LoggedModelsUnit):
-        for name in unit.model_dirs:
-            _strays(census, survey(os.path.join(unit.experiment_path, "models", name), LOGGED_MODEL, census, count))
-    elif isinstance(unit, RegisteredModelUnit):
-        for entry in survey(unit.path, REGISTERED_MODEL, census, count):
-            if entry.is_dir() and entry.name.startswith("version-"):
-                _strays(census, survey(entry.path, MODEL_VERSION, census, count))
-            else:
-                stray(census, entry)
-    else:  # pragma: no cover - a new unit kind without a layout is a programming error
-        raise TypeError(f"unknown work unit {unit!r}")
+    root = tree_root(unit)
+    for kind, _entity_id, folder in unit_entities(unit):
+        survey_entity(kind, folder, census, count, root)
 
 
 def survey_root(mlruns: Path, census: Census) -> None:
     """Strays of the mlruns folder, .trash/ and the registry's models/ folder; the experiments
     and registered models inside them are work units."""
-    for entry in _scan(str(mlruns)):
+    root = str(mlruns)
+    for entry in _scan(root):
+        if not _classifiable(census, entry, root):
+            continue
         if entry.is_dir() and is_number(entry.name):
             continue
-        if entry.is_dir() and entry.name == TRASH:
-            _strays(census, [e for e in _scan(entry.path) if not (e.is_dir() and is_number(e.name))])
-        elif entry.is_dir() and entry.name == REGISTRY:
-            _strays(census, [e for e in _scan(entry.path) if not e.is_dir()])
+        if entry.name in (TRASH, REGISTRY) and not entry.is_dir():
+            census.problems.append(Problem(entry.path, FILE_FOR_FOLDER))
+        elif entry.name == TRASH:
+            _strays(census, [e for e in _scan(entry.path) if not (e.is_dir() and is_number(e.name))], root)
+        elif entry.name == REGISTRY:
+            _strays(census, [e for e in _scan(entry.path) if not e.is_dir()], root)
         else:
-            stray(census, entry)
+            stray(census, entry, root)
 
 
 def census_tree(mlruns: Path) -> Census:

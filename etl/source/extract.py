@@ -12,26 +12,31 @@ import os
 import re
 import uuid
 from collections import Counter
+from dataclasses import replace
 from datetime import datetime
 
-from etl.rows import Problem, RowBatch
-from etl.source.census import survey_unit
+from etl.rows import Problem, RowBatch, Stray, printable
+from etl.source.census import survey_entity
 from etl.source.layout import (
     META,
     ExperimentTarget,
     ExperimentUnit,
-    LoggedModelsUnit,
     RegisteredModelUnit,
-    RunsUnit,
-    TracesUnit,
     WorkUnit,
     is_number,
     subdirs,
+    tree_root,
+    unit_entities,
 )
 from etl.source.read import (
+    BAD_NAME,
     SourceError,
     SourceErrors,
+    bad_name,
+    link_problem,
     list_files,
+    outside,
+    outside_warning,
     metric_db_value,
     parse_metric_lines,
     read_key_folder,
@@ -47,6 +52,8 @@ RUN_STATUS = {1: "RUNNING", 2: "SCHEDULED", 3: "FINISHED", 4: "FAILED", 5: "KILL
 SOURCE_TYPE = {1: "NOTEBOOK", 2: "JOB", 3: "PROJECT", 4: "LOCAL", 5: "UNKNOWN"}
 LIFECYCLE_STAGES = ("active", "deleted")
 RUN_NAME_TAG = "mlflow.runName"
+# Folders MLflow creates with every run, and without which its reader finds no run.
+RUN_FOLDERS = ("metrics", "params", "artifacts")
 # AssessmentMetadataKey.SOURCE_RUN_ID (mlflow/tracing/constant.py)
 SOURCE_RUN_ID_KEY = "mlflow.assessment.sourceRunId"
 # MLflow 2.x trace status names -> the TraceState values MLflow 3.x stores (TraceStatus.to_state).
@@ -59,43 +66,28 @@ ID_NAMESPACE = uuid.UUID("6f1d2a3e-5b7c-4e8f-9a0b-1c2d3e4f5a6b")
 
 
 def stable_id(*parts: str) -> str:
-    return str(uuid.uuid5(ID_NAMESPACE, "/".join(parts)))
+    # printable: a folder whose name is no UTF-8 is reported, but may still be looked up.
+    return str(uuid.uuid5(ID_NAMESPACE, printable("/".join(parts))))
 
 
 def extract(unit: WorkUnit, limits: Limits) -> RowBatch:
     """The unit's rows; an entity that does not read, or holds a value the target would refuse
     (``limits``, supplied by the target), is left out and its problems reported instead."""
-    batch = RowBatch()
-
-    def guarded(kind: str, entity_id: str, folder: str, extractor, *args) -> None:
-        _guarded(batch, limits, (kind, entity_id), folder, extractor, *args)
-
-    if isinstance(unit, RunsUnit):
-        exp = _target_id(unit.target, unit.experiment_id)
-        for name in unit.run_dirs:
-            guarded("runs", name, os.path.join(unit.experiment_path, name), _extract_run,
-                    unit.experiment_path, unit.experiment_id, name, exp)
-    elif isinstance(unit, ExperimentUnit):
-        exp = _target_id(unit.target, os.path.basename(unit.path))
-        guarded("experiments", os.path.basename(unit.path), unit.path, _extract_experiment, unit.path,
-                unit.deleted, exp)
+    batch = RowBatch(root=tree_root(unit))
+    extractors = {"runs": _extract_run, "experiments": _extract_experiment, "traces": _extract_trace,
+                  "logged_models": _extract_logged_model, "registered_models": _extract_registered_model}
+    for kind, entity_id, folder in unit_entities(unit):
+        if isinstance(unit, ExperimentUnit):
+            exp = _target_id(unit.target, os.path.basename(unit.path))
+            args = (unit.path, unit.deleted, exp)
+        elif isinstance(unit, RegisteredModelUnit):
+            args = (unit.path,)
+        else:
+            args = (unit.experiment_path, unit.experiment_id, entity_id,
+                    _target_id(unit.target, unit.experiment_id))
+        _guarded(batch, limits, (kind, entity_id), folder, extractors[kind], *args)
+    if isinstance(unit, ExperimentUnit):
         _extract_datasets(batch, limits, unit.path, exp)
-    elif isinstance(unit, TracesUnit):
-        exp = _target_id(unit.target, unit.experiment_id)
-        for name in unit.trace_dirs:
-            guarded("traces", name, os.path.join(unit.experiment_path, "traces", name), _extract_trace,
-                    unit.experiment_path, unit.experiment_id, name, exp)
-    elif isinstance(unit, LoggedModelsUnit):
-        exp = _target_id(unit.target, unit.experiment_id)
-        for name in unit.model_dirs:
-            guarded("logged_models", name, os.path.join(unit.experiment_path, "models", name),
-                    _extract_logged_model, unit.experiment_path, unit.experiment_id, name, exp)
-    elif isinstance(unit, RegisteredModelUnit):
-        guarded("registered_models", os.path.basename(unit.path), unit.path, _extract_registered_model, unit.path)
-    else:  # pragma: no cover - a new unit kind without an extractor is a programming error
-        raise TypeError(f"unknown work unit {unit!r}")
-    # Files read were counted above, per table; this adds what was not read, and why.
-    survey_unit(unit, batch.census, count=False)
     return batch
 
 
@@ -106,31 +98,52 @@ def _target_id(target: ExperimentTarget | None, folder_id: str) -> int:
 
 
 def _guarded(batch: RowBatch, limits: Limits, entity: tuple[str, str], folder: str, extractor, *args) -> None:
-    """Run one entity's extractor into a private batch; keep its rows only if it all read and
-    the target accepts every value."""
-    own = RowBatch()
-    try:
-        extractor(own, *args)
-        errors = []
-        for v in check_rows(own.rows, limits):
-            path, line = _located(folder, v.table, own.rows[v.table], v.index)
-            errors.append(SourceError(path, v.reason, line))
-    except (SourceError, SourceErrors) as e:
-        errors = e.errors if isinstance(e, SourceErrors) else [e]
+    """Run one entity's extractor into a private batch; keep its rows only if it all read, its
+    folders hold nothing the census cannot classify, and the target accepts every value.
+    Files read, and the census of the entity's folders, count whether or not it is kept."""
+    own = RowBatch(root=batch.root)
+    errors = _folder_errors(folder, own)
+    if not errors:
+        try:
+            extractor(own, *args)
+            for v in check_rows(own.rows, limits):
+                path, line = _located(folder, v.table, own.rows[v.table], v.index)
+                errors.append(SourceError(path, v.reason, line))
+        except (SourceError, SourceErrors) as e:
+            errors = e.errors if isinstance(e, SourceErrors) else [e]
+        if entity[0] != "datasets":  # a dataset's folder is surveyed with its experiment's
+            survey_entity(entity[0], folder, own.census, False, batch.root)
+    problems = [Problem(e.path, e.reason, e.line, *entity) for e in errors]
+    problems += [replace(p, entity=entity[0], entity_id=entity[1]) for p in own.census.problems]
     _count_files(batch, own)
-    if errors:
-        for error in errors:
-            batch.problems.append(Problem(error.path, error.reason, error.line, entity[0], entity[1]))
+    if problems:
+        batch.problems.extend(problems)
         return
     for table, rows in own.rows.items():
         batch.extend(table, rows)
     batch.lossy.update(own.lossy)
 
 
+def _folder_errors(folder: str, batch: RowBatch) -> list[SourceError]:
+    """An entity folder the load cannot take as one: its name is no UTF-8 (no column can hold
+    its id), or it is a symlink loop. A link out of the tree is read, and flagged."""
+    if bad_name(os.path.basename(folder)):
+        return [SourceError(folder, BAD_NAME)]
+    if os.path.islink(folder):
+        problem = link_problem(folder)
+        if problem is not None:
+            return [SourceError(folder, problem)]
+        real = outside(folder, batch.root)
+        if real is not None:
+            batch.census.flagged.append(Stray(folder, True, outside_warning(real)))
+    return []
+
+
 def _count_files(batch: RowBatch, own: RowBatch) -> None:
     """An entity's files were read (and are FileStore data) whether or not it is kept."""
     batch.files += own.files
-    batch.census.migrated.update(own.census.migrated)
+    own.census.problems = []  # reported as the entity's problems
+    batch.census.merge(own.census)
 
 
 # The file each table's row comes from, relative to its entity's folder (row -> path parts).
@@ -188,14 +201,16 @@ def input_file(run_path: str, input_uuid: str) -> str:
 
 def _meta(batch: RowBatch, folder: str, what: str, table: str) -> dict:
     path = os.path.join(folder, META)
-    if not os.path.isfile(path):
+    if not os.path.lexists(path):
         raise SourceError(path, f"missing {META} in {what} folder")
+    if os.path.isdir(path):
+        raise SourceError(path, "a folder where MLflow writes a file")
     batch.read(table)
     return read_yaml(path)
 
 
 def _key_folder(batch: RowBatch, folder: str, table: str) -> dict[str, str]:
-    values = read_key_folder(folder)
+    values = read_key_folder(folder, batch.census, batch.root)
     batch.read(table, len(values))
     return values
 
@@ -278,6 +293,10 @@ def _extract_run(batch: RowBatch, exp_path: str, exp_id: str, name: str, target_
             meta_path,
             f"run belongs to experiment {meta_exp!r} but sits in experiment folder {exp_id!r}",
         )
+    for part in RUN_FOLDERS:
+        if not os.path.isdir(os.path.join(run_path, part)):
+            # MLflow's reader takes such a folder for no run (FileStore._is_valid_run_directory).
+            raise SourceError(os.path.join(run_path, part), "missing: every run folder MLflow writes has it")
     status = _enum(meta.get("status", 1), RUN_STATUS, "status", meta_path)
     source_type = _enum(meta.get("source_type", 4), SOURCE_TYPE, "source_type", meta_path)
 
@@ -476,7 +495,7 @@ def _extract_trace(batch: RowBatch, exp_path: str, exp_id: str, name: str, targe
 
     folder = os.path.join(trace_dir, "assessments")
     files: dict[str, str] = {}
-    for file_name in sorted(list_files(folder)):
+    for file_name in sorted(list_files(folder, batch.census, batch.root)):
         path = os.path.join(folder, file_name)
         assessment_id = _extract_assessment(batch, path, trace_id, target_id, row["timestamp_ms"])
         first = files.setdefault(assessment_id, path)
@@ -584,7 +603,7 @@ def _extract_logged_model(batch: RowBatch, exp_path: str, exp_id: str, name: str
     tags = _key_folder(batch, os.path.join(model_dir, "tags"), "logged_model_tags")
     batch.extend("logged_model_tags", [(model_id, experiment, k, v) for k, v in tags.items()])
     folder = os.path.join(model_dir, "metrics")
-    for key in list_files(folder):
+    for key in list_files(folder, batch.census, batch.root):
         path = os.path.join(folder, key)
         batch.read("logged_model_metrics")
         batch.extend("logged_model_metrics", _logged_model_metric_rows(batch, path, model_id, key, experiment))
@@ -617,7 +636,7 @@ def _run_metrics(batch: RowBatch, folder: str, run_id: str) -> tuple[list, list]
     rows: list[tuple] = []
     latest: list[tuple] = []
     errors: list[SourceError] = []
-    for key in list_files(folder):
+    for key in list_files(folder, batch.census, batch.root):
         path = os.path.join(folder, key)
         batch.read("metrics")
         infinities: Counter = Counter()
@@ -667,7 +686,7 @@ def _extract_registered_model(batch: RowBatch, path: str) -> None:
             versions.add(_extract_model_version(batch, entry.path, name))
 
     aliases_dir = os.path.join(path, "aliases")
-    for alias in sorted(list_files(aliases_dir)):
+    for alias in sorted(list_files(aliases_dir, batch.census, batch.root)):
         alias_path = os.path.join(aliases_dir, alias)
         text = read_text(alias_path).strip()
         batch.read("registered_model_aliases")

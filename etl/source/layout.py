@@ -126,6 +126,40 @@ def is_number(name: str) -> bool:
     return name.isascii() and name.isdigit()
 
 
+def tree_root(unit: WorkUnit) -> str:
+    """The mlruns folder a work unit's folders are in."""
+    if isinstance(unit, RegisteredModelUnit):
+        return os.path.dirname(os.path.dirname(unit.path))
+    experiment = unit.path if isinstance(unit, ExperimentUnit) else unit.experiment_path
+    parent = os.path.dirname(experiment)
+    return os.path.dirname(parent) if os.path.basename(parent) == TRASH else parent
+
+
+def unit_entities(unit: WorkUnit) -> list[tuple[str, str, str]]:
+    """(kind, id, folder) of each entity a unit holds, kinds and ids as the verifier names them."""
+    if isinstance(unit, RunsUnit):
+        return [("runs", name, os.path.join(unit.experiment_path, name)) for name in unit.run_dirs]
+    if isinstance(unit, ExperimentUnit):
+        return [("experiments", os.path.basename(unit.path), unit.path)]
+    if isinstance(unit, TracesUnit):
+        return [("traces", name, os.path.join(unit.experiment_path, "traces", name)) for name in unit.trace_dirs]
+    if isinstance(unit, LoggedModelsUnit):
+        return [("logged_models", name, os.path.join(unit.experiment_path, "models", name))
+                for name in unit.model_dirs]
+    if isinstance(unit, RegisteredModelUnit):
+        return [("registered_models", os.path.basename(unit.path), unit.path)]
+    raise TypeError(f"unknown work unit {unit!r}")  # a new unit kind without its entities
+
+
+def _listing(folder: str) -> list[os.DirEntry]:
+    """The entries of a folder the layout expects; none when it is absent or a file in the
+    folder's place (the census names that)."""
+    try:
+        return list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
 def looks_like_mlruns(folder: Path) -> bool:
     for entry in os.scandir(folder):
         if not entry.is_dir():
@@ -145,10 +179,7 @@ def experiment_dirs(mlruns: Path) -> list[tuple[str, bool]]:
 
 
 def _digit_dirs(folder: str) -> list[str]:
-    try:
-        entries = [e for e in os.scandir(folder) if e.is_dir() and is_number(e.name)]
-    except FileNotFoundError:
-        return []
+    entries = [e for e in _listing(folder) if e.is_dir() and is_number(e.name)]
     return [e.path for e in sorted(entries, key=lambda e: int(e.name))]
 
 
@@ -169,7 +200,7 @@ def is_run_dir(entry: os.DirEntry) -> bool:
 
 def run_dirs(experiment_path: str) -> list[str]:
     """Names of the run folders of an experiment folder, sorted."""
-    return sorted(e.name for e in os.scandir(experiment_path) if is_run_dir(e))
+    return sorted(e.name for e in _listing(experiment_path) if is_run_dir(e))
 
 
 def more_entities_than(mlruns: Path, limit: int) -> bool:
@@ -185,19 +216,12 @@ def more_entities_than(mlruns: Path, limit: int) -> bool:
 
 
 def registered_model_dirs(mlruns: Path) -> list[str]:
-    registry = mlruns / REGISTRY
-    try:
-        return sorted(e.path for e in os.scandir(registry) if e.is_dir())
-    except FileNotFoundError:
-        return []
+    return sorted(e.path for e in _listing(str(mlruns / REGISTRY)) if e.is_dir())
 
 
 def subdirs(folder: str) -> list[str]:
     """Names of the folders inside folder, sorted; [] when it does not exist."""
-    try:
-        return sorted(e.name for e in os.scandir(folder) if e.is_dir())
-    except FileNotFoundError:
-        return []
+    return sorted(e.name for e in _listing(folder) if e.is_dir())
 
 
 def _chunks(names: list[str], size: int):

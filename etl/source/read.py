@@ -7,6 +7,7 @@ first one.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import stat
@@ -15,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from etl.rows import Census, Stray, printable
 from etl.sql_limits import FLOAT_MAX
 
 # MLflow's own reader uses the C loader when libyaml is present; it is ~10x faster than the
@@ -32,6 +34,8 @@ class SourceError(Exception):
     """A file of the source tree that cannot be migrated as it is."""
 
     def __init__(self, path: str, reason: str, line: int | None = None):
+        # Printable: a name that is no UTF-8 is itself a problem, and must still be named.
+        path, reason = printable(path), printable(reason)
         super().__init__(f"{path}{'' if line is None else f':{line}'}: {reason}")
         self.path = path
         self.reason = reason
@@ -59,6 +63,8 @@ def read_text(path: str) -> str:
             raise SourceError(path, "not a regular file")
         fd = os.open(path, os.O_RDONLY | _NONBLOCK | _BINARY)
     except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise SourceError(path, "symlink loop: the link resolves to itself") from None
         raise SourceError(path, f"cannot read file: {e.strerror or e}") from None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -92,7 +98,126 @@ def read_yaml(path: str) -> dict[str, Any]:
     return data
 
 
-def read_key_folder(folder: str) -> dict[str, str]:
+def bad_name(name: str) -> bool:
+    """Whether a file or folder name is not valid UTF-8 (no database column can hold it)."""
+    try:
+        name.encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True
+
+
+BAD_NAME = "its name is not valid UTF-8"
+
+# A key of depth d has at least 2d - 1 characters; MLflow writes keys of at most 250
+# (MAX_ENTITY_KEY_LENGTH), so deeper key folders are not MLflow's. Its own reader walks them
+# recursively and fails far below what a damaged tree can nest (1,000 levels).
+MAX_KEY_DEPTH = 125
+
+
+def link_problem(path: str) -> str | None:
+    """Why the symlink at path cannot be read as data: a loop (it resolves to itself or to a
+    folder holding it), or a dangling link; None for a link that can be read."""
+    try:
+        target = os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "symlink loop: the link resolves to itself"
+        return f"cannot read file: broken symlink ({e.strerror or e})"
+    if stat.S_ISDIR(target.st_mode):
+        real = os.path.realpath(path)
+        holder = os.path.realpath(os.path.dirname(path))
+        if holder == real or holder.startswith(real.rstrip(os.sep) + os.sep):
+            return f"symlink loop: the link points at {printable(real)}, a folder that holds it"
+    return None
+
+
+def outside(path: str, root: str | None) -> str | None:
+    """The real path a link leads to when that is outside the tree at root, else None."""
+    if root is None or not os.path.islink(path):
+        return None
+    real = os.path.realpath(path)
+    root = os.path.realpath(root)
+    return None if real == root or real.startswith(root.rstrip(os.sep) + os.sep) else real
+
+
+def key_files(folder: str, errors: list[SourceError], census: Census | None = None,
+              root: str | None = None) -> list[tuple[str, str]]:
+    """(key, path) of every file of a key folder (params/, tags/, metrics/, ...), keys with '/'
+    being nested files, as MLflow's reader lists them: ``os.walk`` without following links to
+    folders. A missing folder has no keys.
+
+    What MLflow's reader cannot read, or reads differently than it was written, goes into
+    ``errors`` (the key left out): a name that is not valid UTF-8, a symlink loop or a dangling
+    link, nesting deeper than any key MLflow writes. A link out of the tree (``root``) is read,
+    and a link to a folder inside it is not (MLflow does not follow it): ``census`` names both,
+    flagged and as a stray. Iterative: no depth of nesting exhausts the stack.
+    """
+    found: list[tuple[str, str]] = []
+    if (problem := _link_trouble(folder)) is not None:
+        errors.append(SourceError(folder, problem))
+        return found
+    _note_outside(folder, root, census)
+    stack = [(folder, "", 1)]
+    while stack:
+        current, prefix, depth = stack.pop()
+        try:
+            with os.scandir(current) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except FileNotFoundError:
+            continue
+        except NotADirectoryError:
+            errors.append(SourceError(current, "a file where MLflow keeps a folder"))
+            continue
+        except OSError as e:
+            errors.append(SourceError(current, f"cannot list folder: {e.strerror or e}"))
+            continue
+        for entry in entries:
+            if bad_name(entry.name):
+                errors.append(SourceError(entry.path, BAD_NAME))
+                continue
+            if entry.is_symlink():
+                problem = link_problem(entry.path)
+                if problem is not None:
+                    errors.append(SourceError(entry.path, problem))
+                    continue
+                if os.path.isdir(entry.path):
+                    if census is not None:
+                        census.strays.append(Stray(entry.path, True, LINKED_FOLDER_WARNING))
+                    continue
+                _note_outside(entry.path, root, census)
+                found.append((prefix + entry.name, entry.path))
+            elif entry.is_dir(follow_symlinks=False):
+                if depth >= MAX_KEY_DEPTH:
+                    errors.append(SourceError(entry.path, f"key folders nested more than "
+                                              f"{MAX_KEY_DEPTH} deep: no MLflow key is that long"))
+                    continue
+                stack.append((entry.path, f"{prefix}{entry.name}/", depth + 1))
+            else:
+                found.append((prefix + entry.name, entry.path))
+    return found
+
+
+def _link_trouble(folder: str) -> str | None:
+    return link_problem(folder) if os.path.islink(folder) else None
+
+
+LINKED_FOLDER_WARNING = ("is a symlink to a folder inside a key folder: MLflow's reader does not "
+                         "follow it, so it was NOT migrated")
+
+
+def outside_warning(real: str) -> str:
+    return (f"is a symlink out of the tree, to {printable(real)}: migrated as MLflow's reader "
+            "reads it (judge whether that data belongs here)")
+
+
+def _note_outside(path: str, root: str | None, census: Census | None) -> None:
+    real = outside(path, root)
+    if real is not None and census is not None:
+        census.flagged.append(Stray(path, os.path.isdir(path), outside_warning(real)))
+
+
+def read_key_folder(folder: str, census: Census | None = None, root: str | None = None) -> dict[str, str]:
     """A params/ or tags/ folder as {key: value}; keys containing '/' are nested files.
 
     A missing folder is an empty mapping (a run with no params has no params folder). Every bad
@@ -100,43 +225,24 @@ def read_key_folder(folder: str) -> dict[str, str]:
     """
     result: dict[str, str] = {}
     errors: list[SourceError] = []
-    # The folder itself counts as visited: a link back to it is a loop at the link.
-    _read_key_folder_into(folder, "", result, {os.path.realpath(folder)}, errors)
+    for key, path in key_files(folder, errors, census, root):
+        try:
+            result[key] = read_text(path)
+        except SourceError as e:
+            errors.append(e)
     if errors:
         raise SourceErrors(errors)
     return result
 
 
-def _read_key_folder_into(folder: str, prefix: str, out: dict[str, str], seen: set, errors: list) -> None:
-    try:
-        entries = list(os.scandir(folder))
-    except FileNotFoundError:
-        return
-    except OSError as e:
-        raise SourceError(folder, f"cannot list folder: {e.strerror or e}") from None
-    for entry in entries:
-        key = prefix + entry.name
-        try:
-            if entry.is_dir():
-                real = os.path.realpath(entry.path)
-                if real in seen:
-                    raise SourceError(entry.path, "symlink loop")
-                seen.add(real)
-                _read_key_folder_into(entry.path, key + "/", out, seen, errors)
-            else:
-                out[key] = read_text(entry.path)
-        except SourceError as e:
-            errors.append(e)
-
-
-def list_files(folder: str) -> list[str]:
-    """Relative posix paths of the files under folder (nested keys), [] if it is absent."""
-    out: list[str] = []
-    for root, _dirs, files in os.walk(folder, followlinks=False):
-        rel = os.path.relpath(root, folder)
-        for name in files:
-            out.append(name if rel == "." else f"{rel}/{name}".replace(os.sep, "/"))
-    return out
+def list_files(folder: str, census: Census | None = None, root: str | None = None) -> list[str]:
+    """Keys of the files of a key folder (metrics/, assessments/, aliases/), [] if it is absent;
+    a file MLflow's reader cannot list makes it SourceErrors (see key_files)."""
+    errors: list[SourceError] = []
+    keys = [key for key, _ in key_files(folder, errors, census, root)]
+    if errors:
+        raise SourceErrors(errors)
+    return keys
 
 
 def metric_db_value(value: float) -> tuple[float, int]:
