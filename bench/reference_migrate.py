@@ -105,7 +105,7 @@ class Sink:
 def run(sink, run_dir, exp_id, run_id):
     m = meta(run_dir)
     params, tags = key_values(f"{run_dir}/params"), key_values(f"{run_dir}/tags")
-    name = m.get("run_name") or tags.get("mlflow.runName") or ""
+    name = m.get("run_name") or tags.get("mlflow.runName") or m.get("run_name")  # None: unnamed (<= 1.28)
     status, source = m.get("status", 1), m.get("source_type", 4)
     sink.add("runs", [(
         run_id, name, SOURCE.get(source, source), m.get("source_name", ""),

@@ -308,13 +308,17 @@ def _extract_run(batch: RowBatch, exp_path: str, exp_id: str, name: str, target_
         errors, ([], []), _run_metrics, batch, os.path.join(run_path, "metrics"), run_id
     )
 
+    # MLflow's reader: meta.yaml's run_name, else the mlflow.runName tag (where MLflow < 1.30
+    # kept a run's name), else none at all: a run MLflow <= 1.28 made without a name has
+    # neither (its `name: ''` is a field no reader uses), and MLflow shows None.
+    name = meta.get("run_name")
+    if not name and tags.get(RUN_NAME_TAG):
+        name = tags[RUN_NAME_TAG]
     batch.add(
         "runs",
         (
             run_id,
-            # Old trees keep the run name only in the mlflow.runName tag; MLflow's FileStore
-            # reader falls back to it the same way.
-            meta.get("run_name") or tags.get(RUN_NAME_TAG) or "",
+            name,
             source_type,
             meta.get("source_name", ""),
             meta.get("entry_point_name", ""),

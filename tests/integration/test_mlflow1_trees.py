@@ -1,0 +1,165 @@
+"""A tree MLflow 1.20.2 wrote through its client, later upgraded by MLflow 2.9.2 (which added its
+model registry, a run, an experiment and a deletion), migrated with the default command.
+
+What MLflow 1.x wrote that later MLflow does not, each found in the tree's files (not assumed
+from the version) and migrated as MLflow's current reader shows it. The tree comes from
+scripts/mlflow_eras.py (CI's recipe, kept in a cache across sessions); every era's tree also goes
+through test_fixture_trees.py in CI.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests import client_compare as cc
+from tests.conftest import era_tree, pg_client, run_cli, tree_fingerprint
+from tests.trees import file_client, sql_client
+
+ERA = "1.20.2+2.9.2"
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    return era_tree(ERA, tmp_path_factory.mktemp("mlflow1") / "tree") / "mlruns"
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def migrated(request, tree, tmp_path_factory):
+    work = tmp_path_factory.mktemp("mlflow1-db")
+    if request.param == "sqlite":
+        target = f"sqlite:///{work / 'mlflow.db'}"
+    else:
+        target = request.getfixturevalue("pg_server").create_database(f"mlflow1_{work.name}".lower())
+    before = tree_fingerprint(tree)
+    report = work / "report.json"
+    # The default command (verification on), and its report for PostgreSQL's id map.
+    result = run_cli("--source", str(tree), "--target", target, "--report", str(report))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Status: SUCCESS" in result.stdout
+    assert tree_fingerprint(tree) == before
+    dst = sql_client(Path(target[len("sqlite:///"):])) if request.param == "sqlite" else pg_client(target)
+    return {"target": target, "src": file_client(tree), "dst": dst,
+            "id_map": json.loads(report.read_text())["experiment_id_map"]}
+
+
+def metas(tree: Path, pattern: str) -> dict[Path, dict]:
+    return {p.parent: yaml.safe_load(p.read_text(encoding="utf-8")) for p in tree.glob(pattern)}
+
+
+def experiment_metas(tree: Path) -> list[dict]:
+    return [meta for meta in (metas(tree, "*/meta.yaml") | metas(tree, ".trash/*/meta.yaml")).values()
+            if "experiment_id" in meta]
+
+
+def runs(tree: Path) -> dict[Path, dict]:
+    """Run folder -> its meta.yaml, in .trash too."""
+    return {folder: meta for folder, meta in
+            (metas(tree, "*/*/meta.yaml") | metas(tree, ".trash/*/*/meta.yaml")).items() if "run_id" in meta}
+
+
+def test_unnamed_runs_have_no_name(tree, migrated):
+    """MLflow <= 1.28 wrote `name: ''` and no mlflow.runName tag for a run made without a name:
+    MLflow shows run_name None, and so does the database (not '')."""
+    unnamed = [run.name for run, meta in runs(tree).items()
+               if meta.get("name") == "" and "run_name" not in meta
+               and not (run / "tags" / "mlflow.runName").exists()]
+    assert len(unnamed) >= 2  # create_run() and start_run() without a name
+    for run_id in unnamed:
+        assert migrated["src"].get_run(run_id).info.run_name is None
+        assert migrated["dst"].get_run(run_id).info.run_name is None
+
+
+def test_runs_named_by_their_tag_only(tree, migrated):
+    """MLflow < 1.30 kept a run's name in the mlflow.runName tag: that is its name."""
+    named = {run.name: (run / "tags" / "mlflow.runName").read_text("utf-8")
+             for run, meta in runs(tree).items()
+             if "run_name" not in meta and (run / "tags" / "mlflow.runName").exists()}
+    assert "edge-values-数据-🔥" in named.values()
+    for run_id, name in named.items():
+        assert migrated["dst"].get_run(run_id).info.run_name == name
+
+
+def test_experiments_without_creation_time(tree, migrated):
+    """No creation_time/last_update_time before MLflow 1.29: None on both sides, not the time of
+    the migration (which `mlflow migrate-filestore` writes)."""
+    old = [meta["experiment_id"] for meta in experiment_metas(tree) if "creation_time" not in meta]
+    new = [meta for meta in experiment_metas(tree) if "creation_time" in meta]
+    assert len(old) >= 5 and len(new) == 1  # 1.20's, and the one 2.9 made
+    for exp_id in old:
+        e = migrated["dst"].get_experiment(cc.mapped(migrated["id_map"], exp_id))
+        assert (e.creation_time, e.last_update_time) == (None, None)
+        assert migrated["src"].get_experiment(exp_id).creation_time is None
+    e = migrated["dst"].get_experiment(cc.mapped(migrated["id_map"], new[0]["experiment_id"]))
+    assert (e.creation_time, e.last_update_time) == (new[0]["creation_time"], new[0]["last_update_time"])
+
+
+def test_deleted_experiment_is_shown_active(tree, migrated):
+    """MLflow < 1.29 moved a deleted experiment into .trash without rewriting its meta.yaml;
+    MLflow's current reader goes by the file (active), and so does the database."""
+    trashed = {folder.name: meta for folder, meta in metas(tree, ".trash/*/meta.yaml").items()}
+    assert [meta["lifecycle_stage"] for meta in trashed.values()] == ["active"]
+    (exp_id,) = trashed
+    assert migrated["src"].get_experiment(exp_id).lifecycle_stage == "active"
+    assert migrated["dst"].get_experiment(cc.mapped(migrated["id_map"], exp_id)).lifecycle_stage == "active"
+
+
+def test_deleted_runs_with_and_without_deleted_time(tree, migrated):
+    """MLflow < 1.28 wrote no deleted_time: NULL; the run 2.9 deleted has its time."""
+    deleted = {run.name: meta for run, meta in runs(tree).items() if meta["lifecycle_stage"] == "deleted"}
+    without = [r for r, meta in deleted.items() if "deleted_time" not in meta]
+    with_time = {r: meta["deleted_time"] for r, meta in deleted.items() if "deleted_time" in meta}
+    assert without and with_time
+    rows = dict(_query(migrated, "SELECT run_uuid, deleted_time FROM runs WHERE lifecycle_stage = 'deleted'"))
+    assert rows == {**dict.fromkeys(without), **with_time}
+
+
+def test_run_without_tags_folder(tree, migrated):
+    """MLflow 1.x made a tags/ folder only for a run given tags (not for create_run())."""
+    bare = [run.name for run in runs(tree) if not (run / "tags").exists()]
+    assert bare
+    for run_id in bare:
+        run = migrated["dst"].get_run(run_id)
+        assert run.data.tags == {} and run.data.params == migrated["src"].get_run(run_id).data.params
+
+
+def test_sequential_experiment_ids_kept(tree, migrated):
+    """1, 2, 3... as MLflow 1.x numbered them, beside the 18-digit id 2.9 gave its experiment
+    (renumbered in PostgreSQL, whose experiment ids are 32-bit)."""
+    ids = sorted(int(meta["experiment_id"]) for meta in experiment_metas(tree))
+    small = [i for i in ids if i < 2**31]
+    assert small == list(range(len(small))) and len(ids) == len(small) + 1
+    kept = {int(e) for (e,) in _query(migrated, "SELECT experiment_id FROM experiments")}
+    assert set(small) <= kept and not set(small) & {int(i) for i in migrated["id_map"]}
+
+
+def test_registry_over_mlflow1_runs(tree, migrated):
+    """2.9's registry on 1.20's runs; its deleted version kept as Deleted_Internal, as the SQL
+    store keeps one (and hides it, as the FileStore does)."""
+    versions = metas(tree, "models/*/version-*/meta.yaml")
+    stages = sorted(meta["current_stage"] for meta in versions.values())
+    assert "Deleted_Internal" in stages
+    rows = sorted(stage for (stage,) in _query(migrated, "SELECT current_stage FROM model_versions"))
+    assert rows == stages
+    assert cc.compare_registry(migrated["src"], migrated["dst"]) >= 1
+
+
+def test_everything_reads_back_as_mlflow_shows_it(migrated):
+    assert cc.compare_experiments(migrated["src"], migrated["dst"], migrated["id_map"]) >= 9
+    assert cc.compare_runs(migrated["src"], migrated["dst"], migrated["id_map"]) >= 30
+
+
+def _query(migrated, sql: str) -> list[tuple]:
+    target = migrated["target"]
+    if target.startswith("sqlite:///"):
+        with sqlite3.connect(target[len("sqlite:///"):]) as conn:
+            return conn.execute(sql).fetchall()
+    import psycopg
+
+    with psycopg.connect(target) as conn:
+        return conn.execute(sql).fetchall()
+
