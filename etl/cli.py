@@ -30,6 +30,7 @@ from etl.summary import (
     lossy_lines,
     new_report,
     problem_dicts,
+    server_lines,
     summary_table,
 )
 
@@ -340,8 +341,7 @@ def _print_summary(result, report: dict, quiet: bool) -> None:
     else:
         lines += ["", "WARNING: verification was skipped (--no-verify); the database was NOT "
                   "compared with the source."]
-    lines += ["", "Start a server on the result:",
-              f"  mlflow server --backend-store-uri {result.server_uri}"]
+    lines += ["", *server_lines(result.server_uri, result.server_packages)]
     click.echo("\n".join(lines))
 
 

@@ -92,6 +92,8 @@ class MigrationResult:
     # Experiments renumbered because the target cannot hold their ids: old id -> new id.
     id_map: dict[int, int] = field(default_factory=dict)
     server_uri: str = ""
+    # What `mlflow server` needs beside MLflow to open server_uri (a database driver).
+    server_packages: tuple[str, ...] = ()
     # Rows per table in the promoted database, read back; None when nothing was written.
     counts: dict[str, int] | None = None
 
@@ -192,7 +194,8 @@ async def migrate(config: MigrationConfig, progress: Progress | None = None) -> 
         progress.advance()
         phases["promote"] = time.monotonic() - started
     counts = target.counts(target.existing())
-    return MigrationResult(mlruns, target.display, stats, phases, report, id_map, target.server_uri, counts)
+    return MigrationResult(mlruns, target.display, stats, phases, report, id_map, target.server_uri,
+                           target.server_packages, counts)
 
 
 def release_freed_memory() -> None:
@@ -240,7 +243,7 @@ async def dry_run(config: MigrationConfig, progress: Progress | None = None) -> 
     stats = await load(mlruns, None, config, progress, limits, id_map)
     log_census(stats.census)
     return MigrationResult(mlruns, target.display, stats, {"load": time.monotonic() - started}, None,
-                           id_map, target.server_uri)
+                           id_map, target.server_uri, target.server_packages)
 
 
 async def verify_existing(source: Path, target: str, workers: int, progress: Progress | None = None):
@@ -268,7 +271,7 @@ async def verify_existing(source: Path, target: str, workers: int, progress: Pro
     log_census(census)
     return MigrationResult(mlruns, database.display, LoadStats(census=census),
                            {"verify": time.monotonic() - started}, report, id_map,
-                           database.server_uri, database.counts(locator))
+                           database.server_uri, database.server_packages, database.counts(locator))
 
 
 def log_census(census: Census) -> None:

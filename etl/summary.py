@@ -5,7 +5,11 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import shlex
+import shutil
 import sqlite3
+import subprocess
+import sys
 
 from etl import __version__
 from etl.rows import TABLES
@@ -15,15 +19,19 @@ from etl.sql_limits import FLOAT_MAX
 REPORT_SCHEMA_VERSION = 1
 
 
-def new_report(command: str, source, target) -> dict:
+def mlflow_version() -> str | None:
+    """The installed MLflow, whose schema the database gets."""
     try:
-        mlflow_version = importlib.metadata.version("mlflow")
+        return importlib.metadata.version("mlflow")
     except importlib.metadata.PackageNotFoundError:
-        mlflow_version = None
+        return None
+
+
+def new_report(command: str, source, target) -> dict:
     return {
         "schema_version": REPORT_SCHEMA_VERSION,
         "tool": {"name": "etl-migrate", "version": __version__},
-        "mlflow_version": mlflow_version,
+        "mlflow_version": mlflow_version(),
         "sqlite_version": sqlite3.sqlite_version,
         "python_version": platform.python_version(),
         "command": command,
@@ -148,3 +156,37 @@ def census_lines(report_census: dict) -> list[str]:
     ]
     lines += [f"WARNING: {w['path']} {w['reason']}" for w in report_census["warnings"]]
     return lines
+
+
+def server_command(server_uri: str, packages: tuple[str, ...] = ()) -> str:
+    """A command line that starts `mlflow server` on the database, as printed, in the user's
+    shell, on the MLflow whose schema the database has.
+
+    Started by uv (`uv run --project`, `uvx`: the environment is uv's, possibly a temporary one,
+    and its `mlflow` is on no PATH of the user's), uvx with that MLflow pinned and the packages
+    the URI needs (a database driver). Otherwise this environment's own MLflow: as `mlflow`
+    when that is what the shell finds, else through this interpreter's path."""
+    tail = ["server", "--backend-store-uri", server_uri]
+    if os.environ.get("UV"):
+        extras = [arg for package in packages for arg in ("--with", package)]
+        argv = ["uvx", "--from", f"mlflow=={mlflow_version()}", *extras, "mlflow", *tail]
+    elif _on_path_here("mlflow"):
+        argv = ["mlflow", *tail]
+    else:
+        argv = [sys.executable, "-m", "mlflow", *tail]
+    return subprocess.list2cmdline(argv) if os.name == "nt" else shlex.join(argv)
+
+
+def _on_path_here(program: str) -> bool:
+    """Whether the shell's ``program`` is the one installed beside this interpreter."""
+    found = shutil.which(program)
+    try:
+        return found is not None and os.path.samefile(os.path.dirname(found), os.path.dirname(sys.executable))
+    except OSError:
+        return False
+
+
+def server_lines(server_uri: str, packages: tuple[str, ...] = ()) -> list[str]:
+    """The end of a migration's summary: the schema's MLflow, and how to start a server on it."""
+    return [f"The database has the schema of MLflow {mlflow_version()}; start a server of that version on it:",
+            f"  {server_command(server_uri, packages)}"]

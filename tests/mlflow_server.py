@@ -70,19 +70,25 @@ def start(db: Path | str, root: Path) -> tuple[subprocess.Popen, str, Path]:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root, env=env,
                                 start_new_session=True)
     url = f"http://127.0.0.1:{port}"
+    wait_healthy(proc, url, log_path)
+    return proc, url, log_path
+
+
+def wait_healthy(proc: subprocess.Popen, url: str, log_path: Path, timeout: float = HEALTH_TIMEOUT) -> None:
+    """Return once the server at url answers /health; stop it and fail if it exits or never does."""
     try:
-        deadline = time.monotonic() + HEALTH_TIMEOUT
+        deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
                 pytest.fail(f"mlflow server exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
             try:
                 with urllib.request.urlopen(f"{url}/health", timeout=5) as resp:
                     if resp.status == 200:
-                        return proc, url, log_path
+                        return
             except (urllib.error.URLError, OSError):
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"mlflow server not healthy after {HEALTH_TIMEOUT}s:\n{log_path.read_text()[-4000:]}")
+                pytest.fail(f"mlflow server not healthy after {timeout}s:\n{log_path.read_text()[-4000:]}")
             time.sleep(0.5)
     except BaseException:
         stop(proc)

@@ -108,3 +108,34 @@ def build_core_tree(mlruns: Path) -> dict:
     client.set_registered_model_alias("model-α", "challenger", "2")
     client.create_registered_model("bare model")
     return ids
+
+
+def build_training_tree(mlruns: Path) -> dict:
+    """What a usual training script leaves, through MLflow's fluent API: runs with a param and a
+    metric history, and one run that logs a metric and then a model. MLflow itself writes that
+    metric's point twice into the run's metric file (log_model logs the run's metrics of the
+    model's step again, for the model): the tree holds exact duplicate points nobody logged twice.
+    Returns the ids worth naming, and the duplicated series as (run id, key)."""
+    import mlflow
+
+    class Echo(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input):
+            return model_input
+
+    ids: dict = {"runs": []}
+    with default_uris(mlruns):
+        ids["experiment"] = mlflow.set_experiment("training").experiment_id
+        for lr in (0.1, 0.01):
+            with mlflow.start_run() as run:
+                mlflow.log_param("lr", lr)
+                for step in range(5):
+                    mlflow.log_metric("loss", 1.0 / (step + 1) + lr, step=step)
+            ids["runs"].append(run.info.run_id)
+        with mlflow.start_run(run_name="with a model") as run:
+            mlflow.log_metric("accuracy", 0.9)
+            # pip_requirements given: inferring them starts a subprocess that imports the model.
+            mlflow.pyfunc.log_model(name="model", python_model=Echo(), pip_requirements=["mlflow"])
+        ids["model_run"] = run.info.run_id
+        ids["runs"].append(run.info.run_id)
+    ids["duplicated"] = (run.info.run_id, "accuracy")
+    return ids

@@ -14,6 +14,7 @@ staging.py), not an ``if`` in every function. This module imports none of them a
     existing()            the locator of the target itself, for ``etl-migrate verify``
     counts(locator)       rows per migrated table of a database, for the summary
     display, server_uri   how the target is shown (never with a password)
+    server_packages       what `mlflow server` needs beside MLflow to open server_uri
     max_experiment_id     the largest experiment id its schema can hold
 
 ``Staging``: where rows go before promotion.

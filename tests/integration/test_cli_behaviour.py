@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import shutil
 
 import pytest
 
-from tests.conftest import run_cli, tree_fingerprint
+from tests.conftest import posix_only, run_cli, tree_fingerprint
 from tests.trees import build_core_tree
 
 
@@ -163,3 +164,30 @@ def test_mlflow_usage_telemetry_is_off_unless_the_user_turns_it_on(tree, tmp_pat
     if not probe["telemetry"]:
         pytest.skip("the installed MLflow has no usage telemetry")
     assert probe["client"] is (user_setting == "false")
+
+
+@posix_only("the printed command line is run by a POSIX shell")
+def test_server_command_works_as_printed_outside_uv(tree, tmp_path):
+    """Not started by uv: the printed command is this environment's MLflow, as `mlflow` where the
+    shell finds that one, else through this interpreter's path; each starts MLflow's server
+    command as printed (here with --help appended, which stops it after parsing)."""
+    import os
+    import subprocess
+    import sys
+
+    mlruns, _ = tree
+    here = os.path.dirname(sys.executable)
+    others = [p for p in os.environ["PATH"].split(os.pathsep) if p and os.path.abspath(p) != os.path.abspath(here)]
+    env = {k: v for k, v in os.environ.items() if k not in ("UV", "VIRTUAL_ENV")}
+    for path, program in ((os.pathsep.join([here, *others]), "mlflow"), (os.pathsep.join(others), sys.executable)):
+        db = tmp_path / f"{len(program)}.db"
+        result = run_cli("--source", str(mlruns), "--target", f"sqlite:///{db}", "--no-verify",
+                         env={**env, "PATH": path})
+        assert result.returncode == 0, result.stderr
+        named, command = result.stdout.rstrip().splitlines()[-2:]
+        assert named == (f"The database has the schema of MLflow {importlib.metadata.version('mlflow')}; "
+                         "start a server of that version on it:")
+        assert command.strip().startswith(f"{program} ") and command.endswith(f"--backend-store-uri sqlite:///{db}")
+        shown = subprocess.run(["bash", "-c", command + " --help"], env={**env, "PATH": path},
+                               capture_output=True, text=True, timeout=300)
+        assert shown.returncode == 0 and "--backend-store-uri" in shown.stdout, shown.stderr[-2000:]

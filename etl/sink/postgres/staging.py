@@ -70,8 +70,10 @@ class PostgresTarget:
             raise TargetError(f"target {redact(uri)!r} names no database (postgresql://user@host:5432/DATABASE)")
         self.url = url.set(drivername="postgresql+psycopg")
         self.display = redact(uri)
-        # MLflow's plain postgresql:// needs psycopg2; psycopg 3 came with etl-migrate.
+        # MLflow's plain postgresql:// needs psycopg2; psycopg 3 came with etl-migrate, and a
+        # server in an environment of its own gets it beside MLflow.
         self.server_uri = "postgresql+psycopg://" + self.display.split("://", 1)[1]
+        self.server_packages = ("psycopg[binary]",)
         self._schema: str | None = None
 
     # --- connections -----------------------------------------------------------------------

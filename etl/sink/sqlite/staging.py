@@ -362,6 +362,7 @@ SQLITE_MAX_INTEGER = 2**63 - 1
 
 class SqliteTarget:
     max_experiment_id = SQLITE_MAX_INTEGER
+    server_packages: tuple[str, ...] = ()  # MLflow opens SQLite with Python's own sqlite3
 
     def __init__(self, uri: str):
         self.path: Path = target_path(uri)
