@@ -187,6 +187,8 @@ def main(ctx, source, target, batch_size, queue_size, verify, keep_failed, skip_
     if ctx.invoked_subcommand is not None:
         return
     configure_logging(verbose=verbose, quiet=quiet, fmt=log_format)
+    if (error := _report_path_error(report_path)) is not None:
+        raise click.UsageError(error)
     cfg = MigrationConfig(source=source, target=target, workers=workers, batch_size=batch_size,
                           queue_size=queue_size, verify=verify, keep_failed=keep_failed,
                           skip_invalid=skip_invalid, report_path=report_path)
@@ -209,6 +211,8 @@ def verify_command(ctx, source, target, workers, report_path, verbose, quiet, lo
     the files hold them (a logged model's NaN held as 0, any +-Inf as +-max), as a migration does.
     """
     configure_logging(verbose=verbose, quiet=quiet, fmt=log_format)
+    if (error := _report_path_error(report_path)) is not None:
+        raise click.UsageError(error)
     ctx.exit(_run_verify(source, target, workers, report_path, quiet))
 
 
@@ -258,13 +262,41 @@ def _guarded(report: dict, body) -> int:
     return code
 
 
-def _finish(report: dict, report_path: Path | None) -> None:
+def _finish(report: dict, report_path: Path | None, code: int) -> int:
+    """Log the run's end and write the report; the exit status, which a report that cannot be
+    written does not change (after a promotion the database is there: say so, plainly)."""
     log.info("run finished", command=report["command"], exit_status=report["exit_status"],
              seconds=report["seconds"], phases=report["phases"],
              rows_per_second=report["throughput"].get("rows_per_second"),
              counts={k: v for k, v in report["counts"]["source"].items() if v})
-    if report_path is not None:
-        report_path.write_text(json.dumps(report, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    if report_path is None:
+        return code
+    text = json.dumps(report, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate somewhere: JSON's own escapes keep it
+        data = (json.dumps(report, indent=2, sort_keys=True) + "\n").encode("ascii")
+    try:
+        report_path.write_bytes(data)
+    except OSError as e:
+        click.echo(f"error: the report could not be written to {report_path}: {e.strerror or e} "
+                   f"(the run itself ended with exit status {code})", err=True)
+    return code
+
+
+def _report_path_error(report_path: Path | None) -> str | None:
+    """Why the report could not be written, checked before the run: the report is written after
+    promotion, where nothing may fail."""
+    if report_path is None:
+        return None
+    folder = report_path.parent if str(report_path.parent) else Path(".")
+    if report_path.is_dir():
+        return f"--report {report_path}: is a folder"
+    if not folder.is_dir():
+        return f"--report {report_path}: the folder {folder} does not exist"
+    if not os.access(folder, os.W_OK) or (report_path.exists() and not os.access(report_path, os.W_OK)):
+        return f"--report {report_path}: not writable"
+    return None
 
 
 def _run_migrate(cfg: MigrationConfig, dry_run: bool, quiet: bool) -> int:
@@ -300,8 +332,7 @@ def _run_migrate(cfg: MigrationConfig, dry_run: bool, quiet: bool) -> int:
         _print_summary(result, report, quiet)
 
     code = _guarded(report, body)
-    _finish(report, cfg.report_path)
-    return code
+    return _finish(report, cfg.report_path, code)
 
 
 def _print_dry_run(result, report: dict, quiet: bool) -> None:
@@ -374,8 +405,7 @@ def _run_verify(source: Path, target: str, workers: int, report_path: Path | Non
             click.echo(result.to_text())
 
     code = _guarded(report, body)
-    _finish(report, report_path)
-    return code
+    return _finish(report, report_path, code)
 
 
 def _id_map_dict(id_map: dict[int, int]) -> dict[str, str]:

@@ -41,7 +41,17 @@ TYPED_TABLES = frozenset({"metrics", "latest_metrics", "logged_model_metrics"})
 DERIVED_TABLES = frozenset({"latest_metrics"})
 
 _NUMBER = (int, float)
-_TEXT = (str, int, float)  # SQLite and PostgreSQL drivers turn numbers into text alike
+
+
+def _encodable(text: str) -> bool:
+    """Whether text is valid Unicode for UTF-8 (YAML's "\\ud800" escape gives a lone surrogate)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -62,21 +72,28 @@ class ColumnLimit:
         if isinstance(value, (datetime.date, datetime.time)):
             return f"{column} must be a {self._noun()}, found the date/time {value!s}"
         if self.kind == "integer":
-            if not isinstance(value, _NUMBER):
+            # bool is an int to Python but no number to MLflow: never stored as 0 or 1.
+            if type(value) is not int:
                 return f"{column} must be an integer, found {_shown(value)}"
             low, high = self.int_range or INT64
             if not low <= value <= high:
                 return f"{column} {value} is beyond the target's {self._range()} integer range"
-        elif self.kind in ("real", "boolean"):
-            if not isinstance(value, _NUMBER):
-                return f"{column} must be a {self._noun()}, found {_shown(value)}"
-        elif not isinstance(value, _TEXT):
+        elif self.kind == "real":
+            if type(value) not in _NUMBER:
+                return f"{column} must be a number, found {_shown(value)}"
+        elif self.kind == "boolean":
+            if not (isinstance(value, bool) or (type(value) is int and value in (0, 1))):
+                return f"{column} must be a boolean, found {_shown(value)}"
+        elif not isinstance(value, str):
+            # Never coerced: a number where MLflow writes text is not the text it would show.
             return f"{column} must be text, found {_shown(value)}"
-        elif self.max_length is not None and len(str(value)) > self.max_length:
-            return (f"{column} is {len(str(value))} characters long; the target holds at most "
+        elif self.max_length is not None and len(value) > self.max_length:
+            return (f"{column} is {len(value)} characters long; the target holds at most "
                     f"{self.max_length}")
-        elif not self.nul_allowed and "\x00" in str(value):
+        elif not self.nul_allowed and "\x00" in value:
             return f"{column} holds a NUL character, which the target cannot store"
+        elif not _encodable(value):
+            return f"{column} holds a lone surrogate ({_shown(value)}), which is no UTF-8"
         if self.choices is not None and value not in self.choices:
             allowed = ", ".join(repr(c) for c in sorted(self.choices, key=str))
             return f"{column} {value!r} is not a value the target accepts ({allowed})"
@@ -143,8 +160,8 @@ def _passes_quickly(table: str, limit: ColumnLimit, get, rows: list) -> bool:
             allowed.add(type(None))
         if not types <= allowed:
             return False
-        if type(None) in types:  # gaps, in nullable columns of meta files: few rows, one by one
-            return limit.kind == "text" and limit.max_length is None and limit.nul_allowed
+        if type(None) in types and limit.kind != "text":
+            return False  # gaps, in nullable columns of meta files: few rows, one by one
     if limit.kind == "integer":
         low, high = limit.int_range or INT64
         return low <= min(map(get, rows)) and max(map(get, rows)) <= high
@@ -154,4 +171,9 @@ def _passes_quickly(table: str, limit: ColumnLimit, get, rows: list) -> bool:
     texts = [v for v in map(get, rows) if v is not None]
     if limit.max_length is not None and max(map(len, texts), default=0) > limit.max_length:
         return False
-    return limit.nul_allowed or "\x00" not in "".join(texts)
+    joined = "".join(texts)
+    if not limit.nul_allowed and "\x00" in joined:
+        return False
+    # Keys and values read from files are decoded strictly; only YAML values can hold a lone
+    # surrogate (an escape such as "\ud800").
+    return table in TYPED_TABLES or _encodable(joined)

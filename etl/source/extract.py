@@ -30,6 +30,14 @@ from etl.source.layout import (
 )
 from etl.source.read import (
     BAD_NAME,
+    BOOLEAN,
+    INTEGER,
+    LIST,
+    MAPPING,
+    NULL,
+    NUMBER,
+    TEXT,
+    Fields,
     SourceError,
     SourceErrors,
     bad_name,
@@ -59,6 +67,91 @@ SOURCE_RUN_ID_KEY = "mlflow.assessment.sourceRunId"
 # MLflow 2.x trace status names -> the TraceState values MLflow 3.x stores (TraceStatus.to_state).
 TRACE_V2_STATUS = {"UNSPECIFIED": "STATE_UNSPECIFIED", "OK": "OK", "ERROR": "ERROR", "IN_PROGRESS": "IN_PROGRESS"}
 LOGGED_MODEL_STATUS = {"UNSPECIFIED": 0, "PENDING": 1, "READY": 2, "FAILED": 3}
+
+# The fields of each meta file MLflow's current reader needs (it fails without them, or shows
+# another value than the database would hold) and the kinds of value MLflow writes in each.
+# Older trees write some otherwise (1.x: experiment ids and run enums as integers); both are
+# listed where MLflow's reader takes both.
+T, I, N, B, M, L, Z = TEXT, INTEGER, NUMBER, BOOLEAN, MAPPING, LIST, NULL
+EXPERIMENT_FIELDS = Fields(
+    required=("experiment_id", "name", "artifact_location", "lifecycle_stage"),
+    kinds={"experiment_id": (T, I), "name": (T,), "artifact_location": (T,), "lifecycle_stage": (T,),
+           "creation_time": (I, Z), "last_update_time": (I, Z)},
+    choices={"lifecycle_stage": frozenset(LIFECYCLE_STAGES)},
+)
+RUN_FIELDS = Fields(
+    required=("experiment_id", "start_time", "end_time", "user_id"),
+    kinds={"run_id": (T,), "run_uuid": (T,), "experiment_id": (T, I), "run_name": (T, Z),
+           "source_type": (I, T), "source_name": (T, Z), "entry_point_name": (T, Z), "user_id": (T, Z),
+           "status": (I, T), "start_time": (I, Z), "end_time": (I, Z), "deleted_time": (I, Z),
+           "source_version": (T, Z), "lifecycle_stage": (T,), "artifact_uri": (T, Z)},
+    choices={"lifecycle_stage": frozenset(LIFECYCLE_STAGES)},
+)
+# mlflow/protos/service.proto: InputVertexType, OutputVertexType
+INPUT_FIELDS = Fields(
+    required=("source_type", "source_id", "destination_type", "destination_id", "tags"),
+    kinds={"source_type": (T,), "source_id": (T,), "destination_type": (T,), "destination_id": (T,),
+           "tags": (M,)},
+    choices={"source_type": frozenset({"DATASET", "MODEL"}), "destination_type": frozenset({"RUN", "DATASET", "MODEL"})},
+)
+OUTPUT_FIELDS = Fields(
+    required=(*INPUT_FIELDS.required, "step"),
+    kinds={**INPUT_FIELDS.kinds, "step": (I,)},
+    # MLflow's reader shows only model outputs, and skips any other.
+    choices={"source_type": frozenset({"RUN_OUTPUT"}), "destination_type": frozenset({"MODEL_OUTPUT"})},
+)
+DATASET_FIELDS = Fields(
+    required=("name", "digest", "source_type", "source"),
+    kinds={"name": (T,), "digest": (T,), "source_type": (T,), "source": (T,), "schema": (T, Z), "profile": (T, Z)},
+)
+TRACE_STATES = frozenset({"STATE_UNSPECIFIED", "OK", "ERROR", "IN_PROGRESS"})
+TRACE_V2_FIELDS = Fields(
+    required=("request_id", "experiment_id", "timestamp_ms", "execution_time_ms", "status"),
+    kinds={"request_id": (T,), "experiment_id": (T, I), "timestamp_ms": (I,), "execution_time_ms": (I, Z),
+           "status": (T,)},
+    choices={"status": frozenset(TRACE_V2_STATUS)},
+)
+TRACE_FIELDS = Fields(
+    required=("trace_id", "request_time", "state", "trace_location"),
+    kinds={"trace_id": (T,), "request_time": (T,), "state": (T,), "trace_location": (M,),
+           "execution_duration_ms": (I, Z), "client_request_id": (T, Z), "request_preview": (T, Z),
+           "response_preview": (T, Z)},
+    choices={"state": TRACE_STATES},
+)
+TRACE_LOCATION_FIELDS = Fields(required=("type",), kinds={"type": (T,), "mlflow_experiment": (M, Z)})
+ASSESSMENT_FIELDS = Fields(
+    required=("assessment_id", "assessment_name", "trace_id", "create_time", "last_update_time", "source"),
+    kinds={"assessment_id": (T,), "assessment_name": (T,), "trace_id": (T,), "create_time": (T,),
+           "last_update_time": (T,), "source": (M,), "feedback": (M,), "expectation": (M,),
+           "rationale": (T, Z), "metadata": (M, Z), "span_id": (T, Z), "valid": (B,), "overrides": (T, Z),
+           "run_id": (T, Z)},
+)
+# AssessmentSource(**source): any other key fails MLflow's reader; no source_id reads as "default".
+ASSESSMENT_SOURCE_FIELDS = Fields(
+    required=("source_type",), kinds={"source_type": (T,), "source_id": (T, Z)},
+    choices={"source_type": frozenset({"SOURCE_TYPE_UNSPECIFIED", "HUMAN", "LLM_JUDGE", "CODE"})},
+)
+LOGGED_MODEL_FIELDS = Fields(
+    required=("model_id", "experiment_id", "name", "artifact_location", "creation_timestamp",
+              "last_updated_timestamp"),
+    kinds={"model_id": (T,), "experiment_id": (T, I), "name": (T,), "artifact_location": (T,),
+           "creation_timestamp": (I,), "last_updated_timestamp": (I,), "status": (I, T), "lifecycle_stage": (T,),
+           "model_type": (T, Z), "source_run_id": (T, Z), "status_message": (T, Z)},
+    choices={"lifecycle_stage": frozenset(LIFECYCLE_STAGES)},
+)
+REGISTERED_MODEL_FIELDS = Fields(
+    required=("name",),
+    kinds={"name": (T,), "creation_timestamp": (I, Z), "last_updated_timestamp": (I, Z), "description": (T, Z)},
+)
+# mlflow/protos/model_registry.proto: ModelVersionStatus
+MODEL_VERSION_FIELDS = Fields(
+    required=("name", "version", "creation_timestamp"),
+    kinds={"name": (T,), "version": (I, T), "creation_timestamp": (I, Z), "last_updated_timestamp": (I, Z),
+           "description": (T, Z), "user_id": (T, Z), "current_stage": (T, Z), "source": (T, Z),
+           "run_id": (T, Z), "status": (T,), "status_message": (T, Z), "run_link": (T, Z),
+           "storage_location": (T, Z)},
+    choices={"status": frozenset({"PENDING_REGISTRATION", "FAILED_REGISTRATION", "READY"})},
+)
 
 # The FileStore keeps no ids for datasets and run inputs (the SQL store makes uuid4s). Ours are
 # uuid5s of the folders that hold them, so the same tree always gives the same rows.
@@ -184,8 +277,6 @@ def _located(folder: str, table: str, rows: list, index: int) -> tuple[str, int 
     if table in _LINE_KEY:
         key_at = _LINE_KEY[table]
         return path, sum(1 for r in rows[:index] if r[key_at] == row[key_at]) + 1
-    if table == "assessments" and not os.path.isfile(path):
-        return os.path.join(folder, "assessments"), None
     return path, None
 
 
@@ -199,14 +290,18 @@ def input_file(run_path: str, input_uuid: str) -> str:
     return run_path
 
 
-def _meta(batch: RowBatch, folder: str, what: str, table: str) -> dict:
+def _meta(batch: RowBatch, folder: str, what: str, table: str, fields: Fields | None = None) -> dict:
+    """The folder's meta.yaml, every field ``fields`` asks for present and of its kind."""
     path = os.path.join(folder, META)
     if not os.path.lexists(path):
         raise SourceError(path, f"missing {META} in {what} folder")
     if os.path.isdir(path):
         raise SourceError(path, "a folder where MLflow writes a file")
     batch.read(table)
-    return read_yaml(path)
+    meta = read_yaml(path)
+    if fields is not None:
+        fields.check(meta, path)
+    return meta
 
 
 def _key_folder(batch: RowBatch, folder: str, table: str) -> dict[str, str]:
@@ -220,14 +315,6 @@ def _required(meta: dict, field: str, path: str):
     if value is None or value == "":
         raise SourceError(path, f"required field '{field}' is missing")
     return value
-
-
-def _integer(value, field: str, path: str) -> int:
-    """A number MLflow writes as an int (or a string of one); anything else is invalid input."""
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise SourceError(path, f"{field} must be an integer, found {value!r}") from None
 
 
 def _mapping(value, field: str, path: str) -> dict:
@@ -244,7 +331,7 @@ def _lifecycle(meta: dict, path: str, default: str) -> str:
 
 
 def _extract_experiment(batch: RowBatch, path: str, deleted: bool, target_id: int) -> None:
-    meta = _meta(batch, path, "experiment", "experiments")
+    meta = _meta(batch, path, "experiment", "experiments", EXPERIMENT_FIELDS)
     meta_path = os.path.join(path, META)
     folder_id = os.path.basename(path)
     exp_id = str(_required(meta, "experiment_id", meta_path))
@@ -257,9 +344,9 @@ def _extract_experiment(batch: RowBatch, path: str, deleted: bool, target_id: in
         "experiments",
         (
             target_id,
-            str(name),
-            meta.get("artifact_location"),
-            _lifecycle(meta, meta_path, "deleted" if deleted else "active"),
+            name,
+            meta["artifact_location"],
+            meta["lifecycle_stage"],
             meta.get("creation_time"),
             meta.get("last_update_time"),
         ),
@@ -280,7 +367,7 @@ def _enum(value, table: dict[int, str], field: str, path: str) -> str:
 
 def _extract_run(batch: RowBatch, exp_path: str, exp_id: str, name: str, target_id: int) -> None:
     run_path = os.path.join(exp_path, name)
-    meta = _meta(batch, run_path, "run", "runs")
+    meta = _meta(batch, run_path, "run", "runs", RUN_FIELDS)
     meta_path = os.path.join(run_path, META)
     run_id = meta.get("run_id") or meta.get("run_uuid")
     if not run_id:
@@ -359,10 +446,10 @@ def _run_inputs(batch: RowBatch, exp_path: str, exp_id: str, run_path: str, run_
     # The target keys an input by what it links; two folders linking the same pair were copied.
     linked: dict[tuple, str] = {}
     for name in subdirs(folder):
-        meta = _meta(batch, os.path.join(folder, name), "run input", "inputs")
+        meta = _meta(batch, os.path.join(folder, name), "run input", "inputs", INPUT_FIELDS)
         meta_path = os.path.join(folder, name, META)
-        source_type = meta.get("source_type")
-        source_id = str(_required(meta, "source_id", meta_path))
+        source_type = meta["source_type"]
+        source_id = meta["source_id"]
         input_uuid = stable_id(run_id, "inputs", name)
         if source_type == "DATASET":
             if not os.path.isfile(os.path.join(exp_path, "datasets", source_id, META)):
@@ -370,8 +457,12 @@ def _run_inputs(batch: RowBatch, exp_path: str, exp_id: str, run_path: str, run_
             # destination_id in the file repeats the dataset id (a FileStore writer slip);
             # the run is the folder the input sits in.
             row = (input_uuid, "DATASET", stable_id(exp_id, "datasets", source_id), "RUN", run_id, 0)
-            tags = _mapping(meta.get("tags") or {}, "tags", meta_path)
-            batch.extend("input_tags", [(input_uuid, str(k), str(v)) for k, v in tags.items()])
+            tags = meta["tags"]
+            wrong = [(k, v) for k, v in tags.items() if not (isinstance(k, str) and isinstance(v, str))]
+            if wrong:
+                raise SourceError(meta_path, f"input tag {wrong[0][0]!r}: {wrong[0][1]!r}: tag keys and "
+                                  "values must be text")
+            batch.extend("input_tags", [(input_uuid, k, v) for k, v in tags.items()])
         elif source_type == "MODEL":
             row = (input_uuid, "RUN_INPUT", run_id, "MODEL_INPUT", source_id, 0)
         else:
@@ -386,8 +477,11 @@ def _run_inputs(batch: RowBatch, exp_path: str, exp_id: str, run_path: str, run_
 def _run_outputs(batch: RowBatch, run_path: str, run_id: str) -> None:
     folder = os.path.join(run_path, "outputs")
     for model_id in subdirs(folder):
-        meta = _meta(batch, os.path.join(folder, model_id), "run output", "inputs")
-        step = _integer(meta.get("step") or 0, "step", os.path.join(folder, model_id, META))
+        meta = _meta(batch, os.path.join(folder, model_id), "run output", "inputs", OUTPUT_FIELDS)
+        if meta["destination_id"] != model_id:
+            raise SourceError(os.path.join(folder, model_id, META), f"destination_id "
+                              f"{meta['destination_id']!r} disagrees with its folder name {model_id!r}")
+        step = meta["step"]
         batch.add(
             "inputs",
             (stable_id(run_id, "outputs", model_id), "RUN_OUTPUT", run_id, "MODEL_OUTPUT", model_id, step),
@@ -424,17 +518,16 @@ def _extract_datasets(batch: RowBatch, limits: Limits, exp_path: str, target_id:
 
 
 def _extract_dataset(batch: RowBatch, folder: str, exp_id: str, name: str, target_id: int) -> None:
-    meta = _meta(batch, os.path.join(folder, name), "dataset", "datasets")
-    meta_path = os.path.join(folder, name, META)
+    meta = _meta(batch, os.path.join(folder, name), "dataset", "datasets", DATASET_FIELDS)
     batch.add(
         "datasets",
         (
             stable_id(exp_id, "datasets", name),
             target_id,
-            str(_required(meta, "name", meta_path)),
-            str(_required(meta, "digest", meta_path)),
-            meta.get("source_type") or "",
-            meta.get("source") or "",
+            meta["name"],
+            meta["digest"],
+            meta["source_type"],
+            meta["source"],
             meta.get("schema"),
             meta.get("profile"),
         ),
@@ -464,19 +557,26 @@ def _extract_trace(batch: RowBatch, exp_path: str, exp_id: str, name: str, targe
     meta = read_yaml(info_path)
     batch.read("trace_info")
     if "request_id" in meta:  # MLflow 2.x layout
-        trace_id = str(meta["request_id"])
-        timestamp = _required(meta, "timestamp_ms", info_path)
-        duration = meta.get("execution_time_ms")
-        status = TRACE_V2_STATUS.get(str(meta.get("status")))
-        if status is None:
-            raise SourceError(info_path, f"unknown trace status {meta.get('status')!r}")
+        TRACE_V2_FIELDS.check(meta, info_path)
+        trace_id = meta["request_id"]
+        trace_exp = str(meta["experiment_id"])
+        timestamp = meta["timestamp_ms"]
+        duration = meta["execution_time_ms"]
+        status = TRACE_V2_STATUS[meta["status"]]
         previews = (None, None, None)
     else:
-        trace_id = str(_required(meta, "trace_id", info_path))
-        timestamp = iso_to_ms(_required(meta, "request_time", info_path), info_path)
+        TRACE_FIELDS.check(meta, info_path)
+        location = meta["trace_location"]
+        TRACE_LOCATION_FIELDS.check(location, info_path, "trace_location.")
+        trace_exp = (location.get("mlflow_experiment") or {}).get("experiment_id", exp_id)
+        trace_id = meta["trace_id"]
+        timestamp = iso_to_ms(meta["request_time"], info_path)
         duration = meta.get("execution_duration_ms")
-        status = str(meta.get("state") or "STATE_UNSPECIFIED")
+        status = meta["state"]
         previews = (meta.get("client_request_id"), meta.get("request_preview"), meta.get("response_preview"))
+    if str(trace_exp) != exp_id:
+        raise SourceError(info_path, f"the trace names experiment {trace_exp!r}, but sits in experiment "
+                          f"folder {exp_id!r}")
     if trace_id != name:
         raise SourceError(info_path, f"trace id {trace_id!r} disagrees with its folder name {name!r}")
 
@@ -485,9 +585,9 @@ def _extract_trace(batch: RowBatch, exp_path: str, exp_id: str, name: str, targe
     row = {
         "request_id": trace_id,
         "experiment_id": target_id,
-        "timestamp_ms": _integer(timestamp, "timestamp_ms", info_path),
+        "timestamp_ms": timestamp,
         # 0 is a real duration (2.x writes it for fast traces); only a missing one is None.
-        "execution_time_ms": None if duration is None else _integer(duration, "execution time", info_path),
+        "execution_time_ms": duration,
         "status": status,
         "client_request_id": previews[0],
         "request_preview": previews[1],
@@ -497,31 +597,43 @@ def _extract_trace(batch: RowBatch, exp_path: str, exp_id: str, name: str, targe
     batch.extend("trace_tags", [(trace_id, k, v) for k, v in tags.items()])
     batch.extend("trace_request_metadata", [(trace_id, k, v) for k, v in metadata.items()])
 
+    # Each file is named by its assessment's id (checked), so no id is in two files of a trace.
     folder = os.path.join(trace_dir, "assessments")
-    files: dict[str, str] = {}
     for file_name in sorted(list_files(folder, batch.census, batch.root)):
-        path = os.path.join(folder, file_name)
-        assessment_id = _extract_assessment(batch, path, trace_id, target_id, row["timestamp_ms"])
-        first = files.setdefault(assessment_id, path)
-        if first != path:
-            raise SourceError(path, f"assessment id {assessment_id} is also the id in {first}; "
-                              "the target holds each id once")
+        _extract_assessment(batch, os.path.join(folder, file_name), trace_id, target_id, row["timestamp_ms"])
 
 
-def _extract_assessment(batch: RowBatch, path: str, trace_id: str, exp_id: int, trace_ms: int) -> str:
+def _extract_assessment(batch: RowBatch, path: str, trace_id: str, exp_id: int, trace_ms: int) -> None:
     meta = read_yaml(path)
     batch.read("assessments")
-    if meta.get("feedback"):
-        kind, body = "feedback", _mapping(meta["feedback"], "feedback", path)
-        value = body.get("value")
+    ASSESSMENT_FIELDS.check(meta, path)
+    if meta["trace_id"] != trace_id:
+        raise SourceError(path, f"trace_id {meta['trace_id']!r} disagrees with its trace folder {trace_id!r}")
+    file_id = os.path.basename(path).rsplit(".", 1)[0]
+    if meta["assessment_id"] != file_id:
+        raise SourceError(path, f"assessment_id {meta['assessment_id']!r} disagrees with its file name")
+    if ("feedback" in meta) == ("expectation" in meta):
+        raise SourceError(path, "an assessment holds either feedback or an expectation")
+    source = meta["source"]
+    ASSESSMENT_SOURCE_FIELDS.check(source, path, "source.")
+    if set(source) - {"source_type", "source_id"}:
+        raise SourceError(path, f"source holds keys MLflow's reader does not take: "
+                          f"{sorted(map(str, set(source) - {'source_type', 'source_id'}))}")
+    if "feedback" in meta:
+        kind, body = "feedback", meta["feedback"]
+        if "value" not in body:
+            raise SourceError(path, "required field 'feedback.value' is missing")
+        value = body["value"]
         error = body.get("error") and _mapping(body["error"], "feedback.error", path)
         error_json = (
             json.dumps({"error_code": error.get("error_code"), "error_message": error.get("error_message"),
                         "stack_trace": error.get("stack_trace")})
             if error else None
         )
-    elif meta.get("expectation"):
-        kind, body = "expectation", _mapping(meta["expectation"], "expectation", path)
+    else:
+        kind, body = "expectation", meta["expectation"]
+        if "value" not in body and "serialized_value" not in body:
+            raise SourceError(path, "required field 'expectation.value' is missing")
         error_json = None
         serialized = body.get("serialized_value")
         if serialized is not None:
@@ -535,38 +647,33 @@ def _extract_assessment(batch: RowBatch, path: str, trace_id: str, exp_id: int, 
                 raise SourceError(path, f"serialized expectation value is not JSON: {e}") from None
         else:
             value = body.get("value")
-    else:
-        raise SourceError(path, "assessment has neither feedback nor expectation")
-    source = meta.get("source") or {}
-    if not isinstance(source, dict) or not source.get("source_type"):
-        raise SourceError(path, "required field 'source.source_type' is missing")
-    created = iso_to_ms(_required(meta, "create_time", path), path)
-    updated = iso_to_ms(meta.get("last_update_time") or meta["create_time"], path)
+    created = iso_to_ms(meta["create_time"], path)
+    updated = iso_to_ms(meta["last_update_time"], path)
     metadata = meta.get("metadata")
     row = {
-        "assessment_id": str(meta.get("assessment_id") or os.path.basename(path).rsplit(".", 1)[0]),
+        "assessment_id": meta["assessment_id"],
         "trace_id": trace_id,
-        "name": str(_required(meta, "assessment_name", path)),
+        "name": meta["assessment_name"],
         "assessment_type": kind,
         "value": json.dumps(value),
         "error": error_json,
         "created_timestamp": created,
         "last_updated_timestamp": updated,
         "source_type": source["source_type"],
-        "source_id": source.get("source_id"),
+        # AssessmentSource's own default, which MLflow's reader shows for a source without one
+        "source_id": source.get("source_id", "default"),
         # MLflow's Assessment entity takes the run from this metadata key when the file has no
         # run_id (its proto has none), and its SQL store writes that run into the column.
         "run_id": meta.get("run_id") or (metadata or {}).get(SOURCE_RUN_ID_KEY),
         "span_id": meta.get("span_id"),
         "rationale": meta.get("rationale"),
         "overrides": meta.get("overrides"),
-        "valid": bool(meta.get("valid", True)),
+        "valid": meta.get("valid", True),
         "assessment_metadata": json.dumps(metadata) if metadata else None,
         "experiment_id": exp_id,
         "trace_timestamp_ms": trace_ms,
     }
     batch.add("assessments", row)
-    return row["assessment_id"]
 
 
 # --- logged models ----------------------------------------------------------------------------
@@ -574,28 +681,30 @@ def _extract_assessment(batch: RowBatch, path: str, trace_id: str, exp_id: int, 
 
 def _extract_logged_model(batch: RowBatch, exp_path: str, exp_id: str, name: str, target_id: int) -> None:
     model_dir = os.path.join(exp_path, "models", name)
-    meta = _meta(batch, model_dir, "logged model", "logged_models")
+    meta = _meta(batch, model_dir, "logged model", "logged_models", LOGGED_MODEL_FIELDS)
     meta_path = os.path.join(model_dir, META)
-    model_id = str(_required(meta, "model_id", meta_path))
+    model_id = meta["model_id"]
     if model_id != name:
         raise SourceError(meta_path, f"model_id {model_id!r} disagrees with its folder name {name!r}")
+    if str(meta["experiment_id"]) != exp_id:
+        raise SourceError(meta_path, f"experiment_id {meta['experiment_id']!r} disagrees with the "
+                          f"experiment folder {exp_id!r} it sits in")
     status = meta.get("status", 0)
     if isinstance(status, str):
-        if status not in LOGGED_MODEL_STATUS:
-            raise SourceError(meta_path, f"unknown logged model status {status!r}")
-        status = LOGGED_MODEL_STATUS[status]
+        status = LOGGED_MODEL_STATUS.get(status, status)
+    if status not in LOGGED_MODEL_STATUS.values():
+        raise SourceError(meta_path, f"unknown logged model status {status!r}")
     experiment = target_id
     batch.add(
         "logged_models",
         (
             model_id,
             experiment,
-            str(_required(meta, "name", meta_path)),
-            meta.get("artifact_location") or "",
-            _integer(meta.get("creation_timestamp") or 0, "creation_timestamp", meta_path),
-            _integer(meta.get("last_updated_timestamp") or meta.get("creation_timestamp") or 0,
-                     "last_updated_timestamp", meta_path),
-            _integer(status, "status", meta_path),
+            meta["name"],
+            meta["artifact_location"],
+            meta["creation_timestamp"],
+            meta["last_updated_timestamp"],
+            status,
             _lifecycle(meta, meta_path, "active"),
             meta.get("model_type"),
             meta.get("source_run_id"),
@@ -665,9 +774,9 @@ def _run_metrics(batch: RowBatch, folder: str, run_id: str) -> tuple[list, list]
 
 
 def _extract_registered_model(batch: RowBatch, path: str) -> None:
-    meta = _meta(batch, path, "registered model", "registered_models")
+    meta = _meta(batch, path, "registered model", "registered_models", REGISTERED_MODEL_FIELDS)
     meta_path = os.path.join(path, META)
-    name = str(_required(meta, "name", meta_path))
+    name = meta["name"]
     if name != os.path.basename(path):
         raise SourceError(
             meta_path, f"name {name!r} disagrees with its folder name {os.path.basename(path)!r}"
@@ -702,13 +811,14 @@ def _extract_registered_model(batch: RowBatch, path: str) -> None:
 
 
 def _extract_model_version(batch: RowBatch, path: str, name: str) -> int:
-    meta = _meta(batch, path, "model version", "model_versions")
+    meta = _meta(batch, path, "model version", "model_versions", MODEL_VERSION_FIELDS)
     meta_path = os.path.join(path, META)
-    raw = _required(meta, "version", meta_path)
-    try:
-        version = int(raw)
-    except (TypeError, ValueError):
-        raise SourceError(meta_path, f"version {raw!r} is not a number") from None
+    raw = meta["version"]
+    if isinstance(raw, str) and not is_number(raw):
+        raise SourceError(meta_path, f"version {raw!r} is not a number")
+    version = int(raw)
+    if meta["name"] != name:
+        raise SourceError(meta_path, f"name {meta['name']!r} disagrees with its registered model {name!r}")
     if f"version-{version}" != os.path.basename(path):
         raise SourceError(
             meta_path, f"version {version} disagrees with its folder {os.path.basename(path)!r}"

@@ -12,6 +12,7 @@ import math
 import os
 import stat
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
@@ -95,7 +96,70 @@ def read_yaml(path: str) -> dict[str, Any]:
         raise SourceError(path, "empty file")
     if not isinstance(data, dict):
         raise SourceError(path, f"expected a YAML mapping, found {type(data).__name__}")
+    _unique_keys(text, path)
     return data
+
+
+def _unique_keys(text: str, path: str) -> None:
+    """A key given twice: YAML keeps the last value without a word, so which one MLflow meant
+    is unknown. MLflow writes each key once, at the start of a line (values it wraps are
+    indented), so the top-level keys are the lines that start with neither space nor '#'."""
+    seen: dict[str, int] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line or line[0] in " \t#-" or ":" not in line or line.startswith(("...", "---")):
+            continue
+        key = line.split(":", 1)[0]
+        first = seen.setdefault(key, number)
+        if first != number:
+            raise SourceError(path, f"key {key!r} is given twice (lines {first} and {number})", number)
+
+
+# What a meta file field may hold: the kinds of value MLflow writes there.
+TEXT, INTEGER, NUMBER, BOOLEAN, MAPPING, LIST, NULL = "text", "integer", "number", "boolean", "mapping", "list", "null"
+_IS = {
+    TEXT: lambda v: isinstance(v, str),
+    INTEGER: lambda v: type(v) is int,  # bool is an int to Python, never to MLflow
+    NUMBER: lambda v: type(v) in (int, float),
+    BOOLEAN: lambda v: isinstance(v, bool),
+    MAPPING: lambda v: isinstance(v, dict),
+    LIST: lambda v: isinstance(v, list),
+    NULL: lambda v: v is None,
+}
+
+
+@dataclass(frozen=True)
+class Fields:
+    """The fields of one kind of meta file: those MLflow's reader cannot do without (it fails
+    on a file without them, or shows another value than the database would hold), and the
+    kinds of value each may hold. A value of another kind is never coerced: it is reported."""
+
+    required: tuple[str, ...] = ()
+    kinds: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # field -> the values MLflow's reader accepts there (an enum's names)
+    choices: dict[str, frozenset] = field(default_factory=dict)
+
+    def check(self, meta: dict, path: str, where: str = "") -> None:
+        """Every missing field and every value of the wrong kind, as SourceErrors."""
+        errors = [SourceError(path, f"required field '{where}{key}' is missing")
+                  for key in self.required if key not in meta]
+        for key, kinds in self.kinds.items():
+            if key in meta and not any(_IS[k](meta[key]) for k in kinds):
+                errors.append(SourceError(path, f"'{where}{key}' must be {' or '.join(kinds)}, found "
+                                          f"{_shown(meta[key])}"))
+        for key, allowed in self.choices.items():
+            value = meta.get(key)
+            if key in meta and isinstance(value, (str, int)) and value not in allowed:
+                names = ", ".join(sorted(map(str, allowed)))
+                errors.append(SourceError(path, f"'{where}{key}' is {value!r}, not one of {names}"))
+        if errors:
+            raise SourceErrors(errors)
+
+
+def _shown(value) -> str:
+    kind = {bool: "boolean", int: "integer", float: "number", str: "text", dict: "mapping",
+            list: "list", type(None): "null"}.get(type(value), type(value).__name__)
+    text = repr(value)
+    return f"{kind} {text[:60]}{'...' if len(text) > 60 else ''}"
 
 
 def bad_name(name: str) -> bool:

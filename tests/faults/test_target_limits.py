@@ -61,10 +61,10 @@ def damage(mlruns: Path) -> tuple[dict[str, str], dict[str, str], tuple[str, str
 
     meta = runs[2] / "meta.yaml"
     _edit_yaml(meta, start_time="yesterday")
-    expected[str(meta)] = "runs.start_time must be an integer, found str 'yesterday'"
+    expected[str(meta)] = "'start_time' must be integer or null, found text 'yesterday'"
     # A second problem of the same run, in the same file: both are listed.
     _edit_yaml(meta, user_id={"name": "x"})
-    expected[f"{meta} "] = "runs.user_id must be text, found dict"
+    expected[f"{meta} "] = "'user_id' must be text or null, found mapping"
 
     model = min(main.glob("models/*/meta.yaml")).parent
     metric = min(p for p in (model / "metrics").rglob("*") if p.is_file())
@@ -111,14 +111,18 @@ def damage(mlruns: Path) -> tuple[dict[str, str], dict[str, str], tuple[str, str
     trace = min((main / "traces").iterdir())
     twin = second / "traces" / trace.name
     shutil.copytree(trace, twin)
+    # ...edited to name its new experiment (a copy naming the old one is refused on its own).
+    info = yaml.safe_load((twin / "trace_info.yaml").read_text())
+    info["trace_location"]["mlflow_experiment"]["experiment_id"] = second.name
+    (twin / "trace_info.yaml").write_text(yaml.safe_dump(info))
     left_out["traces"] = trace.name
 
-    # Two files of one entity with one key: an assessment id twice in a trace, a dataset linked
-    # twice by a run.
+    # Two files of one entity with one key: an assessment copied under another name (MLflow names
+    # each file by its id), a dataset linked twice by a run.
     original = min(p for p in second.glob("traces/*/assessments/*.yaml") if trace.name not in str(p))
     duplicate = original.with_name("zz-copy.yaml")
     shutil.copyfile(original, duplicate)
-    expected[str(duplicate)] = f"is also the id in {original}; the target holds each id once"
+    expected[str(duplicate)] = "disagrees with its file name"
     run_input = min(p for p in second.glob("*/inputs/*") if p.is_dir())
     linked_twice = run_input.with_name("f" * 32)
     shutil.copytree(run_input, linked_twice)
@@ -129,7 +133,7 @@ def damage(mlruns: Path) -> tuple[dict[str, str], dict[str, str], tuple[str, str
     data = yaml.safe_load(assessment.read_text())
     data["feedback" if "feedback" in data else "expectation"] = "not a mapping"
     assessment.write_text(yaml.safe_dump(data))
-    expected[str(assessment)] = "must be a mapping, found str"
+    expected[str(assessment)] = "must be mapping, found text"
     return expected, left_out, (str(trace), str(twin))
 
 
@@ -288,7 +292,9 @@ def test_one_assessment_id_in_two_traces_is_invalid_input(small_tree, tmp_path):
     first, second, third = (mlruns / small_tree["exp"] / "traces" / t for t in small_tree["traces"])
     original = next((first / "assessments").iterdir())
     copy = second / "assessments" / original.name
-    shutil.copyfile(original, copy)
+    # A copy naming its new trace (one naming the old trace is refused on its own).
+    data = yaml.safe_load(original.read_text())
+    copy.write_text(yaml.safe_dump({**data, "trace_id": second.name}))
 
     result = run_cli("--source", str(mlruns), "--target", f"sqlite:///{tmp_path}/strict.db")
     assert result.returncode == 3, result.stderr[-3000:]
