@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The cross-version matrix, one script for .ci/run and .github/workflows/migration-tests.yml:
-#   fixtures   generate the fixture trees of each MLflow era (full size) with uv
+#   fixtures   the fixture trees of each MLflow era (full size), made with uv by
+#              scripts/mlflow_eras.py (which holds each era's Python and pins, and keeps the trees
+#              in a cache: a run after the first copies them)
 #   newest     the suite on the newest supported MLflow, integration tests on every fixture tree
 #   fixture-tests  only the fixture-tree integration tests, on the newest MLflow (for .ci/run,
 #              which has just run the whole suite on the newest MLflow through the README line)
@@ -9,35 +11,25 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-FIXTURE_VERSIONS=(2.22.5 3.2.0 3.17.2)
 OLDEST_MLFLOW=3.10.1
 FIXTURES=${FIXTURES:-.ci-work/fixtures}
-
-# MLflow 2.22.5 and 3.2.0 silently write no traces with opentelemetry >= 1.45 (and 3.2.0 is
-# noisy below 1.41); the generator fails loudly if that happens, these pins keep it from happening.
-otel_pins() {
-  case "$1" in
-    2.*) echo "--with opentelemetry-sdk<1.45 --with opentelemetry-api<1.45" ;;
-    3.2.*) echo "--with opentelemetry-sdk<1.41 --with opentelemetry-api<1.41" ;;
-    *) echo "" ;;
-  esac
-}
+# The eras: MLflow 1.0.0; 1.20.2 (runs without a name) and 1.30.1, each upgraded by a 2.x that adds
+# its model registry to the same tree (2.9.2, 2.1.1); 2.22.5, 3.2.0, 3.17.2.
+ERAS=$(uv run --quiet --no-project python scripts/mlflow_eras.py ci | tr -d "\r")  # Windows: CRLF
 
 fixtures() {
   mkdir -p "$FIXTURES"
-  for v in "${FIXTURE_VERSIONS[@]}"; do
-    rm -rf "$FIXTURES/mlflow-$v"
-    echo "== fixture tree: MLflow $v"
-    # shellcheck disable=SC2046
-    uv run --quiet --no-project --with "mlflow==$v" $(otel_pins "$v") \
-      python -I scripts/generate_migration_fixtures.py --output "$FIXTURES/mlflow-$v" --size full \
-      >"$FIXTURES/mlflow-$v.json" 2>"$FIXTURES/mlflow-$v.log" \
-      || { tail -n 40 "$FIXTURES/mlflow-$v.log"; echo "fixture generation failed for MLflow $v" >&2; exit 1; }
+  local era
+  for era in $ERAS; do
+    rm -rf "$FIXTURES/mlflow-$era"
+    echo "== fixture tree: MLflow $era"
+    uv run --quiet --no-project python scripts/mlflow_eras.py tree "$era" "$FIXTURES/mlflow-$era" || exit 1
   done
 }
 
 fixture_args() {
-  for v in "${FIXTURE_VERSIONS[@]}"; do printf -- "--fixtures-dir %s " "$FIXTURES/mlflow-$v"; done
+  local era
+  for era in $ERAS; do printf -- "--fixtures-dir %s " "$FIXTURES/mlflow-$era"; done
 }
 
 newest() {

@@ -22,6 +22,7 @@ every time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import hashlib
 import json
@@ -29,7 +30,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -54,6 +54,10 @@ RELEASES = {
 # (the first file-store registry: no aliases, deleted versions' folders removed), then one
 # release of each later era.
 CI_ERAS = ["1.0.0", "1.20.2+2.9.2", "1.30.1+2.1.1", "2.22.5", "3.2.0", "3.17.2"]
+# The size a tree of the era is made at unless told: full, but small for MLflow 1.0, whose
+# FileStore reads the whole run back for every value logged (a full tree takes it ~70 s, a small
+# one ~5 s; the forms it writes are the same).
+DEFAULT_SIZE = {"1.0.0": "small"}
 
 
 def log(msg: str) -> None:
@@ -112,32 +116,48 @@ def generate(era: str, out: Path, size: str) -> None:
                                  f"(era {era}), exit {result.returncode}")
 
 
-def tree(era: str, out: Path, size: str = "full") -> Path:
+def tree(era: str, out: Path, size: str | None = None) -> Path:
     """The tree of ``era`` in ``out`` (which must not exist), made or copied from the cache."""
+    size = size or DEFAULT_SIZE.get(era.split("+")[0], "full")
     t0 = time.monotonic()
     root = cache_root()
     if root is None:
         generate(era, out, size)
         log(f"MLflow {era}: generated in {time.monotonic() - t0:.1f} s (no cache)")
         return out
-    cached = root / recipe_key(era, size)
-    if not (cached / "fixture_summary.json").is_file():
-        root.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{cached.name}.", dir=root))
-        try:
-            generate(era, work / "tree", size)
+    key = recipe_key(era, size)
+    cached, done = root / key, root / f"{key}.done"
+    root.mkdir(parents=True, exist_ok=True)
+    # Made where it stays: a trace's artifact location (a tag of the trace) names the folder the
+    # tree was made in, and MLflow's reader reads the spans from there. The lock keeps two
+    # processes (two test sessions on one machine) from making the same tree at once.
+    with locked(root / f"{key}.lock"):
+        if done.exists():
+            log(f"MLflow {era}: from the cache, {cached}")
+        else:
+            shutil.rmtree(cached, ignore_errors=True)  # what a killed run left
             try:
-                os.rename(work / "tree", cached)
-            except OSError:  # another process kept the same tree first
-                if not (cached / "fixture_summary.json").is_file():
-                    raise
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        log(f"MLflow {era}: generated in {time.monotonic() - t0:.1f} s, kept in {cached}")
-    else:
-        log(f"MLflow {era}: from the cache, {cached}")
+                generate(era, cached, size)
+            except BaseException:
+                shutil.rmtree(cached, ignore_errors=True)
+                raise
+            done.touch()
+            log(f"MLflow {era}: generated in {time.monotonic() - t0:.1f} s, kept in {cached}")
     shutil.copytree(cached, out, symlinks=True)
     return out
+
+
+@contextlib.contextmanager
+def locked(path: Path):
+    """An exclusive lock on ``path`` for the block (none on Windows, where CI runs one job)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def main(argv=None) -> int:
@@ -146,7 +166,7 @@ def main(argv=None) -> int:
     t = sub.add_parser("tree", help="the tree of ERA into OUT")
     t.add_argument("era")
     t.add_argument("out", type=Path)
-    t.add_argument("--size", choices=["small", "full"], default="full")
+    t.add_argument("--size", choices=["small", "full"], help="default: full (small for 1.0.0)")
     sub.add_parser("ci", help="print the eras CI makes trees of")
     args = ap.parse_args(argv)
     if args.command == "ci":

@@ -86,12 +86,12 @@ def generate_fixture_tree(out: Path, size: str = "small") -> Path:
     return out
 
 
-def era_tree(era: str, out: Path, size: str = "full") -> Path:
+def era_tree(era: str, out: Path) -> Path:
     """A fixture tree made by an older MLflow through scripts/mlflow_eras.py (uv, the era's
     Python and pins), e.g. ``1.20.2+2.9.2``. The same recipe as CI's, so made once per machine
     and generator: kept in ETL_MIGRATE_FIXTURE_CACHE (default ~/.cache/etl-migrate)."""
     result = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "mlflow_eras.py"), "tree", era, str(out), "--size", size],
+        [sys.executable, str(REPO / "scripts" / "mlflow_eras.py"), "tree", era, str(out)],
         capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 0, result.stderr[-3000:]
