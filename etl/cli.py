@@ -25,6 +25,8 @@ from etl.sink.target import redact
 from etl.summary import (
     census_dict,
     census_lines,
+    duplicate_dicts,
+    duplicate_lines,
     fill_from_load,
     lossy_dicts,
     lossy_lines,
@@ -87,8 +89,8 @@ def _common_options(func):
                      "folders is parsed in this process)."),
         click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
                      help="Write a JSON report of the run here (counts, timings, problems, "
-                     "census of the tree, metric values stored otherwise than written, "
-                     "verification, exit status)."),
+                     "census of the tree, metric values stored otherwise than written, duplicate "
+                     "points stored once, verification, exit status)."),
         click.option("--verbose", "-v", is_flag=True,
                      help="Log every step, per experiment, and every entry of the tree that is "
                      "not FileStore data."),
@@ -342,7 +344,7 @@ def _print_dry_run(result, report: dict, quiet: bool) -> None:
     click.echo(summary_table(dict(result.load.rows), None))
     click.echo(f"{result.load.files:,} files read in {result.phases['load']:.1f}s")
     click.echo("\n".join(census_lines(report["census"])))
-    for line in lossy_lines(result.load.lossy):
+    for line in duplicate_lines(result.load.duplicates) + lossy_lines(result.load.lossy):
         click.echo(line)
     if result.load.problems:
         click.echo(f"{len(result.load.problems)} problem(s) would stop the migration (see below).")
@@ -358,7 +360,7 @@ def _print_summary(result, report: dict, quiet: bool) -> None:
     lines = [summary_table(report["counts"]["source"], report["counts"]["target"]),
              f"{result.load.files:,} files; {report['seconds'] or sum(result.phases.values()):.1f}s "
              f"({phases}); {report['throughput']['rows_per_second'] or 0:,.0f} rows/s loading",
-             *census_lines(report["census"])]
+             *census_lines(report["census"]), *duplicate_lines(result.load.duplicates)]
     if result.load.problems:
         lines += ["", f"SKIPPED {len(result.load.problems)} invalid item(s) (--skip-invalid); "
                   "they are NOT in the database:"]
@@ -395,8 +397,10 @@ def _run_verify(source: Path, target: str, workers: int, report_path: Path | Non
         report["census"] = census_dict(run.load.census, report["source"])
         report["verification"] = result.to_dict()
         report["unrepresentable_values"] = lossy_dicts(result.lossy)
+        report["duplicate_points"] = duplicate_dicts(result.duplicates)
         if not quiet:
-            click.echo("\n".join(census_lines(report["census"]) + lossy_lines(result.lossy)))
+            click.echo("\n".join(census_lines(report["census"]) + duplicate_lines(result.duplicates)
+                                  + lossy_lines(result.lossy)))
         if not result.ok:
             raise VerificationFailed(result)
         if not quiet:

@@ -72,6 +72,8 @@ class LoadStats:
     census: Census = field(default_factory=Census)
     # Metric values the database holds otherwise than the files (etl.rows.LossyKey -> points).
     lossy: Counter = field(default_factory=Counter)
+    # Metric points the database holds once (etl.rows.DuplicateKey -> points).
+    duplicates: Counter = field(default_factory=Counter)
 
     def skipped_ids(self) -> dict[str, set[str]]:
         """Entity kind -> ids left out, in the verifier's terms."""
@@ -392,6 +394,7 @@ async def consume(
             stats.census.merge(batch.census)
             stats.problems.extend(batch.problems)
             stats.lossy.update(batch.lossy)
+            stats.duplicates.update(batch.duplicates)
             # Ids the tree holds twice: folders cannot stop that, a primary key does. The second
             # copy is left out (and reported), so the writer never trips over the key.
             stats.problems.extend(_drop_clashes(batch, seen_runs, seen_experiments, stats.clashes, tree))

@@ -227,17 +227,27 @@ class Census:
 # flag, so it is not counted.
 LossyKey = tuple[str, str, str, str]
 
+# (table, entity id, metric key, exact) -> points of a metric file the database holds once,
+# because an earlier point of the same series has the same key in the target. Exact: the same
+# point again (the SQL key of run metrics spans every column); MLflow writes such lines itself (a
+# metric logged in a run that then logs a model is logged again, for the model). Not exact
+# (logged-model metrics only): the same timestamp, step and run with another value or dataset,
+# which the SQL key leaves out; the first is kept, as MLflow's SQL store keeps it.
+DuplicateKey = tuple[str, str, str, bool]
+
 
 @dataclass
 class RowBatch:
     """What one work unit produced: rows per table, the files read, the census of its folders,
-    any problems, and the metric values the database cannot hold as written."""
+    any problems, the metric values the database cannot hold as written, and the metric points
+    it holds once."""
 
     rows: dict[str, list[tuple]] = field(default_factory=dict)
     files: int = 0
     problems: list[Problem] = field(default_factory=list)
     census: Census = field(default_factory=Census)
     lossy: Counter[LossyKey] = field(default_factory=Counter)
+    duplicates: Counter[DuplicateKey] = field(default_factory=Counter)
     # The mlruns folder the unit is in, to tell the links that leave it (None: not known).
     root: str | None = None
 

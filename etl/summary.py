@@ -47,6 +47,7 @@ def new_report(command: str, source, target) -> dict:
         "skipped": [],
         "census": None,
         "unrepresentable_values": [],
+        "duplicate_points": [],
         "verification": None,
         "exit_status": None,
         "seconds": None,
@@ -91,10 +92,46 @@ def lossy_lines(lossy, limit: int = 20) -> list[str]:
     return lines
 
 
+def duplicate_dicts(duplicates) -> list[dict]:
+    """Every metric series with points the database holds once, named."""
+    return [
+        {"table": table, "entity": _OWNER[table], "id": id_, "key": key, "points": n, "exact": exact}
+        for (table, id_, key, exact), n in sorted(duplicates.items(), key=lambda kv: (not kv[0][3], kv[0]))
+    ]
+
+
+def duplicate_lines(duplicates, limit: int = 20) -> list[str]:
+    """The summary's account of the points a metric file holds that the database holds once:
+    repeats of an earlier point (exact), and logged-model points at the key of an earlier one."""
+    lines = []
+    items = duplicate_dicts(duplicates)
+    for exact in (True, False):
+        mine = [d for d in items if d["exact"] is exact]
+        if not mine:
+            continue
+        points = sum(d["points"] for d in mine)
+        if exact:
+            lines += ["", f"Duplicate points: {points:,} metric point(s) in {len(mine):,} series repeat an "
+                      "earlier point of their series exactly and are stored once (MLflow itself logs "
+                      "a run's metrics again when the run logs a model):"]
+            what = "duplicate point(s)"
+        else:
+            lines += ["", f"NOT STORED: {points:,} logged-model metric point(s) in {len(mine):,} series repeat "
+                      "the timestamp, step and run of an earlier point with another value or dataset; "
+                      "MLflow's SQL schema holds one point per timestamp, step and run, and the database "
+                      "keeps the first, as MLflow's SQL store does:"]
+            what = "point(s) not stored"
+        lines += [f"  - {d['entity']} {d['id']}, metric {d['key']!r}: {d['points']:,} {what}" for d in mine[:limit]]
+        if len(mine) > limit:
+            lines.append(f"  ... and {len(mine) - limit:,} more series (all are listed in the --report JSON)")
+    return lines
+
+
 def fill_from_load(report: dict, stats, phases: dict[str, float]) -> None:
     report["counts"]["source"] = {t: stats.rows.get(t, 0) for t in TABLES}
     report["census"] = census_dict(stats.census, report["source"])
     report["unrepresentable_values"] = lossy_dicts(stats.lossy)
+    report["duplicate_points"] = duplicate_dicts(stats.duplicates)
     report["files"] = stats.files
     report["phases"].update({k: round(v, 3) for k, v in phases.items()})
     load = phases.get("load") or 0.0
@@ -106,19 +143,25 @@ def fill_from_load(report: dict, stats, phases: dict[str, float]) -> None:
     }
 
 
+# What a row of these tables is, where the table's name does not say it: "metrics" is the
+# name of both a table of points and (in MLflow's API) of a run's series.
+ROW_UNITS = {"metrics": "points", "latest_metrics": "series", "logged_model_metrics": "points"}
+
+
 def summary_table(source_counts: dict[str, int], target: dict[str, int] | None) -> str:
-    header = f"{'entity table':<28}{'source rows':>14}" + (f"{'in database':>14}" if target is not None else "")
+    header = f"{'table (rows are)':<32}{'source rows':>14}" + (f"{'in database':>14}" if target is not None else "")
     lines = [header, "-" * len(header)]
     for table in TABLES:
         n = source_counts.get(table, 0)
         if not n and not (target or {}).get(table):
             continue
-        line = f"{table:<28}{n:>14,}"
+        name = f"{table} ({ROW_UNITS[table]})" if table in ROW_UNITS else table
+        line = f"{name:<32}{n:>14,}"
         if target is not None:
             line += f"{target.get(table, 0):>14,}"
         lines.append(line)
     total = sum(source_counts.values())
-    lines.append(f"{'total':<28}{total:>14,}" + (f"{sum(target.values()):>14,}" if target is not None else ""))
+    lines.append(f"{'total':<32}{total:>14,}" + (f"{sum(target.values()):>14,}" if target is not None else ""))
     return "\n".join(lines)
 
 

@@ -134,8 +134,9 @@ def build_training_tree(mlruns: Path) -> dict:
         with mlflow.start_run(run_name="with a model") as run:
             mlflow.log_metric("accuracy", 0.9)
             # pip_requirements given: inferring them starts a subprocess that imports the model.
-            mlflow.pyfunc.log_model(name="model", python_model=Echo(), pip_requirements=["mlflow"])
+            model = mlflow.pyfunc.log_model(name="model", python_model=Echo(), pip_requirements=["mlflow"])
         ids["model_run"] = run.info.run_id
+        ids["model"] = model.model_id
         ids["runs"].append(run.info.run_id)
     ids["duplicated"] = (run.info.run_id, "accuracy")
     return ids

@@ -215,6 +215,7 @@ def _guarded(batch: RowBatch, limits: Limits, entity: tuple[str, str], folder: s
     for table, rows in own.rows.items():
         batch.extend(table, rows)
     batch.lossy.update(own.lossy)
+    batch.duplicates.update(own.duplicates)
 
 
 def _folder_errors(folder: str, batch: RowBatch) -> list[SourceError]:
@@ -725,6 +726,7 @@ def _extract_logged_model(batch: RowBatch, exp_path: str, exp_id: str, name: str
 def _logged_model_metric_rows(batch: RowBatch, path: str, model_id: str, key: str, exp_id: int) -> list[tuple]:
     """Lines ``timestamp value step run_id [dataset_name dataset_digest]``."""
     rows = []
+    first: dict[tuple, tuple] = {}  # the target's key (timestamp, step, run) -> its first row
     for number, line in enumerate(read_text(path).splitlines(), 1):
         parts = line.strip().split(" ")
         if len(parts) not in (4, 6):
@@ -739,7 +741,11 @@ def _logged_model_metric_rows(batch: RowBatch, path: str, model_id: str, key: st
             kind = "NaN" if is_nan else "+Inf" if raw > 0 else "-Inf"
             batch.lossy[("logged_model_metrics", model_id, key, kind)] += 1
         dataset = (parts[4], parts[5]) if len(parts) == 6 else (None, None)
-        rows.append((model_id, key, ts, step, value, exp_id, parts[3], None) + dataset)
+        row = (model_id, key, ts, step, value, exp_id, parts[3], None) + dataset
+        kept = first.setdefault((ts, step, parts[3]), row)
+        if kept is not row:
+            batch.duplicates[("logged_model_metrics", model_id, key, kept == row)] += 1
+        rows.append(row)
     if not rows:
         raise SourceError(path, "metric file holds no data")
     return rows
@@ -762,6 +768,9 @@ def _run_metrics(batch: RowBatch, folder: str, run_id: str) -> tuple[list, list]
             continue
         for kind, n in infinities.items():
             batch.lossy[("metrics", run_id, key, kind)] += n
+        repeated = len(points) - len(set(points))
+        if repeated:
+            batch.duplicates[("metrics", run_id, key, True)] += repeated
         head = (run_id, key)
         rows.extend([head + p for p in points])
         # MLflow's SQL store keeps the point that is greatest by (step, timestamp, value), NaN

@@ -463,15 +463,18 @@ LOGGED_MODEL_FIELDS = (
 )
 
 
-def _model_metric_points(points) -> dict:
+def _model_metric_points(report, model_id: str, points) -> dict:
     """{(key, timestamp, step, run_id): (dataset_name, dataset_digest, value as SQL holds it)}.
 
     The SQL store's key for a logged-model metric row is (model, key, timestamp, step, run_id),
-    and it keeps the first point logged under a key: so, in file order, does this."""
+    and it keeps the first point logged under a key: so, in file order, does this; each later
+    one is counted in the report, as the same point again or as another one at that key."""
     out = {}
     for m in points:
-        out.setdefault((m.key, m.timestamp, m.step, m.run_id),
-                       (m.dataset_name, m.dataset_digest, _sql_value(m.value)[0]))
+        point = (m.dataset_name, m.dataset_digest, _sql_value(m.value)[0])
+        first = out.setdefault((m.key, m.timestamp, m.step, m.run_id), point)
+        if first is not point:
+            report.count_duplicates("logged_model_metrics", model_id, m.key, 1, exact=first == point)
     return out
 
 
@@ -553,5 +556,6 @@ def verify_logged_models(mlruns: str, staging: str, experiment_id: str, model_id
             report.mismatch("logged_models", model_id, "lifecycle_stage", stage, row["lifecycle_stage"])
         _compare_dict(report, "logged_models", model_id, dict(source.tags), tags.get(model_id, {}))
         _compare_dict(report, "logged_models", model_id, dict(source.params), params.get(model_id, {}))
-        _verify_model_metrics(report, model_id, _model_metric_points(points), metrics.get(model_id, {}))
+        _verify_model_metrics(report, model_id, _model_metric_points(report, model_id, points),
+                              metrics.get(model_id, {}))
     return report

@@ -6,21 +6,22 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-# Report order and display names; an entity appears once something of it was checked.
-ENTITY_NAMES = {
-    "experiments": "Experiments",
-    "runs": "Runs",
-    "params": "Params",
-    "tags": "Tags",
-    "metrics": "Metrics",
-    "latest_metrics": "Latest metrics",
-    "datasets": "Datasets",
-    "inputs": "Run inputs and outputs",
-    "traces": "Traces",
-    "assessments": "Assessments",
-    "logged_models": "Logged models",
-    "registered_models": "Registered models",
-    "model_versions": "Model versions",
+# Report order, and per entity: its name, what one check counts where that is not one of the
+# entity itself (params are checked a run's at a time), and how a failed one is named.
+ENTITIES = {
+    "experiments": ("Experiments", "", "experiment {}"),
+    "runs": ("Runs", "", "run {}"),
+    "params": ("Params", "runs", "params of run {}"),
+    "tags": ("Tags", "runs", "tags of run {}"),
+    "metrics": ("Metric histories", "series", "metric series {}"),
+    "latest_metrics": ("Latest metric values", "runs", "latest metric values of run {}"),
+    "datasets": ("Datasets", "", "dataset {}"),
+    "inputs": ("Run inputs and outputs", "runs", "inputs and outputs of run {}"),
+    "traces": ("Traces", "", "trace {}"),
+    "assessments": ("Assessments", "", "assessment {}"),
+    "logged_models": ("Logged models", "", "logged model {}"),
+    "registered_models": ("Registered models", "", "registered model {}"),
+    "model_versions": ("Model versions", "", "model version {}"),
 }
 
 
@@ -51,6 +52,9 @@ class VerificationReport:
     # (table, owner id, metric key, "NaN" | "+Inf" | "-Inf") -> points in the files that MLflow's
     # SQL store cannot hold as written (etl.summary names them).
     lossy: Counter = field(default_factory=Counter)
+    # (table, owner id, metric key, exact) -> points the files hold that the database holds once
+    # (etl.rows.DuplicateKey), as the verifier finds them.
+    duplicates: Counter = field(default_factory=Counter)
 
     @property
     def ok(self) -> bool:
@@ -75,6 +79,10 @@ class VerificationReport:
             elif value != value and table == "logged_model_metrics":
                 self.lossy[(table, id_, key, "NaN")] += 1
 
+    def count_duplicates(self, table: str, id_: str, key: str, n: int, exact: bool = True) -> None:
+        if n:
+            self.duplicates[(table, id_, key, exact)] += n
+
     def merge(self, other: VerificationReport) -> None:
         for entity, result in other.results.items():
             mine = self.results.setdefault(entity, EntityResult())
@@ -83,24 +91,25 @@ class VerificationReport:
             mine.skipped += result.skipped
         self.mismatches.extend(other.mismatches)
         self.lossy.update(other.lossy)
+        self.duplicates.update(other.duplicates)
 
     def _ordered(self):
-        known = [e for e in ENTITY_NAMES if e in self.results]
-        other = sorted(e for e in self.results if e not in ENTITY_NAMES)
+        known = [e for e in ENTITIES if e in self.results]
+        other = sorted(e for e in self.results if e not in ENTITIES)
         return [(e, self.results[e]) for e in known + other]
 
     def to_text(self) -> str:
         lines = ["Migration Verification Report", "============================="]
         for entity, result in self._ordered():
-            name = ENTITY_NAMES.get(entity, entity)
+            name, unit, _ = ENTITIES.get(entity, (entity, "", ""))
             skipped = f" ({result.skipped} skipped as invalid)" if result.skipped else ""
-            lines.append(f"{name}: {result.passed}/{result.checked} passed{skipped}")
+            lines.append(f"{name}: {result.passed}/{result.checked} {unit + ' ' if unit else ''}passed{skipped}")
         by_entity: dict[tuple[str, str], list[Mismatch]] = {}
         for m in self.mismatches:
             by_entity.setdefault((m.entity, m.id), []).append(m)
         for (entity, id_), items in by_entity.items():
-            singular = ENTITY_NAMES.get(entity, entity).rstrip("s")
-            lines.append(f"FAILED: {singular} {id_}")
+            failed = ENTITIES[entity][2] if entity in ENTITIES else entity + " {}"
+            lines.append(f"FAILED: {failed.format(id_)}")
             for m in items:
                 lines.append(f"  - Field '{m.field}': source={m.source!r}, target={m.target!r}")
         lines.append(f"Status: {'SUCCESS' if self.ok else 'FAILED'}")
@@ -110,7 +119,8 @@ class VerificationReport:
         return {
             "status": "SUCCESS" if self.ok else "FAILED",
             "entities": {
-                entity: {"checked": r.checked, "passed": r.passed, "skipped": r.skipped}
+                entity: {"checked": r.checked, "passed": r.passed, "skipped": r.skipped,
+                         "unit": ENTITIES[entity][1] or entity if entity in ENTITIES else entity}
                 for entity, r in self._ordered()
             },
             "mismatches": [

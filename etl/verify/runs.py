@@ -212,6 +212,8 @@ def _matches_files(report, exp_dir: str, experiment_id: str, run_id: str, target
         report.checked(entity)
     report.checked("metrics", len(metrics))
     for key, data in metrics.items():
+        # The lines matched the rows as a set: the lines beyond the rows repeat a point.
+        report.count_duplicates("metrics", run_id, key, len(file_lines(data)) - len(history[(run_id, key)]))
         # The lines matched the rows rendered: only an +-Inf value is spelled with "inf".
         if b"inf" in data:
             report.count_unrepresentable("metrics", run_id, key, (
@@ -458,7 +460,7 @@ def _verify_run(report, store, run_dir: str, run_id: str, meta: dict, target) ->
         points = metric_history(store, info, key)
         report.count_unrepresentable("metrics", run_id, key, (p[2] for p in points))
         rows = sorted(history.get((run_id, key), []), key=lambda r: (r[1], r[0], r[2], r[3]))
-        _verify_history(report, f"{run_id}/{key}", points, rows)
+        _verify_history(report, run_id, key, points, rows)
         _verify_latest(report, run_id, key, points, target_latest.get(key))
     for key in sorted(target["history_keys"].get(run_id, set()) - keys):
         report.checked("metrics")
@@ -496,14 +498,16 @@ def _verify_run_inputs(report, run_id, inputs, outputs, target) -> None:
         report.mismatch("inputs", run_id, "model_outputs", outputs, sorted(target["outputs"].get(run_id, [])))
 
 
-def _verify_history(report, id_, points, target) -> None:
+def _verify_history(report, run_id: str, key: str, points, target) -> None:
     """The full history as a set: the FileStore may repeat an identical point, SQL cannot."""
+    id_ = f"{run_id}/{key}"
     report.checked("metrics")
     unique = {}
     for ts, step, value in points:
         # NaN != NaN, so NaN points are keyed (and ordered) the way the SQL store holds them.
-        key = (step, ts, value, 0) if value == value else (step, ts, 0.0, 1)
-        unique.setdefault(key, (ts, step, value))
+        point = (step, ts, value, 0) if value == value else (step, ts, 0.0, 1)
+        unique.setdefault(point, (ts, step, value))
+    report.count_duplicates("metrics", run_id, key, len(points) - len(unique))
     source = [unique[k] for k in sorted(unique)]
     if len(source) != len(target):
         report.mismatch("metrics", id_, "points", len(source), len(target))

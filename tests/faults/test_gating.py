@@ -51,7 +51,7 @@ def test_a_source_changing_during_the_run_fails_verification(tree, tmp_path, kee
         stop.set()
         writer.join()
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
-    assert "FAILED: Metric" in result.stderr and metric_file.name in result.stderr
+    assert "FAILED: metric series" in result.stderr and metric_file.name in result.stderr
     assert (target / "mlflow.db").read_bytes() == b""
     kept = [p for p in target.iterdir() if ".staging-" in p.name]
     if keep:

@@ -61,7 +61,9 @@ def test_report_json_holds_what_it_claims(tree, tmp_path):
     assert set(report["phases"]) >= {"schema", "load", "verify", "promote"}
     assert report["throughput"]["rows"] == sum(report["counts"]["source"].values())
     assert report["verification"]["status"] == "SUCCESS"
-    assert report["verification"]["entities"]["runs"] == {"checked": 7, "passed": 7, "skipped": 0}
+    assert report["verification"]["entities"]["runs"] == {"checked": 7, "passed": 7, "skipped": 0, "unit": "runs"}
+    assert report["verification"]["entities"]["metrics"]["unit"] == "series"
+    assert report["verification"]["entities"]["params"]["unit"] == "runs"
 
 
 def test_piped_logs_are_json_lines_and_no_verify_is_loud(tree, tmp_path):

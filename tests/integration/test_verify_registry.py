@@ -176,7 +176,7 @@ def test_etl_migrate_verify_names_every_planted_field(corrupted, tmp_path):
         for case, (_, found) in CORRUPTIONS.items() for entity, id_, field in found
     }
     assert named == expected
-    assert "FAILED: Model version m-version-storage_location/2" in result.stderr
+    assert "FAILED: model version m-version-storage_location/2" in result.stderr
 
 
 def test_a_layout_the_bytes_do_not_know_is_proven_by_mlflows_reader(migrated, tmp_path):
