@@ -885,9 +885,9 @@ class Generator:
                             f"run of MLflow {before['mlflow_version']} deleted by MLflow {version}"]
         gone = self.ids.get("deleted_experiment")
         if gone and client.get_experiment(gone).lifecycle_stage != "deleted":
-            # MLflow < 1.29 moved a deleted experiment into .trash without rewriting its
-            # meta.yaml ("lifecycle_stage: active"); its reader went by the folder, MLflow 2.x's
-            # by the file: ask this one how it sees it.
+            # MLflow 1.x (and 2.1) left "lifecycle_stage: active" in a deleted experiment's
+            # meta.yaml and went by the .trash folder; later readers go by the file: ask this
+            # one how it sees it.
             self.counts["experiments_deleted"] -= 1
             self.edge_cases.append(f"experiment deleted by MLflow {before['mlflow_version']} "
                                    f"is active to MLflow {version} (meta.yaml in .trash says so)")

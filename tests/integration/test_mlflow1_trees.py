@@ -1,5 +1,6 @@
-"""A tree MLflow 1.20.2 wrote through its client, later upgraded by MLflow 2.9.2 (which added its
-model registry, a run, an experiment and a deletion), migrated with the default command.
+"""Trees MLflow 1.x wrote through its client, later upgraded by a 2.x (which added its model
+registry, a run, an experiment and a deletion), migrated with the default command: MLflow 1.20.2
+upgraded by 2.9.2 into SQLite and PostgreSQL, MLflow 1.30.1 upgraded by 2.1.1 into SQLite.
 
 What MLflow 1.x wrote that later MLflow does not, each found in the tree's files (not assumed
 from the version) and migrated as MLflow's current reader shows it. The tree comes from
@@ -99,8 +100,9 @@ def test_experiments_without_creation_time(tree, migrated):
 
 
 def test_deleted_experiment_is_shown_active(tree, migrated):
-    """MLflow < 1.29 moved a deleted experiment into .trash without rewriting its meta.yaml;
-    MLflow's current reader goes by the file (active), and so does the database."""
+    """MLflow 1.x (and 2.1) left `lifecycle_stage: active` in a deleted experiment's meta.yaml
+    and went by the .trash folder; MLflow's current reader goes by the file (active), and so
+    does the database."""
     trashed = {folder.name: meta for folder, meta in metas(tree, ".trash/*/meta.yaml").items()}
     assert [meta["lifecycle_stage"] for meta in trashed.values()] == ["active"]
     (exp_id,) = trashed
@@ -163,3 +165,45 @@ def _query(migrated, sql: str) -> list[tuple]:
     with psycopg.connect(target) as conn:
         return conn.execute(sql).fetchall()
 
+
+
+# --- MLflow 1.30.1, upgraded by 2.1.1: the first file-store registry ------------------------------
+
+
+@pytest.fixture(scope="module")
+def tree_130(tmp_path_factory) -> Path:
+    return era_tree("1.30.1+2.1.1", tmp_path_factory.mktemp("mlflow130") / "tree") / "mlruns"
+
+
+@pytest.fixture(scope="module")
+def migrated_130(tree_130, tmp_path_factory):
+    db = tmp_path_factory.mktemp("mlflow130-db") / "mlflow.db"
+    result = run_cli("--source", str(tree_130), "--target", f"sqlite:///{db}")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return {"target": f"sqlite:///{db}", "src": file_client(tree_130), "dst": sql_client(db)}
+
+
+def test_registry_of_mlflow_2_1(tree_130, migrated_130):
+    """MLflow 2.1 wrote no `aliases` or `storage_location` keys and removed a deleted version's
+    folder: no alias rows, storage_location NULL, no row for the version that is gone."""
+    versions = metas(tree_130, "models/*/version-*/meta.yaml")
+    assert versions and not any({"aliases", "storage_location"} & meta.keys() for meta in versions.values())
+    assert not list(tree_130.glob("models/*/aliases"))
+    folders = {(meta["name"], int(meta["version"])) for meta in versions.values()}
+    numbers = {name: {v for n, v in folders if n == name} for name, _ in folders}
+    assert any(max(v) > len(v) for v in numbers.values())  # a gap: the deleted version
+    rows = _query(migrated_130, "SELECT name, version, storage_location FROM model_versions")
+    assert {(name, version) for name, version, _ in rows} == folders
+    assert {location for _, _, location in rows} == {None}
+    assert _query(migrated_130, "SELECT COUNT(*) FROM registered_model_aliases") == [(0,)]
+    assert cc.compare_registry(migrated_130["src"], migrated_130["dst"]) == len(folders)
+
+
+def test_mlflow_1_30_runs_and_experiments(tree_130, migrated_130):
+    """1.30 writes run_name (and no `name`), creation times, deleted_time; its deleted experiment
+    still says active."""
+    run_meta = list(runs(tree_130).values())
+    assert all("run_name" in meta and "name" not in meta for meta in run_meta)
+    assert [meta["lifecycle_stage"] for meta in metas(tree_130, ".trash/*/meta.yaml").values()] == ["active"]
+    assert cc.compare_experiments(migrated_130["src"], migrated_130["dst"]) >= 8
+    assert cc.compare_runs(migrated_130["src"], migrated_130["dst"]) >= 30
