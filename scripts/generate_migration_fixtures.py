@@ -601,6 +601,7 @@ class Generator:
                   ("fx.negative_step", -1.0, self.ts(), -3),
                   ("fx.big", 1.7976931348623157e308, self.ts(), 0),
                   ("fx.tiny", 5e-324, self.ts(), 0),
+                  ("fx.int_value", 3, self.ts(), 0),  # written "3", not "3.0"
                   ("fx.nan_then_value", math.nan, self.ts(), 0),
                   ("fx.nan_then_value", 3.0, self.ts(), 1)]
         points += [("fx.history", round(math.sin(s / 3), 6), self.ts(), s * 10) for s in range(25)]
@@ -660,6 +661,7 @@ class Generator:
             "metric values NaN, +Inf, -Inf" if f["infinite_metrics"] else "metric value NaN",
             "runs without a name (create_run() and start_run())",
             "metric 1.7976931348623157e308 and 5e-324", "metric NaN then a value",
+            "metric value logged as an int (the file holds '3')",
             "CJK and emoji in experiment names, run names, tag values, param values",
             "deleted run (lifecycle_stage deleted)", "empty run (only default tags)",
             "RUNNING run", "FAILED run", "KILLED run", "nested child run (mlflow.parentRunId)",

@@ -1,6 +1,7 @@
 """Trees MLflow 1.x wrote through its client, later upgraded by a 2.x (which added its model
 registry, a run, an experiment and a deletion), migrated with the default command: MLflow 1.20.2
-upgraded by 2.9.2 into SQLite and PostgreSQL, MLflow 1.30.1 upgraded by 2.1.1 into SQLite.
+upgraded by 2.9.2 into SQLite and PostgreSQL, MLflow 1.30.1 upgraded by 2.1.1 and MLflow 1.0.0
+into SQLite.
 
 What MLflow 1.x wrote that later MLflow does not, each found in the tree's files (not assumed
 from the version) and migrated as MLflow's current reader shows it. The tree comes from
@@ -207,3 +208,32 @@ def test_mlflow_1_30_runs_and_experiments(tree_130, migrated_130):
     assert [meta["lifecycle_stage"] for meta in metas(tree_130, ".trash/*/meta.yaml").values()] == ["active"]
     assert cc.compare_experiments(migrated_130["src"], migrated_130["dst"]) >= 8
     assert cc.compare_runs(migrated_130["src"], migrated_130["dst"]) >= 30
+
+
+# --- MLflow 1.0.0 -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tree_100(tmp_path_factory) -> Path:
+    """MLflow 1.0.0's tree, every meta.yaml without its final newline (as a file edited by hand
+    or passed through a tool that strips it is): MLflow's reader takes it all the same."""
+    mlruns = era_tree("1.0.0", tmp_path_factory.mktemp("mlflow100") / "tree") / "mlruns"
+    for meta in mlruns.rglob("meta.yaml"):
+        meta.write_bytes(meta.read_bytes().rstrip(b"\n"))
+    return mlruns
+
+
+def test_mlflow_1_0_tree(tree_100, tmp_path):
+    """1.0: no experiment tags at all, unnamed runs, metric values as logged ('3' for an int)."""
+    assert not list(tree_100.glob("*/tags")) and not list(tree_100.glob(".trash/*/tags"))
+    assert all(not p.read_bytes().endswith(b"\n") for p in tree_100.rglob("meta.yaml"))
+    (line,) = next(tree_100.glob("*/*/metrics/fx.int_value")).read_text().splitlines()
+    assert line.split(" ")[1] == "3"
+    db = tmp_path / "mlflow.db"
+    result = run_cli("--source", str(tree_100), "--target", f"sqlite:///{db}")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    src, dst = file_client(tree_100), sql_client(db)
+    unnamed = [r.name for r, meta in runs(tree_100).items() if not (r / "tags" / "mlflow.runName").exists()]
+    assert unnamed and all(dst.get_run(r).info.run_name is None for r in unnamed)
+    assert cc.compare_experiments(src, dst) >= 4
+    assert cc.compare_runs(src, dst) >= 10
