@@ -14,6 +14,8 @@ import uuid
 from collections import Counter
 from dataclasses import replace
 from datetime import datetime
+from itertools import repeat
+from operator import neg
 
 from etl.rows import Problem, RowBatch, Stray, printable
 from etl.source.census import survey_entity
@@ -46,7 +48,7 @@ from etl.source.read import (
     outside,
     outside_warning,
     metric_db_value,
-    parse_metric_lines,
+    metric_columns,
     read_key_folder,
     read_text,
     read_yaml,
@@ -760,23 +762,25 @@ def _run_metrics(batch: RowBatch, folder: str, run_id: str) -> tuple[list, list]
         batch.read("metrics")
         infinities: Counter = Counter()
         try:
-            points = parse_metric_lines(path, infinities)
-            if not points:
+            ts, steps, values, nans = metric_columns(path, infinities)
+            if not ts:
                 raise SourceError(path, "metric file holds no data")
         except SourceError as e:
             errors.append(e)
             continue
         for kind, n in infinities.items():
             batch.lossy[("metrics", run_id, key, kind)] += n
-        repeated = len(points) - len(set(points))
-        if repeated:
-            batch.duplicates[("metrics", run_id, key, True)] += repeated
-        head = (run_id, key)
-        rows.extend([head + p for p in points])
+        # Exact repeats of a point (MLflow logs some twice): the database holds each once. Only a
+        # file with a timestamp twice can hold one, and most have none.
+        if len(set(ts)) < len(ts):
+            repeated = len(ts) - len(set(zip(ts, steps, values, nans)))
+            if repeated:
+                batch.duplicates[("metrics", run_id, key, True)] += repeated
+        rows.extend(zip(repeat(run_id), repeat(key), ts, steps, values, nans))
         # MLflow's SQL store keeps the point that is greatest by (step, timestamp, value), NaN
-        # counting as 0, the first one winning ties; max() returns the first maximal item.
-        ts, step, value, is_nan = max(points, key=lambda p: (p[1], p[0], p[2]))
-        latest.append((run_id, key, ts, step, value, is_nan))
+        # counting as 0, the first one winning ties (the one with the greatest negated index).
+        step, t, value, first = max(zip(steps, ts, values, map(neg, range(len(ts)))))
+        latest.append((run_id, key, t, step, value, nans[-first]))
     if errors:
         raise SourceErrors(errors)
     return rows, latest

@@ -124,3 +124,25 @@ def test_run_enums_are_mlflows_own():
     from etl.source.extract import SOURCE_TYPE
 
     assert SOURCE_TYPE == SourceType.SOURCETYPE_TO_STRING
+
+
+# What MLflow writes (every line "timestamp value step", finite values) is read a column at a
+# time; anything else line by line. Both readings must agree wherever the column one answers.
+PLAIN = ["1 2.5 3\n4 5 6\n", "1 2.5 3\r\n4 5 6\r\n", "\t1 2 3\n", "1 2 3", "1 -0.0 0\n",
+         "1 1_0 0\n", "1 2\x0c 3\n", "1700000000000 0.30000000000000004 9\n", "1 1e308 0\n"]  # fmt: skip
+NOT_PLAIN = ["1 nan 3\n", "1 inf 0\n", "1 1e308 0\n2 1e308 0\n", "1 2 3 a b\n", "1  2 3\n",
+             "1 2\n", "", "1 2 3\n\n", " 1 2 3\n", "1 2 3 \n", "1 x 3\n"]  # fmt: skip
+
+
+@pytest.mark.parametrize("content", PLAIN)
+def test_plain_metric_files_read_by_column_as_line_by_line(tmp_path, content):
+    path = write(tmp_path / "m", content)
+    columns = read._plain_metric_columns(content)
+    assert columns is not None
+    assert list(zip(*columns)) == read._metric_points(path, content, None) == parse_metric_lines(path)
+    assert [repr(v) for v in columns[2]] == [repr(p[2]) for p in parse_metric_lines(path)]
+
+
+@pytest.mark.parametrize("content", NOT_PLAIN)
+def test_other_metric_files_are_read_line_by_line(tmp_path, content):
+    assert read._plain_metric_columns(content) is None
