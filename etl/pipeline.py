@@ -312,8 +312,11 @@ async def load(
 
 async def _load(mlruns, writer, config, progress, limits, id_map) -> LoadStats:
     stats = LoadStats()
+    # A writer that takes rows in scratch files the producers write (etl.sink.sqlite.scratch)
+    # says so with its ``spill``; the others take every row from the batch.
+    spill = getattr(writer, "spill", None)
     big = await anyio.to_thread.run_sync(more_entities_than, mlruns, SMALL_TREE_FOLDERS)
-    parse = parser(process_count(config.workers) if big else 0)
+    parse = parser(process_count(config.workers) if big else 0, spill)
     units_send, units_recv = anyio.create_memory_object_stream[WorkUnit](config.queue_size)
     rows_send, rows_recv = anyio.create_memory_object_stream[RowBatch](config.queue_size)
     async with anyio.create_task_group() as tg:
@@ -330,14 +333,16 @@ async def _load(mlruns, writer, config, progress, limits, id_map) -> LoadStats:
     return stats
 
 
-def parser(processes: int):
-    """extract() in up to ``processes`` worker processes, or with 0 on a thread of this one."""
+def parser(processes: int, spill=None):
+    """extract() in up to ``processes`` worker processes, or with 0 on a thread of this one;
+    through ``spill`` (the staging area's, if its writer takes rows in scratch files)."""
     limiter = anyio.CapacityLimiter(max(processes, 1))
+    func = spill.extract if spill is not None else extract
 
     async def parse(unit: WorkUnit, limits: Limits) -> RowBatch:
         if processes:
-            return await anyio.to_process.run_sync(extract, unit, limits, cancellable=True, limiter=limiter)
-        return await anyio.to_thread.run_sync(extract, unit, limits, limiter=limiter)
+            return await anyio.to_process.run_sync(func, unit, limits, cancellable=True, limiter=limiter)
+        return await anyio.to_thread.run_sync(func, unit, limits, limiter=limiter)
 
     return parse
 
@@ -479,6 +484,8 @@ def _drop_clashes(
     if clashing:
         for table, column in _RUN_KEYED.items():
             batch.rows[table] = [r for r in batch.rows.get(table, ()) if r[column] not in clashing]
+        if batch.scratch:
+            batch.scratch.skip(clashing)
         dropped_inputs = {r[0] for r in batch.rows.get("inputs", ()) if r[2] in clashing or r[4] in clashing}
         batch.rows["inputs"] = [r for r in batch.rows.get("inputs", ()) if r[0] not in dropped_inputs]
         batch.rows["input_tags"] = [r for r in batch.rows.get("input_tags", ()) if r[0] not in dropped_inputs]

@@ -237,10 +237,29 @@ DuplicateKey = tuple[str, str, str, bool]
 
 
 @dataclass
+class Scratch:
+    """Rows a producer wrote into a database file of its own instead of handing them over
+    (etl.sink.sqlite.scratch): where, and how many per table per run id. ``skip`` leaves a run's
+    rows out (its id was found twice); the writer copies the rest."""
+
+    path: str
+    runs: dict[str, dict[str, int]]
+    skipped: frozenset[str] = frozenset()
+
+    def skip(self, run_ids) -> None:
+        self.skipped = self.skipped | frozenset(run_ids)
+
+    def counts(self) -> dict[str, int]:
+        return {table: sum(n for run, n in per_run.items() if run not in self.skipped)
+                for table, per_run in self.runs.items()}  # fmt: skip
+
+
+@dataclass
 class RowBatch:
     """What one work unit produced: rows per table, the files read, the census of its folders,
     any problems, the metric values the database cannot hold as written, and the metric points
-    it holds once."""
+    it holds once. The rows of some tables may be in a scratch file instead (``scratch``) when
+    the target's writer takes them so."""
 
     rows: dict[str, list[tuple]] = field(default_factory=dict)
     files: int = 0
@@ -250,6 +269,7 @@ class RowBatch:
     duplicates: Counter[DuplicateKey] = field(default_factory=Counter)
     # The mlruns folder the unit is in, to tell the links that leave it (None: not known).
     root: str | None = None
+    scratch: Scratch | None = None
 
     def read(self, table: str, files: int = 1) -> None:
         """Files read whose data goes into table."""
@@ -264,7 +284,8 @@ class RowBatch:
             self.rows.setdefault(table, []).extend(rows)
 
     def count(self) -> int:
-        return sum(len(r) for r in self.rows.values())
+        spilled = sum(self.scratch.counts().values()) if self.scratch else 0
+        return sum(len(r) for r in self.rows.values()) + spilled
 
 
 class RowCounter(Counter):
@@ -273,3 +294,5 @@ class RowCounter(Counter):
     def add_batch(self, batch: RowBatch) -> None:
         for table, rows in batch.rows.items():
             self[table] += len(rows)
+        if batch.scratch:
+            self.update(batch.scratch.counts())

@@ -21,7 +21,9 @@ staging.py), not an ``if`` in every function. This module imports none of them a
     create_schema()       MLflow's own empty schema, at its alembic head
     column_limits()       what the staged schema's columns hold (etl.sql_limits.Limits)
     writer(batch_size)    the single writer: write(batch) / finish() / abort() /
-                          delete_entities(ids) / prune_orphans()
+                          delete_entities(ids) / prune_orphans(); and optionally ``spill``:
+                          what producers use to hand it rows in scratch files instead of
+                          batches (SQLite: etl.sink.sqlite.scratch)
     locator               what the verifier connects to (etl.verify.connect), read-only
     promote(verified)     make the staged database the target, atomically, after re-checking
                           under lock that the target still holds no data

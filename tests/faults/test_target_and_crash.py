@@ -134,6 +134,9 @@ def test_kill_9_midway_leaves_no_target_and_next_run_cleans_up(tree, tmp_path):
     proc.communicate()
     assert not db.exists()
     assert any(".staging-" in name for name in leftovers(tmp_path))
+    # A worker killed while it wrote a scratch file leaves it too (named after the run's
+    # staging file, as etl.sink.sqlite.scratch names them): the next run removes it as well.
+    (tmp_path / f".mlflow.db.staging-{proc.pid}.scratch-{proc.pid + 1}-0.db").write_bytes(b"partial")
 
     again = run_cli("--source", str(tree), "--target", f"sqlite:///{db}")
     assert again.returncode == 0, again.stderr

@@ -18,6 +18,7 @@ Promotion re-checks the target, because it may have changed during a run of hour
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import sqlite3
 import time
@@ -29,6 +30,7 @@ from etl.errors import NotPromoted, TargetError, VerificationFailed
 from etl.observe import log
 from etl.rows import TABLES
 from etl.sink.sqlite.schema import create_schema, schema_limits, sqlite_limits
+from etl.sink.sqlite.scratch import Spill
 from etl.sink.sqlite.writer import StagingWriter
 from etl.sink.target import SCHEMA_SEED_TABLES, schema_head
 
@@ -191,6 +193,8 @@ class StagingArea:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
+            # Each scratch file is deleted as it is merged: any left are of a load that stopped.
+            self.discard_scratch()
             # Only a database that failed verification is worth keeping: it is complete, and
             # the report says where it differs. Anything else is a partial file.
             kept = self.keep_failed and exc_type is not None and issubclass(exc_type, VerificationFailed)
@@ -214,6 +218,17 @@ class StagingArea:
     def discard(self) -> None:
         for suffix in ("", "-journal", "-wal", "-shm"):
             Path(f"{self.staging}{suffix}").unlink(missing_ok=True)
+
+    def scratch_prefix(self) -> str:
+        """Where producers write scratch files (etl.sink.sqlite.scratch): beside the staging
+        file and named after it, so they go wherever a staging file of this run goes."""
+        return f"{self.staging}.scratch-"
+
+    def discard_scratch(self) -> None:
+        # The load's worker processes are gone by now (a cancelled one is killed and waited
+        # for), so no file appears after this.
+        for path in glob.glob(glob.escape(self.scratch_prefix()) + "*"):
+            Path(path).unlink(missing_ok=True)
 
     def promote(self, verified: bool = True) -> None:
         """Put the staged database at the target, or keep it beside an untouchable target."""
@@ -422,7 +437,7 @@ class SqliteStaging:
         return sqlite_limits(self.area.staging)
 
     def writer(self, batch_size: int) -> StagingWriter:
-        return StagingWriter(self.area.staging, batch_size)
+        return StagingWriter(self.area.staging, batch_size, Spill(self.area.scratch_prefix()))
 
     def promote(self, verified: bool = True) -> None:
         self.area.promote(verified)

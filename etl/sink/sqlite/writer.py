@@ -1,21 +1,29 @@
 """The single writer: the only connection to the staging file.
 
-Rows arrive as RowBatches; each table's rows go in with one ``executemany`` per batch, and a
-transaction is committed every ``batch_size`` rows. The staging file is disposable until it is
-promoted, so it is written with no rollback journal and no fsync: a crash loses only the staging
-file, which is removed, and the target was never touched.
+Rows arrive as RowBatches; each table's rows go in with one ``executemany`` per batch, except the
+run-keyed tables' rows, which producers bound into scratch files of their own and which go in
+with one ``INSERT ... SELECT`` per table (etl.sink.sqlite.scratch). A transaction is committed
+every ``batch_size`` rows (and after each scratch file). The staging file is disposable until it
+is promoted, so it is written with no rollback journal and no fsync: a crash loses only the
+staging file, which is removed, and the target was never touched.
+
+MLflow's plain indexes (CREATE INDEX, not primary keys or unique constraints) are taken off for
+the load and made again by finish(), each once from a sort: keeping every B-tree of a metric row
+up to date as it went in cost more than the rows themselves (bench/README.md, "The load").
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sqlite3
 import threading
 from pathlib import Path
 
 from etl.errors import MigrationError
-from etl.rows import COLUMNS, DEDUPLICATED_TABLES, DICT_TABLES, TABLES, RowBatch
+from etl.rows import COLUMNS, DEDUPLICATED_TABLES, DICT_TABLES, TABLES, RowBatch, Scratch
 from etl.sink.sqlite.schema import table_columns
+from etl.sink.sqlite.scratch import Spill, discard, merge_statement
 from etl.sink.target import (
     ENTITY_KEYS,
     MISSING_DATASET_INPUTS,
@@ -44,8 +52,11 @@ def insert_sql(table: str, columns: tuple[str, ...]) -> str:
 
 
 class StagingWriter:
-    def __init__(self, path: Path, batch_size: int):
+    def __init__(self, path: Path, batch_size: int, spill: Spill | None = None):
         self.path = path
+        # Producers bind run-keyed rows into scratch files named by this prefix; write() copies
+        # each in with SQL (etl.sink.sqlite.scratch).
+        self.spill = spill
         self.batch_size = batch_size
         # The writer runs in worker threads handed out by anyio, one call at a time.
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -59,6 +70,22 @@ class StagingWriter:
         self._pending = 0
         self._in_transaction = False
         self._lock = threading.Lock()
+        self._indexes = self._drop_indexes()
+
+    def _drop_indexes(self) -> list[str]:
+        """Drop the plain indexes of the tables the load fills; return the statements, as
+        MLflow's migrations wrote them, that make them again. Primary keys and unique
+        constraints stay: a row that breaks one fails as it goes in."""
+        remake = []
+        for table in TABLES:
+            for _seq, name, unique, origin, _partial in self.conn.execute(f'PRAGMA index_list("{table}")').fetchall():
+                if origin != "c" or unique:
+                    continue
+                (sql,) = self.conn.execute("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?",
+                                           (name,)).fetchone()  # fmt: skip
+                self.conn.execute(f'DROP INDEX "{name}"')
+                remake.append(sql)
+        return remake
 
     @exclusive
     def write(self, batch: RowBatch) -> None:
@@ -75,6 +102,8 @@ class StagingWriter:
                 else:
                     self.conn.executemany(self._sql[table], rows)
                 self._pending += len(rows)
+            if batch.scratch:
+                self._merge(batch.scratch)
         except sqlite3.IntegrityError as e:
             # Every constraint of the target is checked as input first (etl.sql_limits, the clash
             # checks in the pipeline): reaching this is a bug, and says so.
@@ -83,6 +112,29 @@ class StagingWriter:
             raise self._write_failed(e) from e
         if self._pending >= self.batch_size:
             self.commit()
+
+    def _merge(self, scratch: Scratch) -> None:
+        """Copy a producer's scratch file in, table by table, in SQLite's own code, and delete
+        it. An attached database is detached only outside a transaction: so commit first."""
+        skipped = sorted(scratch.skipped)
+        self.conn.execute("ATTACH DATABASE ? AS scratch", (scratch.path,))
+        try:
+            for table in scratch.runs:
+                self.conn.execute(merge_statement(table, len(skipped)), skipped)
+            self._pending += sum(scratch.counts().values())
+            self.commit()
+        except BaseException:
+            # The run stops with this error, and the staging file goes with it.
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
+            self._in_transaction = False
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("DETACH DATABASE scratch")
+            raise
+        else:
+            self.conn.execute("DETACH DATABASE scratch")
+        finally:
+            discard(scratch.path)
 
     def _write_dicts(self, table: str, rows: list[dict]) -> None:
         groups: dict[tuple[str, ...], list[dict]] = {}
@@ -170,13 +222,35 @@ class StagingWriter:
 
     @exclusive
     def finish(self) -> None:
-        """Commit, prove referential integrity, and close."""
+        """Commit, make the indexes taken off for the load, prove referential integrity, and close."""
         self.commit()
+        try:
+            self._make_indexes()
+        except sqlite3.OperationalError as e:
+            raise self._write_failed(e) from e
         broken = self.conn.execute("PRAGMA foreign_key_check").fetchmany(5)
         if broken:
             shown = "; ".join(f"{table} row {rowid} -> {parent}" for table, rowid, parent, _ in broken)
             raise MigrationError(f"rows refer to entities that were not migrated: {shown}")
         self.conn.close()
+
+    def _make_indexes(self) -> None:
+        """Each index from one sort. SQLite sorts in memory up to the page cache's size and
+        spills the rest into temporary files: those go beside the staging file, where the run
+        already needs room (at most the size of the largest index), not into the system's
+        temporary folder. (temp_store_directory is process-wide, so it is set back after.)"""
+        if not self._indexes:
+            return
+        folder = str(self.path.parent).replace("'", "''")
+        self.conn.execute("PRAGMA temp_store=FILE")
+        self.conn.execute(f"PRAGMA temp_store_directory = '{folder}'")
+        try:
+            self.conn.execute("BEGIN")
+            for sql in self._indexes:
+                self.conn.execute(sql)
+            self.conn.execute("COMMIT")
+        finally:
+            self.conn.execute("PRAGMA temp_store_directory = ''")
 
     def abort(self) -> None:
         """Stop whatever the writer thread is doing and close the connection.
