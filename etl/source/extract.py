@@ -372,7 +372,12 @@ def _extract_run(batch: RowBatch, exp_path: str, exp_id: str, name: str, target_
     run_path = os.path.join(exp_path, name)
     meta = _meta(batch, run_path, "run", "runs", RUN_FIELDS)
     meta_path = os.path.join(run_path, META)
-    run_id = meta.get("run_id") or meta.get("run_uuid")
+    run_id = meta.get("run_id")
+    if not run_id and meta.get("run_uuid"):
+        # MLflow 0.x wrote run_uuid alone; 1.0 and later write run_id too (and rewrite the file
+        # whenever a run changes), and MLflow 3's reader cannot read a run without it.
+        raise SourceError(meta_path, "run_uuid without run_id: a run of MLflow 0.x that no later "
+                          "MLflow rewrote, which MLflow's reader cannot read")
     if not run_id:
         raise SourceError(meta_path, "required field 'run_id' is missing")
     if run_id != name:

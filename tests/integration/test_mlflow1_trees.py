@@ -12,6 +12,7 @@ through test_fixture_trees.py in CI.
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -237,3 +238,23 @@ def test_mlflow_1_0_tree(tree_100, tmp_path):
     assert unnamed and all(dst.get_run(r).info.run_name is None for r in unnamed)
     assert cc.compare_experiments(src, dst) >= 4
     assert cc.compare_runs(src, dst) >= 10
+
+
+def test_run_of_mlflow_0_x_is_invalid_input(tree_100, tmp_path):
+    """A run MLflow 0.x made and no later release rewrote has run_uuid but no run_id in its
+    meta.yaml (0.9 wrote exactly that); MLflow 3's reader cannot read it: invalid input, named,
+    and --skip-invalid migrates the rest."""
+    mlruns = tmp_path / "mlruns"
+    shutil.copytree(tree_100, mlruns)
+    meta = next(p for p in sorted(mlruns.glob("*/*/meta.yaml")) if "run_id:" in p.read_text())
+    meta.write_text("".join(line for line in meta.read_text().splitlines(True) if not line.startswith("run_id:")))
+    db = tmp_path / "mlflow.db"
+    result = run_cli("--source", str(mlruns), "--target", f"sqlite:///{db}")
+    assert result.returncode == 3, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f"{meta}: run_uuid without run_id: a run of MLflow 0.x" in result.stderr
+    assert not db.exists()
+    result = run_cli("--source", str(mlruns), "--target", f"sqlite:///{db}", "--skip-invalid")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    with sqlite3.connect(db) as conn:
+        runs_in_db = {r for (r,) in conn.execute("SELECT run_uuid FROM runs")}
+    assert meta.parent.name not in runs_in_db and len(runs_in_db) == len(runs(tree_100)) - 1
