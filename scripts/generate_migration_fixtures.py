@@ -698,8 +698,17 @@ class Generator:
         self.log_metrics(r.info.run_id, [("fx.m", 1.0, self.ts(), 0)])
         self.finish(r.info.run_id)
         self.ids["s3_experiment"] = exp_id
+
+        # A relative artifact location, as `mlflow server --default-artifact-root ./mlruns` gave
+        # every experiment: MLflow 1.x keeps it as given, later ones make it an absolute path.
+        exp_id = self.create_experiment("fx-relative-artifacts", {}, artifact_location="./fx-artifacts")
+        r = self.new_run(exp_id, "run-with-relative-artifacts")
+        self.log_metrics(r.info.run_id, [("fx.m", 2.0, self.ts(), 0)])
+        self.finish(r.info.run_id)
+        location = client.get_experiment(exp_id).artifact_location
         self.edge_cases += ["deleted experiment (in .trash) holding a run",
-                            f"experiment with non-file artifact location {s3}"]
+                            f"experiment with non-file artifact location {s3}",
+                            f"experiment created with artifact location ./fx-artifacts, kept as {location}"]
 
     # ------------------------------------------------------------------ logged models
     def build_logged_models(self):

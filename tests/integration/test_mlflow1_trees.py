@@ -152,6 +152,18 @@ def test_registry_over_mlflow1_runs(tree, migrated):
     assert cc.compare_registry(migrated["src"], migrated["dst"]) >= 1
 
 
+def test_relative_artifact_location_kept(tree, migrated):
+    """MLflow 1.x kept an artifact location as given (`./mlruns` of `mlflow server`'s default
+    root); later MLflow would make it absolute. As the file says, for the runs too."""
+    (meta,) = [m for m in experiment_metas(tree) if m["artifact_location"].startswith("./")]
+    exp = migrated["dst"].get_experiment(cc.mapped(migrated["id_map"], meta["experiment_id"]))
+    assert exp.artifact_location == meta["artifact_location"] == "./fx-artifacts"
+    for folder, run_meta in runs(tree).items():
+        if run_meta["experiment_id"] == meta["experiment_id"]:
+            assert migrated["dst"].get_run(folder.name).info.artifact_uri == run_meta["artifact_uri"]
+            assert run_meta["artifact_uri"].startswith("./fx-artifacts/")
+
+
 def test_everything_reads_back_as_mlflow_shows_it(migrated):
     assert cc.compare_experiments(migrated["src"], migrated["dst"], migrated["id_map"]) >= 9
     assert cc.compare_runs(migrated["src"], migrated["dst"], migrated["id_map"]) >= 30
