@@ -36,11 +36,12 @@ from pathlib import Path
 GENERATOR = Path(__file__).resolve().parent / "generate_migration_fixtures.py"
 
 # The old pins that the release needs to import and run (found by trying: newer protobuf,
-# SQLAlchemy 2, NumPy >= 1.24 and pandas 2 break MLflow 1.x), and the Python it runs on
-# (None: uv's default). MLflow 2.22.5 and 3.2.0 silently write no traces with opentelemetry
+# SQLAlchemy 2, NumPy >= 1.24 and pandas 2 break MLflow 1.x), and the Pythons it runs on, in
+# order of preference (None: uv's default). MLflow 1.0 supported up to 3.7 and runs on 3.8
+# too, which uv can fetch on every CI runner (3.7 it cannot on macOS arm64). MLflow 2.22.5 and 3.2.0 silently write no traces with opentelemetry
 # >= 1.45 (the generator fails loudly if so), and 3.2.0 is noisy below 1.41.
 RELEASES = {
-    "1.0.0": ("3.7", ["protobuf<4", "sqlalchemy<2", "numpy<1.22", "pandas<1.4"]),
+    "1.0.0": (("3.7", "3.8"), ["protobuf<4", "sqlalchemy<2", "numpy<1.22", "pandas<1.4"]),
     "1.20.2": ("3.8", ["protobuf<4", "sqlalchemy<2", "numpy<1.24", "pandas<2"]),
     "1.30.1": ("3.8", ["protobuf<4", "sqlalchemy<2", "numpy<1.24", "pandas<2"]),
     "2.1.1": ("3.8", []),
@@ -64,12 +65,17 @@ def log(msg: str) -> None:
     print(f"[eras] {msg}", file=sys.stderr, flush=True)
 
 
-def python_for(version: str | None) -> list[str]:
-    """uv's --python for a Python version: pyenv's interpreter where this machine has one."""
-    if version is None:
+def python_for(versions) -> list[str]:
+    """uv's --python for the first Python version pyenv has on this machine, else the last one
+    for uv to find or fetch."""
+    if versions is None:
         return []
-    found = sorted(glob.glob(f"/root/.pyenv/versions/{version}.*/bin/python"))
-    return ["--python", found[-1] if found else version]
+    versions = (versions,) if isinstance(versions, str) else versions
+    for version in versions:
+        found = sorted(glob.glob(f"/root/.pyenv/versions/{version}.*/bin/python"))
+        if found:
+            return ["--python", found[-1]]
+    return ["--python", versions[-1]]
 
 
 def uv_command(release: str) -> list[str]:
