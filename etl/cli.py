@@ -20,7 +20,7 @@ from etl import __version__
 from etl import config as defaults
 from etl.config import MigrationConfig
 from etl.errors import EXIT_CODES, InvalidSourceError, MigrationError, VerificationFailed
-from etl.observe import configure_logging, log, make_progress
+from etl.observe import configure_logging, log, make_progress, structured_logs
 from etl.sink.target import redact
 from etl.summary import (
     census_dict,
@@ -256,7 +256,8 @@ def _guarded(report: dict, body) -> int:
         click.echo(f"error: {redact(str(e))}; the target was not touched", err=True)
         code = 4
     except Exception as e:  # noqa: BLE001 - an unforeseen failure still ends cleanly, and says so
-        log.error("internal error", error=redact(f"{type(e).__name__}: {e}"))
+        if structured_logs():  # on a terminal, the error line below says it once
+            log.error("internal error", error=redact(f"{type(e).__name__}: {e}"))
         click.echo(f"error: internal error ({type(e).__name__}: {redact(str(e))}); the target was not touched", err=True)
         code = 4
     report["exit_status"] = code
@@ -264,13 +265,34 @@ def _guarded(report: dict, body) -> int:
     return code
 
 
+def _shown(progress, func, *args):
+    """func(*args) under the progress display, which ends complete only if func returned: a
+    run stopped midway leaves its bar where it stopped, saying why, not at 100%."""
+    try:
+        result = func(*args)
+    except Terminated:
+        progress.close("terminated")
+        raise
+    except KeyboardInterrupt:
+        progress.close("interrupted")
+        raise
+    except BaseException:
+        progress.close("stopped")
+        raise
+    progress.close()
+    return result
+
+
 def _finish(report: dict, report_path: Path | None, code: int) -> int:
     """Log the run's end and write the report; the exit status, which a report that cannot be
     written does not change (after a promotion the database is there: say so, plainly)."""
-    log.info("run finished", command=report["command"], exit_status=report["exit_status"],
-             seconds=report["seconds"], phases=report["phases"],
-             rows_per_second=report["throughput"].get("rows_per_second"),
-             counts={k: v for k, v in report["counts"]["source"].items() if v})
+    # A record for machines: with JSON logs (and in --report). On a terminal the last thing
+    # printed is the outcome, which the summary or the error line has said.
+    if structured_logs():
+        log.info("run finished", command=report["command"], exit_status=report["exit_status"],
+                 seconds=report["seconds"], phases=report["phases"],
+                 rows_per_second=report["throughput"].get("rows_per_second"),
+                 counts={k: v for k, v in report["counts"]["source"].items() if v})
     if report_path is None:
         return code
     text = json.dumps(report, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
@@ -313,10 +335,7 @@ def _run_migrate(cfg: MigrationConfig, dry_run: bool, quiet: bool) -> int:
     progress = make_progress(quiet)
 
     def body():
-        try:
-            result = anyio.run(run_dry if dry_run else migrate, cfg, progress)
-        finally:
-            progress.close()
+        result = _shown(progress, anyio.run, run_dry if dry_run else migrate, cfg, progress)
         report["source"], report["target"] = str(result.source), result.target
         report["experiment_id_map"] = _id_map_dict(result.id_map)
         fill_from_load(report, result.load, result.phases)
@@ -385,10 +404,7 @@ def _run_verify(source: Path, target: str, workers: int, report_path: Path | Non
     progress = make_progress(quiet)
 
     def body():
-        try:
-            run = anyio.run(verify_existing, source, target, workers, progress)
-        finally:
-            progress.close()
+        run = _shown(progress, anyio.run, verify_existing, source, target, workers, progress)
         result = run.report
         report["source"], report["target"] = str(run.source), run.target
         report["experiment_id_map"] = _id_map_dict(run.id_map)

@@ -25,7 +25,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from etl.config import MigrationConfig
 from etl.errors import InvalidSourceError, TargetError, VerificationFailed
-from etl.observe import Progress, log
+from etl.observe import Progress, log, record
 from etl.rows import Census, Problem, RowBatch, RowCounter
 from etl.sink.target import open_target
 from etl.source import derived
@@ -41,6 +41,7 @@ from etl.source.layout import (
     experiment_dirs,
     experiment_id_map,
     experiment_units,
+    folders_of_experiment,
     more_entities_than,
     registered_model_dirs,
     resolve_mlruns,
@@ -138,7 +139,7 @@ async def migrate(config: MigrationConfig, progress: Progress | None = None) -> 
     id_map = id_map_for(mlruns, target)
     phases: dict[str, float] = {}
     with target.staging(keep_failed=config.keep_failed) as area:
-        log.info("migration started", source=str(mlruns), target=target.display, staging=str(area.kept))
+        record("migration started", source=str(mlruns), target=target.display, staging=str(area.kept))
 
         started = time.monotonic()
         await anyio.to_thread.run_sync(area.create_schema)
@@ -147,7 +148,6 @@ async def migrate(config: MigrationConfig, progress: Progress | None = None) -> 
         started = time.monotonic()
         limits = await anyio.to_thread.run_sync(area.column_limits)
         writer = area.writer(config.batch_size)
-        progress.phase("load")
         try:
             stats = await load(mlruns, writer, config, progress, limits, id_map)
             if stats.problems and not config.skip_invalid:
@@ -163,7 +163,7 @@ async def migrate(config: MigrationConfig, progress: Progress | None = None) -> 
             writer.abort()
             raise
         phases["load"] = time.monotonic() - started
-        log.info("load finished", rows=sum(stats.rows.values()), files=stats.files, seconds=round(phases["load"], 2))
+        record("load finished", rows=sum(stats.rows.values()), files=stats.files, seconds=round(phases["load"], 2))
         log_census(stats.census)
         for problem in stats.problems:
             log.warning("skipped invalid item", path=problem.path, line=problem.line,
@@ -241,7 +241,6 @@ async def dry_run(config: MigrationConfig, progress: Progress | None = None) -> 
     id_map = id_map_for(mlruns, target)
     started = time.monotonic()
     limits = await anyio.to_thread.run_sync(target.expected_limits)
-    progress.phase("load")
     stats = await load(mlruns, None, config, progress, limits, id_map)
     log_census(stats.census)
     return MigrationResult(mlruns, target.display, stats, {"load": time.monotonic() - started}, None,
@@ -315,8 +314,10 @@ async def _load(mlruns, writer, config, progress, limits, id_map) -> LoadStats:
     # A writer that takes rows in scratch files the producers write (etl.sink.sqlite.scratch)
     # says so with its ``spill``; the others take every row from the batch.
     spill = getattr(writer, "spill", None)
-    big = await anyio.to_thread.run_sync(more_entities_than, mlruns, SMALL_TREE_FOLDERS)
+    found = await find_folders(mlruns, progress)
+    big = sum(found.values()) > SMALL_TREE_FOLDERS
     parse = parser(process_count(config.workers) if big else 0, spill)
+    progress.phase("load", sum(found.values()), counting(found))
     units_send, units_recv = anyio.create_memory_object_stream[WorkUnit](config.queue_size)
     rows_send, rows_recv = anyio.create_memory_object_stream[RowBatch](config.queue_size)
     async with anyio.create_task_group() as tg:
@@ -347,6 +348,28 @@ def parser(processes: int, spill=None):
     return parse
 
 
+async def find_folders(mlruns: Path, progress: Progress) -> Counter:
+    """The run, trace and model folders of the tree, per kind, listed (not read) before the load
+    starts: the progress display's total, which a discovery paced by the load made grow under
+    the bar (and its ETA jump). Listing is a small part of a load: each folder is listed again,
+    for the work units, when the load reaches it."""
+    progress.phase("discover", counting="found")
+    found: Counter = Counter()
+    for path, _ in await anyio.to_thread.run_sync(experiment_dirs, mlruns):
+        here = await anyio.to_thread.run_sync(folders_of_experiment, path)
+        found.update(here)
+        progress.advance(sum(here.values()))
+    models = len(await anyio.to_thread.run_sync(registered_model_dirs, mlruns))
+    found["models"] += models
+    progress.advance(models)
+    return found
+
+
+def counting(found: Counter) -> str:
+    """What the progress display counts, in the words of the kinds the tree holds."""
+    return ", ".join(kind for kind in ("runs", "traces", "models") if found.get(kind)) or "folders"
+
+
 async def discover(
     mlruns: Path, runs_per_unit: int, send: MemoryObjectSendStream[WorkUnit], progress: Progress,
     census: Census, targets: dict[int, ExperimentTarget],
@@ -356,14 +379,11 @@ async def discover(
         for path, deleted in await anyio.to_thread.run_sync(experiment_dirs, mlruns):
             target = targets.get(int(os.path.basename(path)))
             units = await anyio.to_thread.run_sync(experiment_units, path, deleted, runs_per_unit, target)
-            progress.add_total(len(units))
             log.debug("experiment discovered", path=path, deleted=deleted, units=len(units),
                       kinds=sorted({u.kind for u in units}))
             for unit in units:
                 await send.send(unit)
-        models = await anyio.to_thread.run_sync(registered_model_dirs, mlruns)
-        progress.add_total(len(models))
-        for path in models:
+        for path in await anyio.to_thread.run_sync(registered_model_dirs, mlruns):
             await send.send(RegisteredModelUnit(path))
 
 
@@ -411,7 +431,7 @@ async def consume(
             stats.rows.add_batch(batch)
             if writer is not None:
                 await anyio.to_thread.run_sync(writer.write, batch)
-            progress.advance(1, batch.count(), batch.files)
+            progress.advance(batch.folders, batch.count(), batch.files)
     stats.problems.extend(_metrics_of_absent_runs(model_metric_runs, seen_runs, stats.problems, tree))
 
 
@@ -631,7 +651,8 @@ async def _verify(mlruns, locator, processes, progress, skipped, id_map) -> Veri
     mlflow_limiter = anyio.CapacityLimiter(1)
     root, db = str(mlruns), locator
     ids = {str(old): str(new) for old, new in (id_map or {}).items()}
-    progress.phase("verify", total=1)
+    # The total is known once the survey has planned the comparison.
+    progress.phase("verify")
     report = VerificationReport()
 
     async def run(func, *args):
@@ -646,7 +667,6 @@ async def _verify(mlruns, locator, processes, progress, skipped, id_map) -> Veri
 
     async def one(func, *args) -> None:
         report.merge(await with_mlflow(func, *args))
-        progress.advance()
 
     async def proven(prove, args, check) -> None:
         """Bytes first; MLflow's reader for what they could not prove, and it names the differences."""
@@ -654,12 +674,11 @@ async def _verify(mlruns, locator, processes, progress, skipped, id_map) -> Veri
         report.merge(proof)
         if unsure:
             report.merge(await with_mlflow(check, unsure))
-        progress.advance()
+        progress.advance(len(args[3]))  # the chunk's folders
 
     async with anyio.create_task_group() as tg:
         found = await run(survey, root, db, skipped, ids)
         if found.registry:
-            progress.add_total(1)
             tg.start_soon(one, verify_registry, root, db, skipped)
         report.merge(found.report)
         plan = found.plan
@@ -667,7 +686,9 @@ async def _verify(mlruns, locator, processes, progress, skipped, id_map) -> Veri
             experiments, more = await with_mlflow(verify_experiments, root, db, skipped, ids, found.unproven)
             report.merge(experiments)
             plan = {**plan, **more}
-        progress.advance()
+        planned = Counter({key: sum(len(folders[key]) for folders in plan.values())
+                           for key in ("runs", "traces", "models")})
+        progress.set_total(sum(planned.values()), counting(planned))
         skipped_runs = frozenset((skipped or {}).get("runs", ()))
         for exp_id, folders in plan.items():
             path = folders["path"]
@@ -678,7 +699,6 @@ async def _verify(mlruns, locator, processes, progress, skipped, id_map) -> Veri
             )
             for key, prove, extra, check in checks:
                 for start in range(0, len(folders[key]), VERIFY_CHUNK):
-                    progress.add_total(1)
                     chunk = folders[key][start : start + VERIFY_CHUNK]
                     tg.start_soon(proven, prove, (db, exp_id, path, chunk, *extra), check)
     return report

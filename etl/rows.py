@@ -267,6 +267,8 @@ class RowBatch:
     census: Census = field(default_factory=Census)
     lossy: Counter[LossyKey] = field(default_factory=Counter)
     duplicates: Counter[DuplicateKey] = field(default_factory=Counter)
+    # The run, trace and model folders the unit held: what the progress display counts.
+    folders: int = 0
     # The mlruns folder the unit is in, to tell the links that leave it (None: not known).
     root: str | None = None
     scratch: Scratch | None = None

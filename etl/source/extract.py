@@ -172,6 +172,7 @@ def extract(unit: WorkUnit, limits: Limits) -> RowBatch:
     extractors = {"runs": _extract_run, "experiments": _extract_experiment, "traces": _extract_trace,
                   "logged_models": _extract_logged_model, "registered_models": _extract_registered_model}
     for kind, entity_id, folder in unit_entities(unit):
+        batch.folders += kind != "experiments"
         if isinstance(unit, ExperimentUnit):
             exp = _target_id(unit.target, os.path.basename(unit.path))
             args = (unit.path, unit.deleted, exp)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -203,6 +204,13 @@ def run_dirs(experiment_path: str) -> list[str]:
     return sorted(e.name for e in _listing(experiment_path) if is_run_dir(e))
 
 
+def folders_of_experiment(path: str) -> Counter:
+    """The run, trace and logged model folders of an experiment folder: {"runs", "traces",
+    "models"} -> how many."""
+    return Counter(runs=len(run_dirs(path)), traces=len(subdirs(os.path.join(path, "traces"))),
+                   models=len(subdirs(os.path.join(path, "models"))))
+
+
 def more_entities_than(mlruns: Path, limit: int) -> bool:
     """Whether the tree holds more than ``limit`` run, trace, logged model and registered model
     folders together; listing stops as soon as it does."""
@@ -210,8 +218,7 @@ def more_entities_than(mlruns: Path, limit: int) -> bool:
     for path, _ in experiment_dirs(mlruns):
         if seen > limit:
             break
-        seen += len(run_dirs(path))
-        seen += len(subdirs(os.path.join(path, "traces"))) + len(subdirs(os.path.join(path, "models")))
+        seen += sum(folders_of_experiment(path).values())
     return seen > limit
 
 

@@ -101,9 +101,11 @@ class VerificationReport:
     def to_text(self) -> str:
         lines = ["Migration Verification Report", "============================="]
         for entity, result in self._ordered():
+            if not result.checked and not result.skipped:
+                continue  # none in the tree, none in the database: nothing to say
             name, unit, _ = ENTITIES.get(entity, (entity, "", ""))
-            skipped = f" ({result.skipped} skipped as invalid)" if result.skipped else ""
-            lines.append(f"{name}: {result.passed}/{result.checked} {unit + ' ' if unit else ''}passed{skipped}")
+            skipped = f" ({result.skipped:,} skipped as invalid)" if result.skipped else ""
+            lines.append(f"{name}: {result.passed:,}/{result.checked:,} {unit + ' ' if unit else ''}passed{skipped}")
         by_entity: dict[tuple[str, str], list[Mismatch]] = {}
         for m in self.mismatches:
             by_entity.setdefault((m.entity, m.id), []).append(m)
