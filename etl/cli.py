@@ -19,7 +19,14 @@ import click
 from etl import __version__
 from etl import config as defaults
 from etl.config import MigrationConfig
-from etl.errors import EXIT_CODES, InvalidSourceError, MigrationError, VerificationFailed
+from etl.errors import (
+    EXIT_CODES,
+    VERIFY_EXIT_CODES,
+    InvalidSourceError,
+    MigrationError,
+    TargetError,
+    VerificationFailed,
+)
 from etl.observe import configure_logging, log, make_progress, structured_logs
 from etl.sink.target import redact
 from etl.summary import (
@@ -36,7 +43,12 @@ from etl.summary import (
     summary_table,
 )
 
-EXIT_HELP = "\b\nExit status:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
+def _exit_help(codes: dict[int, str]) -> str:
+    return "\b\nExit status:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in codes.items())
+
+
+EXIT_HELP = _exit_help(EXIT_CODES)
+VERIFY_EXIT_HELP = _exit_help(VERIFY_EXIT_CODES)
 
 
 class Terminated(KeyboardInterrupt):
@@ -80,13 +92,13 @@ def _on_sigint(signum, frame):
     raise KeyboardInterrupt()
 
 
+def _workers_option(help_text: str):
+    return click.option("--workers", default=defaults.DEFAULT_WORKERS, show_default=True,
+                        type=click.IntRange(1, 256), help=help_text)
+
+
 def _common_options(func):
     options = [
-        click.option("--workers", default=defaults.DEFAULT_WORKERS, show_default=True,
-                     type=click.IntRange(1, 256),
-                     help="Concurrent producers reading and parsing the tree (parsing runs in at "
-                     "most one process per CPU core; a tree of up to 100 run, trace and model "
-                     "folders is parsed in this process)."),
         click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
                      help="Write a JSON report of the run here (counts, timings, problems, "
                      "census of the tree, metric values stored otherwise than written, duplicate "
@@ -99,7 +111,8 @@ def _common_options(func):
                      "--report file still records the warnings)."),
         click.option("--log-format", type=click.Choice(["auto", "console", "json"]), default="auto",
                      show_default=True,
-                     help="Log lines on stderr: readable, or one JSON object per line "
+                     help="Log lines on stderr: readable, or one JSON object per line, with "
+                     "the records of the run (its start, load and end: phases, counts) "
                      "(auto: readable on a terminal, JSON otherwise)."),
     ]
     for option in reversed(options):
@@ -157,7 +170,11 @@ def _exit_now(code: int) -> None:
               help="Migrate everything readable and list every item left out (file and reason) "
               "in the output and the report, instead of stopping at invalid input.")
 @click.option("--dry-run", is_flag=True,
-              help="Read and parse everything, print what would be written and any problems; write nothing.")
+              help="Read and parse everything, print what would be written and any problems (a "
+              "target a real run would refuse among them); write nothing.")
+@_workers_option("Concurrent producers reading and parsing the tree (parsing runs in at most "
+                 "one process per CPU core; a tree of up to 100 run, trace and model folders is "
+                 "parsed in this process).")
 @_common_options
 @click.version_option(__version__, prog_name="etl-migrate")
 @click.pass_context
@@ -197,13 +214,17 @@ def main(ctx, source, target, batch_size, queue_size, verify, keep_failed, skip_
     ctx.exit(_run_migrate(cfg, dry_run, quiet))
 
 
-@main.command("verify", epilog=EXIT_HELP)
+@main.command("verify", epilog=VERIFY_EXIT_HELP,
+              short_help="Check an existing database against a tree, field by field; change nothing.")
 @click.option("--source", default=defaults.DEFAULT_SOURCE, show_default=True,
               type=click.Path(file_okay=False, path_type=Path),
               help="The FileStore tree the database was made from.")
 @click.option("--target", default=defaults.DEFAULT_TARGET, show_default=True,
               help="URI of the database to check, sqlite:///... or postgresql://... (made by "
               "etl-migrate or by `mlflow migrate-filestore`).")
+@_workers_option("Concurrent comparisons of the tree with the database (in at most one process per "
+                 "CPU core; a tree of up to 100 run, trace and model folders is compared in this "
+                 "process).")
 @_common_options
 @click.pass_context
 def verify_command(ctx, source, target, workers, report_path, verbose, quiet, log_format):
@@ -227,8 +248,15 @@ def _install_stop_handlers() -> None:
             signal.signal(getattr(signal, name), handler)
 
 
+# What a run that ended early left as it was, in each command's terms.
+UNTOUCHED = {"migrate": ("the target was not touched", "the staging file was removed and the target was not touched"),
+             "dry-run": ("nothing was written", "nothing was written"),
+             "verify": ("nothing was changed", "nothing was changed")}
+
+
 def _guarded(report: dict, body) -> int:
     """Run body(); map every way a run can end to its exit status and an error line."""
+    untouched, stopped = UNTOUCHED[report["command"]]
     _install_stop_handlers()
     started = time.monotonic()
     try:
@@ -236,7 +264,7 @@ def _guarded(report: dict, body) -> int:
         code = 0
     except VerificationFailed as e:
         click.echo(e.report.to_text(), err=True)
-        click.echo(f"error: {e}; the target was not touched", err=True)
+        click.echo(f"error: {e}; {untouched}", err=True)
         report["verification"] = e.report.to_dict()
         code = e.exit_code
     except InvalidSourceError as e:
@@ -247,18 +275,18 @@ def _guarded(report: dict, body) -> int:
         click.echo(f"error: {redact(str(e))}", err=True)
         code = e.exit_code
     except Terminated:
-        click.echo("terminated: the staging file was removed and the target was not touched", err=True)
+        click.echo(f"terminated: {stopped}", err=True)
         code = 143
     except KeyboardInterrupt:
-        click.echo("interrupted: the staging file was removed and the target was not touched", err=True)
+        click.echo(f"interrupted: {stopped}", err=True)
         code = 130
     except OSError as e:
-        click.echo(f"error: {redact(str(e))}; the target was not touched", err=True)
+        click.echo(f"error: {redact(str(e))}; {untouched}", err=True)
         code = 4
     except Exception as e:  # noqa: BLE001 - an unforeseen failure still ends cleanly, and says so
         if structured_logs():  # on a terminal, the error line below says it once
             log.error("internal error", error=redact(f"{type(e).__name__}: {e}"))
-        click.echo(f"error: internal error ({type(e).__name__}: {redact(str(e))}); the target was not touched", err=True)
+        click.echo(f"error: internal error ({type(e).__name__}: {redact(str(e))}); {untouched}", err=True)
         code = 4
     report["exit_status"] = code
     report["seconds"] = round(time.monotonic() - started, 3)
@@ -343,6 +371,8 @@ def _run_migrate(cfg: MigrationConfig, dry_run: bool, quiet: bool) -> int:
             _print_dry_run(result, report, quiet)
             if result.load.problems:
                 raise InvalidSourceError(result.load.problems)
+            if result.refused is not None:  # the exit status a real run would have
+                raise TargetError(f"a real run would refuse the target: {result.refused}")
             return
         report["skipped"] = problem_dicts(result.load.problems) + [
             {"path": None, "line": None, "reason": f"{n} {table} rows of skipped entities left out"}
@@ -367,9 +397,11 @@ def _print_dry_run(result, report: dict, quiet: bool) -> None:
         click.echo(line)
     if result.load.problems:
         click.echo(f"{len(result.load.problems)} problem(s) would stop the migration (see below).")
+    elif result.refused is not None:
+        click.echo("No problems found in the tree, but a real run would refuse the target (see below).")
     else:
         click.echo(_id_map_text(result.id_map))
-        click.echo(f"No problems found; `etl-migrate --source {result.source} --target {result.server_uri}` would migrate it.")
+        click.echo(f"No problems found: a run without --dry-run would migrate it into {result.target}.")
 
 
 def _print_summary(result, report: dict, quiet: bool) -> None:

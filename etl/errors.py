@@ -15,6 +15,18 @@ class TargetError(MigrationError):
     exit_code = 2
 
 
+class TargetHoldsData(TargetError):
+    """The target holds MLflow data. ``shown`` says what, as MLflow shows it; ``run_ids`` and
+    ``experiment_names`` (samples) tell an earlier migration of the same tree."""
+
+    def __init__(self, target: str, shown: str, run_ids=frozenset(), experiment_names=frozenset(),
+                 hint: str = "Move it away or choose another --target."):
+        self.target, self.shown, self.hint = target, shown, hint
+        self.run_ids, self.experiment_names = frozenset(run_ids), frozenset(experiment_names)
+        super().__init__(f"target {target} already holds MLflow data ({shown}); etl-migrate never "
+                         f"merges into or overwrites a database with data. {hint}")
+
+
 class InvalidSourceError(MigrationError):
     """The source tree has files that cannot be migrated; every one is listed."""
 
@@ -64,4 +76,16 @@ EXIT_CODES = {
     4: "migration failed: I/O error (e.g. disk full) or internal error; target untouched",
     130: "interrupted (Ctrl-C, or Ctrl-Break on Windows); target untouched",
     143: "terminated (SIGTERM); target untouched",
+}
+
+# etl-migrate verify changes nothing; its own outcomes.
+VERIFY_EXIT_CODES = {
+    0: "the database holds what the tree holds, field by field",
+    1: "the database differs from the tree: every difference is listed",
+    2: "usage or target error: bad option, source not an mlruns tree, target neither sqlite:/// "
+    "nor postgresql://, database missing or not an MLflow database, server unreachable, password "
+    "rejected",
+    4: "I/O error or internal error",
+    130: "interrupted (Ctrl-C, or Ctrl-Break on Windows)",
+    143: "terminated (SIGTERM)",
 }

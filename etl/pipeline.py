@@ -11,6 +11,7 @@ Both streams are bounded, so memory follows --queue-size, not the size of the tr
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import time
@@ -24,7 +25,7 @@ import anyio.to_process
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from etl.config import MigrationConfig
-from etl.errors import InvalidSourceError, TargetError, VerificationFailed
+from etl.errors import InvalidSourceError, TargetError, TargetHoldsData, VerificationFailed
 from etl.observe import Progress, log, record
 from etl.rows import Census, Problem, RowBatch, RowCounter
 from etl.sink.target import open_target
@@ -45,6 +46,7 @@ from etl.source.layout import (
     more_entities_than,
     registered_model_dirs,
     resolve_mlruns,
+    run_dirs,
 )
 from etl.sql_limits import Limits
 from etl.verify.compare import verify_experiments, verify_logged_models, verify_traces
@@ -99,6 +101,8 @@ class MigrationResult:
     server_packages: tuple[str, ...] = ()
     # Rows per table in the promoted database, read back; None when nothing was written.
     counts: dict[str, int] | None = None
+    # A dry run's target that a real run would refuse, and why.
+    refused: Exception | None = None
 
 
 def process_count(workers: int) -> int:
@@ -135,7 +139,7 @@ async def migrate(config: MigrationConfig, progress: Progress | None = None) -> 
     progress = progress or Progress()
     mlruns = source_tree(config)
     target = open_target(config.target)
-    target.check_free()
+    check_target(target, mlruns)
     id_map = id_map_for(mlruns, target)
     phases: dict[str, float] = {}
     with target.staging(keep_failed=config.keep_failed) as area:
@@ -233,18 +237,58 @@ async def hold_for_test() -> None:
 
 
 async def dry_run(config: MigrationConfig, progress: Progress | None = None) -> MigrationResult:
-    """Read and parse the whole tree, count what would be written, write nothing anywhere."""
+    """Read and parse the whole tree, count what would be written, write nothing anywhere. A
+    target a real run would refuse (it holds data, say) does not stop a dry run: the result
+    names the refusal."""
     progress = progress or Progress()
     mlruns = source_tree(config)
     target = open_target(config.target)
-    target.check_free()
+    try:
+        check_target(target, mlruns)
+        refused = None
+    except TargetError as e:
+        refused = e
     id_map = id_map_for(mlruns, target)
     started = time.monotonic()
     limits = await anyio.to_thread.run_sync(target.expected_limits)
     stats = await load(mlruns, None, config, progress, limits, id_map)
     log_census(stats.census)
     return MigrationResult(mlruns, target.display, stats, {"load": time.monotonic() - started}, None,
-                           id_map, target.server_uri, target.server_packages)
+                           id_map, target.server_uri, target.server_packages, refused=refused)
+
+
+def check_target(target, mlruns: Path) -> None:
+    """The target's own refusal (it holds data, the server is unreachable...); for a target that
+    holds what looks like an earlier migration of this tree, with the command that checks it."""
+    try:
+        target.check_free()
+    except TargetHoldsData as e:
+        if not looks_migrated_from(mlruns, e):
+            raise
+        raise TargetHoldsData(
+            e.target, e.shown, hint=f"It looks like an earlier migration of {mlruns}: `etl-migrate verify "
+            f"--source {mlruns} --target {target.server_uri}` checks it against the tree; else move it "
+            "away or choose another --target."
+        ) from None
+
+
+def looks_migrated_from(mlruns: Path, held: TargetHoldsData) -> bool:
+    """Whether a filled target looks made from this tree: its runs (a sample) are all run folders
+    of the tree, or, holding no runs, its experiments' names are all the tree's."""
+    if held.run_ids:
+        found: set[str] = set()
+        for path, _ in experiment_dirs(mlruns):
+            found.update(run_dirs(path))
+        return held.run_ids <= found
+    if held.experiment_names:
+        from etl.source.read import SourceError, read_yaml
+
+        names = set()
+        for path, _ in experiment_dirs(mlruns):
+            with contextlib.suppress(SourceError, OSError):
+                names.add(str((read_yaml(os.path.join(path, META)) or {}).get("name")))
+        return held.experiment_names <= names
+    return False
 
 
 async def verify_existing(source: Path, target: str, workers: int, progress: Progress | None = None):

@@ -82,6 +82,35 @@ def redact(text: str) -> str:
 SCHEMA_SEED_TABLES = frozenset({"alembic_version", "workspaces"})
 
 
+# What a user knows a database by, counted as MLflow's UI shows them (the Default experiment
+# too; deleted ones apart): (table, where, one, many).
+_SHOWN = (
+    ("experiments", "lifecycle_stage = 'active'", "experiment", "experiments"),
+    ("runs", "lifecycle_stage = 'active'", "run", "runs"),
+    ("registered_models", None, "registered model", "registered models"),
+    ("logged_models", None, "logged model", "logged models"),
+    ("trace_info", None, "trace", "traces"),
+    ("experiments", "lifecycle_stage = 'deleted'", "deleted experiment", "deleted experiments"),
+    ("runs", "lifecycle_stage = 'deleted'", "deleted run", "deleted runs"),
+)
+# Samples of a filled target, to tell an earlier migration of the same tree: (column, table,
+# condition); see sample_query.
+SAMPLE_RUN_IDS = ("run_uuid", "runs", "TRUE")
+SAMPLE_EXPERIMENT_NAMES = ("name", "experiments", "NOT (experiment_id = 0 AND name = 'Default')")
+
+
+def sample_query(sample: tuple[str, str, str], qualified_table: str, size: int = 1000) -> str:
+    column, _, condition = sample
+    return f"SELECT {column} FROM {qualified_table} WHERE {condition} LIMIT {size}"
+
+
+def shown_data(count, filled: dict[str, int]) -> str:
+    """What a filled database holds, in MLflow's words: ``count(table, where)`` counts a table's
+    rows (0 without the table). Rows only of other tables are named by table."""
+    parts = [f"{n:,} {one if n == 1 else many}" for table, where, one, many in _SHOWN if (n := count(table, where))]
+    return ", ".join(parts) or ", ".join(f"{t}: {n:,} rows" for t, n in sorted(filled.items())[:5])
+
+
 def cache_dir() -> Path:
     explicit = os.environ.get("ETL_MIGRATE_CACHE_DIR")
     if explicit:

@@ -24,7 +24,8 @@ import pytest
 from etl.errors import NotPromoted
 from etl.sink.sqlite import staging as staging_module
 from etl.sink.sqlite.schema import create_schema
-from etl.sink.sqlite.staging import StagingArea, TargetHoldsData, _TargetChanged
+from etl.errors import TargetHoldsData
+from etl.sink.sqlite.staging import StagingArea, _TargetChanged
 from tests import mlflow_server
 from tests.client_compare import compare_experiments, compare_runs
 from tests.conftest import posix_only, run_cli

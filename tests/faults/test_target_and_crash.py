@@ -52,15 +52,37 @@ def test_bad_target_is_refused(tree, tmp_path, target, message):
 
 
 def test_target_holding_data_is_refused_and_untouched(tree, tmp_path):
+    """The refusal names what the database holds as MLflow shows it; a database made from this
+    very tree gets the command that checks it, which runs as printed."""
+    import shlex
+
+    from mlflow.entities import ViewType
+
     db = tmp_path / "mlflow.db"
     first = run_cli("--source", str(tree), "--target", f"sqlite:///{db}", "--no-verify")
     assert first.returncode == 0, first.stderr
     before = db.read_bytes()
     second = run_cli("--source", str(tree), "--target", f"sqlite:///{db}")
     assert second.returncode == 2
-    assert str(db) in second.stderr and "already holds data" in second.stderr
+    client = sql_client(db)
+    experiments = client.search_experiments()  # active ones, the Default experiment included
+    gone = client.search_experiments(view_type=ViewType.DELETED_ONLY)
+    runs = client.search_runs([e.experiment_id for e in experiments])
+    models = client.search_registered_models()
+    assert (f"error: target {db} already holds MLflow data ({len(experiments)} experiments, {len(runs)} "
+            f"runs, {len(models)} registered models, {len(gone)} deleted experiment, ") in second.stderr
+    hint = second.stderr.split("`")[1]
+    assert hint == f"etl-migrate verify --source {tree} --target sqlite:///{db}"
+    checked = run_cli(*shlex.split(hint)[1:])
+    assert checked.returncode == 0 and "Status: SUCCESS" in checked.stdout, checked.stderr
     assert db.read_bytes() == before
     assert leftovers(tmp_path) == []
+
+    other = tmp_path / "other" / "mlruns"
+    build_core_tree(other)  # the same kind of tree, other runs: no earlier migration of it
+    third = run_cli("--source", str(other), "--target", f"sqlite:///{db}")
+    assert third.returncode == 2 and "already holds MLflow data" in third.stderr
+    assert "etl-migrate verify" not in third.stderr and "Move it away or choose another --target." in third.stderr
 
 
 def test_target_that_is_not_sqlite_is_refused(tree, tmp_path):

@@ -193,3 +193,31 @@ def test_server_command_works_as_printed_outside_uv(tree, tmp_path):
         shown = subprocess.run(["bash", "-c", command + " --help"], env={**env, "PATH": path},
                                capture_output=True, text=True, timeout=300)
         assert shown.returncode == 0 and "--backend-store-uri" in shown.stdout, shown.stderr[-2000:]
+
+
+def test_dry_run_on_a_filled_target_runs_and_says_a_real_run_would_refuse_it(tree, tmp_path):
+    """A dry run writes nothing, so a target holding data does not stop it: it reads the whole
+    tree, prints what it would migrate, and ends with the status and reason a real run would."""
+    mlruns, _ = tree
+    db = tmp_path / "mlflow.db"
+    assert run_cli("--source", str(mlruns), "--target", f"sqlite:///{db}", "-q").returncode == 0
+    before = tree_fingerprint(tmp_path)
+    result = run_cli("--dry-run", "--source", str(mlruns), "--target", f"sqlite:///{db}")
+    assert result.returncode == 2
+    assert "This is what would be migrated:" in result.stdout and "runs" in result.stdout
+    assert "No problems found in the tree, but a real run would refuse the target (see below)." in result.stdout
+    assert result.stderr.startswith(f"error: a real run would refuse the target: target {db} already holds MLflow data (")
+    assert f"`etl-migrate verify --source {mlruns} --target sqlite:///{db}`" in result.stderr
+    assert tree_fingerprint(tmp_path) == before
+
+
+def test_verify_help_is_about_verifying():
+    """verify's own exit statuses and options, none of the migration's."""
+    text = run_cli("verify", "--help").stdout
+    codes = text.split("Exit status:", 1)[1]
+    assert "  0  the database holds what the tree holds" in codes
+    assert "  1  the database differs from the tree" in codes
+    for migration_only in ("migration failed", "--no-verify", "invalid input", "staging"):
+        assert migration_only not in text
+    workers = text.split("--workers", 1)[1].split("--report", 1)[0]
+    assert "compar" in workers and "pars" not in workers

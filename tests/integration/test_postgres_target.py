@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 from pathlib import Path
 
@@ -115,6 +116,14 @@ def test_core_tree_into_postgres(tree, built, pg_uri, tmp_path):
     assert verified["counts"]["target"] == data["counts"]["target"]
     assert_no_password(check.stdout, check.stderr, (tmp_path / "v.json").read_text())
 
+    # Run again: refused, and told how to check what is there, in a command that runs as printed.
+    again = run_cli("--source", str(tree), "--target", uri, env={**os.environ, "PGPASSWORD": PASSWORD})
+    assert again.returncode == 2 and "already holds MLflow data (" in again.stderr
+    hint = again.stderr.split("`")[1]
+    assert hint == f"etl-migrate verify --source {tree} --target {uri.replace('postgresql://', 'postgresql+psycopg://', 1)}"
+    rerun = run_cli(*shlex.split(hint)[1:], env={**os.environ, "PGPASSWORD": PASSWORD})
+    assert rerun.returncode == 0 and "Status: SUCCESS" in rerun.stdout, rerun.stderr[-2000:]
+
     # The id sequence is past every migrated id: MLflow's next experiment does not collide.
     created = dst.create_experiment("made after the migration")
     assert int(created) == max(int(v) for v in id_map.values()) + 1
@@ -150,7 +159,9 @@ def test_target_holding_data_is_refused_and_untouched(tree, pg_uri):
     before = snapshot(pg_uri)
     result = run_cli("--source", str(tree), "--target", pg_uri, "-q")
     assert result.returncode == 2
-    assert "already holds MLflow data" in result.stderr and "experiments: 1 rows" in result.stderr
+    # As MLflow shows it: the Default experiment and the other one; nothing like this tree.
+    assert "already holds MLflow data (2 experiments); " in result.stderr
+    assert "etl-migrate verify" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert_no_password(result.stdout, result.stderr)
     assert snapshot(pg_uri) == before

@@ -26,14 +26,22 @@ import re
 import time
 from contextlib import suppress
 
-from etl.errors import MigrationError, NotPromoted, TargetError
+from etl.errors import MigrationError, NotPromoted, TargetError, TargetHoldsData
 from etl.observe import log
 from etl.rows import COLUMNS, TABLES
 from etl.sink.postgres.writer import PostgresWriter, _psycopg, first_line
 # MLflow's declared column types are read off its migrations' SQLite build: the same declarations
 # on every database.
 from etl.sink.sqlite.schema import declared_types, schema_limits
-from etl.sink.target import SCHEMA_SEED_TABLES, check_column_lists, redact
+from etl.sink.target import (
+    SAMPLE_EXPERIMENT_NAMES,
+    SAMPLE_RUN_IDS,
+    SCHEMA_SEED_TABLES,
+    check_column_lists,
+    redact,
+    sample_query,
+    shown_data,
+)
 from etl.sql_limits import INT16, INT32, INT64, ColumnLimit, Limits
 
 # PostgreSQL's INTEGER, the type of MLflow's experiment_id.
@@ -256,11 +264,22 @@ def refuse_if_filled(conn, schema: str, display: str) -> None:
     present = [t for t in schema_tables(conn, schema) if t in COLUMNS or t == "experiments"]
     filled = filled_tables(conn, schema, present)
     if filled:
-        shown = ", ".join(f"{t}: {n} rows" for t, n in sorted(filled.items())[:5])
-        raise TargetError(
-            f"target {display} (schema {schema}) already holds MLflow data ({shown}); etl-migrate "
-            "never merges into or overwrites a database with data. Choose another database or schema."
-        )
+        from psycopg import sql
+
+        def count(table: str, where: str | None) -> int:
+            if table not in present:
+                return 0
+            query = sql.SQL("SELECT COUNT(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+            return conn.execute(query + sql.SQL(f" WHERE {where}" if where else "")).fetchone()[0]
+
+        def sample(what: tuple[str, str, str]) -> set:
+            table = what[1]
+            if table not in present:
+                return set()
+            return {r[0] for r in conn.execute(sample_query(what, sql.Identifier(schema, table).as_string(conn)))}
+
+        raise TargetHoldsData(f"{display} (schema {schema})", shown_data(count, filled), sample(SAMPLE_RUN_IDS),
+                              sample(SAMPLE_EXPERIMENT_NAMES), hint="Choose another database or schema.")
 
 
 def _lock_key(conn, name: str) -> tuple[int, int]:

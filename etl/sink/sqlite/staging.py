@@ -26,13 +26,20 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from etl.errors import NotPromoted, TargetError, VerificationFailed
+from etl.errors import NotPromoted, TargetError, TargetHoldsData, VerificationFailed
 from etl.observe import log
 from etl.rows import TABLES
 from etl.sink.sqlite.schema import create_schema, schema_limits, sqlite_limits
 from etl.sink.sqlite.scratch import Spill
 from etl.sink.sqlite.writer import StagingWriter
-from etl.sink.target import SCHEMA_SEED_TABLES, schema_head
+from etl.sink.target import (
+    SAMPLE_EXPERIMENT_NAMES,
+    SAMPLE_RUN_IDS,
+    SCHEMA_SEED_TABLES,
+    sample_query,
+    schema_head,
+    shown_data,
+)
 
 SQLITE_PREFIX = "sqlite:///"
 
@@ -69,15 +76,6 @@ def target_path(uri: str) -> Path:
     return path
 
 
-class TargetHoldsData(TargetError):
-    def __init__(self, path: Path, shown: str):
-        self.shown = shown
-        super().__init__(
-            f"target {path} already holds data ({shown}); etl-migrate never merges into or "
-            "overwrites a database with data. Move it away or choose another --target."
-        )
-
-
 def refuse_unless_empty(conn: sqlite3.Connection, path: Path) -> None:
     """TargetError unless the database holds nothing but what MLflow puts in a new one, with
     the installed MLflow's schema revision (we copy our schema, never convert another)."""
@@ -91,8 +89,17 @@ def refuse_unless_empty(conn: sqlite3.Connection, path: Path) -> None:
         if count:
             filled[table] = count
     if filled:
-        shown = ", ".join(f"{t}: {n} rows" for t, n in sorted(filled.items())[:5])
-        raise TargetHoldsData(path, shown)
+        def count(table: str, where: str | None) -> int:
+            if table not in tables:
+                return 0
+            return conn.execute(f'SELECT COUNT(*) FROM "{table}"' + (f" WHERE {where}" if where else "")).fetchone()[0]
+
+        def sample(what: tuple[str, str, str]) -> set:
+            table = what[1]
+            return {r[0] for r in conn.execute(sample_query(what, f'"{table}"'))} if table in tables else set()
+
+        raise TargetHoldsData(str(path), shown_data(count, filled), sample(SAMPLE_RUN_IDS),
+                              sample(SAMPLE_EXPERIMENT_NAMES))
     if "alembic_version" in tables:
         found = [r[0] for r in conn.execute("SELECT version_num FROM alembic_version")]
         head = schema_head()
