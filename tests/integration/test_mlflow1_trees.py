@@ -93,6 +93,7 @@ def test_experiments_without_creation_time(tree, migrated):
     old = [meta["experiment_id"] for meta in experiment_metas(tree) if "creation_time" not in meta]
     new = [meta for meta in experiment_metas(tree) if "creation_time" in meta]
     assert len(old) >= 5 and len(new) == 1  # 1.20's, and the one 2.9 made
+    assert not any("tags" in meta for meta in experiment_metas(tree))  # tags live in tags/ only
     for exp_id in old:
         e = migrated["dst"].get_experiment(cc.mapped(migrated["id_map"], exp_id))
         assert (e.creation_time, e.last_update_time) == (None, None)
@@ -227,27 +228,43 @@ def test_mlflow_1_30_runs_and_experiments(tree_130, migrated_130):
 
 
 @pytest.fixture(scope="module")
-def tree_100(tmp_path_factory) -> Path:
-    """MLflow 1.0.0's tree, every meta.yaml without its final newline (as a file edited by hand
-    or passed through a tool that strips it is): MLflow's reader takes it all the same."""
+def tree_100(tmp_path_factory) -> tuple[Path, list[int]]:
+    """MLflow 1.0.0's tree as a tree begun under MLflow 0.8 has it: its experiments' meta.yaml
+    keep the integer id and the plain path 0.8 wrote (`experiment_id: 1`, `artifact_location:
+    /home/me/mlruns/1`; no MLflow 1.x rewrote them), the runs 1.x made in them say '1'. And every
+    meta.yaml without its final newline (as a file edited by hand, or passed through a tool that
+    strips it, is). MLflow's reader takes all of it."""
     mlruns = era_tree("1.0.0", tmp_path_factory.mktemp("mlflow100") / "tree") / "mlruns"
+    begun_under_0_8 = []
+    for meta_path in mlruns.glob("*/meta.yaml"):
+        meta = yaml.safe_load(meta_path.read_text(encoding="utf-8"))
+        if meta["artifact_location"].startswith("file://"):
+            meta["experiment_id"] = int(meta["experiment_id"])
+            meta["artifact_location"] = meta["artifact_location"][len("file://"):]
+            meta_path.write_text(yaml.safe_dump(meta, allow_unicode=True), encoding="utf-8")
+            begun_under_0_8.append(meta["experiment_id"])
     for meta in mlruns.rglob("meta.yaml"):
         meta.write_bytes(meta.read_bytes().rstrip(b"\n"))
-    return mlruns
+    return mlruns, begun_under_0_8
 
 
 def test_mlflow_1_0_tree(tree_100, tmp_path):
-    """1.0: no experiment tags at all, unnamed runs, metric values as logged ('3' for an int)."""
-    assert not list(tree_100.glob("*/tags")) and not list(tree_100.glob(".trash/*/tags"))
-    assert all(not p.read_bytes().endswith(b"\n") for p in tree_100.rglob("meta.yaml"))
-    (line,) = next(tree_100.glob("*/*/metrics/fx.int_value")).read_text().splitlines()
+    """1.0: no experiment tags at all, unnamed runs, metric values as logged ('3' for an int);
+    experiments of 0.8 (int ids, plain paths), meta.yaml files without a final newline."""
+    mlruns, begun_under_0_8 = tree_100
+    assert not list(mlruns.glob("*/tags")) and not list(mlruns.glob(".trash/*/tags"))
+    assert all(not p.read_bytes().endswith(b"\n") for p in mlruns.rglob("meta.yaml"))
+    assert len(begun_under_0_8) >= 3
+    (line,) = next(mlruns.glob("*/*/metrics/fx.int_value")).read_text().splitlines()
     assert line.split(" ")[1] == "3"
     db = tmp_path / "mlflow.db"
-    result = run_cli("--source", str(tree_100), "--target", f"sqlite:///{db}")
+    result = run_cli("--source", str(mlruns), "--target", f"sqlite:///{db}")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    src, dst = file_client(tree_100), sql_client(db)
-    unnamed = [r.name for r, meta in runs(tree_100).items() if not (r / "tags" / "mlflow.runName").exists()]
+    src, dst = file_client(mlruns), sql_client(db)
+    unnamed = [r.name for r, meta in runs(mlruns).items() if not (r / "tags" / "mlflow.runName").exists()]
     assert unnamed and all(dst.get_run(r).info.run_name is None for r in unnamed)
+    for exp_id in begun_under_0_8:
+        assert dst.get_experiment(str(exp_id)).artifact_location.startswith("/")
     assert cc.compare_experiments(src, dst) >= 4
     assert cc.compare_runs(src, dst) >= 10
 
@@ -257,7 +274,7 @@ def test_run_of_mlflow_0_x_is_invalid_input(tree_100, tmp_path):
     meta.yaml (0.9 wrote exactly that); MLflow 3's reader cannot read it: invalid input, named,
     and --skip-invalid migrates the rest."""
     mlruns = tmp_path / "mlruns"
-    shutil.copytree(tree_100, mlruns)
+    shutil.copytree(tree_100[0], mlruns)
     meta = next(p for p in sorted(mlruns.glob("*/*/meta.yaml")) if "run_id:" in p.read_text())
     meta.write_text("".join(line for line in meta.read_text().splitlines(True) if not line.startswith("run_id:")))
     db = tmp_path / "mlflow.db"
@@ -269,4 +286,5 @@ def test_run_of_mlflow_0_x_is_invalid_input(tree_100, tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     with sqlite3.connect(db) as conn:
         runs_in_db = {r for (r,) in conn.execute("SELECT run_uuid FROM runs")}
-    assert meta.parent.name not in runs_in_db and len(runs_in_db) == len(runs(tree_100)) - 1
+    assert meta.parent.name not in runs_in_db and len(runs_in_db) == len(runs(tree_100[0])) - 1
+
