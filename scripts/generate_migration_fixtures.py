@@ -989,6 +989,10 @@ def main(argv=None) -> int:
         print(f"FIXTURE GENERATION FAILED: {exc}", file=sys.stderr)
         return 3
     summary["total_seconds_in_process"] = round(time.monotonic() - t0, 2)
+    era = summary["eras"][-1]
+    log(f"MLflow {era['mlflow_version']} wrote, the tree now holds: "
+        + ", ".join(f"{k} {v}" for k, v in summary["counts"].items() if v)
+        + f"; skipped: {', '.join(era['skipped']) or 'nothing'}")
     text = json.dumps(summary, indent=2, ensure_ascii=False, sort_keys=False)
     (out / "fixture_summary.json").write_text(text + "\n", encoding="utf-8")
     real_stdout.write(text + "\n")

@@ -38,8 +38,9 @@ GENERATOR = Path(__file__).resolve().parent / "generate_migration_fixtures.py"
 # The old pins that the release needs to import and run (found by trying: newer protobuf,
 # SQLAlchemy 2, NumPy >= 1.24 and pandas 2 break MLflow 1.x), and the Pythons it runs on, in
 # order of preference (None: uv's default). MLflow 1.0 supported up to 3.7 and runs on 3.8
-# too, which uv can fetch on every CI runner (3.7 it cannot on macOS arm64). MLflow 2.22.5 and 3.2.0 silently write no traces with opentelemetry
-# >= 1.45 (the generator fails loudly if so), and 3.2.0 is noisy below 1.41.
+# too, a Python uv can fetch for more platforms. MLflow 2.22.5 and 3.2.0 silently write no
+# traces with opentelemetry >= 1.45 (the generator fails loudly if so), and 3.2.0 is noisy
+# below 1.41.
 RELEASES = {
     "1.0.0": (("3.7", "3.8"), ["protobuf<4", "sqlalchemy<2", "numpy<1.22", "pandas<1.4"]),
     "1.20.2": ("3.8", ["protobuf<4", "sqlalchemy<2", "numpy<1.24", "pandas<2"]),
@@ -57,7 +58,7 @@ RELEASES = {
 CI_ERAS = ["1.0.0", "1.20.2+2.9.2", "1.30.1+2.1.1", "2.22.5", "3.2.0", "3.17.2"]
 # The size a tree of the era is made at unless told: full, but small for MLflow 1.0, whose
 # FileStore reads the whole run back for every value logged (a full tree takes it ~70 s, a small
-# one ~5 s; the forms it writes are the same).
+# one ~15 s; the forms it writes are the same).
 DEFAULT_SIZE = {"1.0.0": "small"}
 
 
