@@ -24,13 +24,7 @@ from etl.config import DEFAULT_BATCH_SIZE, RUNS_PER_UNIT
 from etl.sink.sqlite.schema import create_schema, schema_limits
 from etl.sink.sqlite.writer import StagingWriter
 from etl.source.extract import extract
-from etl.source.layout import (
-    RegisteredModelUnit,
-    experiment_dirs,
-    experiment_units,
-    registered_model_dirs,
-    resolve_mlruns,
-)
+from etl.source.layout import resolve_mlruns, tree_units
 
 
 def top(profile: cProfile.Profile, n: int) -> str:
@@ -50,9 +44,7 @@ def main() -> None:
     seconds = {}
 
     started = time.perf_counter()
-    units = [u for path, deleted in experiment_dirs(mlruns)
-             for u in experiment_units(path, deleted, RUNS_PER_UNIT)]  # fmt: skip
-    units += [RegisteredModelUnit(path) for path in registered_model_dirs(mlruns)]
+    units = tree_units(mlruns, RUNS_PER_UNIT)
     seconds["discover"] = time.perf_counter() - started
 
     limits = schema_limits()

@@ -33,13 +33,7 @@ from etl.config import DEFAULT_WORKERS, RUNS_PER_UNIT
 from etl.pipeline import process_count
 from etl.sink.sqlite.schema import schema_limits
 from etl.source.extract import extract
-from etl.source.layout import (
-    RegisteredModelUnit,
-    experiment_dirs,
-    experiment_units,
-    registered_model_dirs,
-    resolve_mlruns,
-)
+from etl.source.layout import resolve_mlruns, tree_units
 
 
 def data_files(mlruns: Path) -> list[str]:
@@ -76,9 +70,7 @@ async def read_aiofiles(paths: list[str], concurrency: int) -> int:
 
 
 def work_units(mlruns: Path) -> list:
-    units = [u for path, deleted in experiment_dirs(mlruns)
-             for u in experiment_units(path, deleted, RUNS_PER_UNIT)]  # fmt: skip
-    return units + [RegisteredModelUnit(path) for path in registered_model_dirs(mlruns)]
+    return tree_units(mlruns, RUNS_PER_UNIT)
 
 
 def extract_here(mlruns: Path, limits) -> int:

@@ -32,12 +32,9 @@ from etl.sink.target import open_target
 from etl.source.extract import extract
 from etl.source.layout import (
     ExperimentTarget,
-    RegisteredModelUnit,
-    experiment_dirs,
     experiment_id_map,
-    experiment_units,
-    registered_model_dirs,
     resolve_mlruns,
+    tree_units,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,10 +44,7 @@ def read_tree(mlruns: Path, id_map: dict[int, int]) -> list:
     """The tree's batches, experiments renumbered as ``id_map`` says (as the pipeline's workers
     renumber them for a target that cannot hold their ids)."""
     targets = {old: ExperimentTarget(new) for old, new in id_map.items()}
-    units = [u for path, deleted in experiment_dirs(mlruns)
-             for u in experiment_units(path, deleted, RUNS_PER_UNIT,
-                                       targets.get(int(os.path.basename(path))))]  # fmt: skip
-    units += [RegisteredModelUnit(path) for path in registered_model_dirs(mlruns)]
+    units = tree_units(mlruns, RUNS_PER_UNIT, targets)
     limits = schema_limits()
     return [extract(unit, limits) for unit in units]
 

@@ -37,16 +37,15 @@ from etl.source.layout import (
     TRASH,
     ExperimentTarget,
     LayoutError,
-    RegisteredModelUnit,
     WorkUnit,
-    experiment_dirs,
     experiment_id_map,
-    experiment_units,
+    experiment_dirs,
     folders_of_experiment,
     more_entities_than,
-    registered_model_dirs,
     resolve_mlruns,
+    registered_model_dirs,
     run_dirs,
+    tree_units,
 )
 from etl.sql_limits import Limits
 from etl.verify.compare import verify_experiments, verify_logged_models, verify_traces
@@ -362,15 +361,19 @@ async def _load(mlruns, writer, config, progress, limits, id_map) -> LoadStats:
     big = sum(found.values()) > SMALL_TREE_FOLDERS
     parse = parser(process_count(config.workers) if big else 0, spill)
     progress.phase("load", sum(found.values()), counting(found))
-    units_send, units_recv = anyio.create_memory_object_stream[WorkUnit](config.queue_size)
-    rows_send, rows_recv = anyio.create_memory_object_stream[RowBatch](config.queue_size)
+    units_send, units_recv = anyio.create_memory_object_stream[tuple[int, WorkUnit]](config.queue_size)
+    rows_send, rows_recv = anyio.create_memory_object_stream[tuple[int, RowBatch]](config.queue_size)
+    producers = config.workers if big else 1
+    # Units discovered and not yet written: the writer takes them in order (in_order), and this
+    # bounds the batches that wait for an earlier one.
+    window = anyio.Semaphore(config.queue_size + producers)
     async with anyio.create_task_group() as tg:
         targets = {old: ExperimentTarget(new) for old, new in id_map.items()}
-        tg.start_soon(discover, mlruns, config.runs_per_unit, units_send, progress, stats.census, targets)
+        tg.start_soon(discover, mlruns, config.runs_per_unit, units_send, progress, stats.census, targets, window)
         async with units_recv, rows_send:
-            for _ in range(config.workers if big else 1):
+            for _ in range(producers):
                 tg.start_soon(produce, units_recv.clone(), rows_send.clone(), parse, limits)
-        tg.start_soon(consume, rows_recv, writer, stats, progress, Tree.of(mlruns, id_map), limits)
+        tg.start_soon(consume, rows_recv, writer, stats, progress, Tree.of(mlruns, id_map), limits, window)
     # What the census of the tree's own folders could not classify (a name that is no UTF-8, a
     # loop) is invalid input like a bad file; the units' census problems are theirs already.
     stats.problems.extend(stats.census.problems)
@@ -415,36 +418,47 @@ def counting(found: Counter) -> str:
 
 
 async def discover(
-    mlruns: Path, runs_per_unit: int, send: MemoryObjectSendStream[WorkUnit], progress: Progress,
-    census: Census, targets: dict[int, ExperimentTarget],
+    mlruns: Path, runs_per_unit: int, send: MemoryObjectSendStream[tuple[int, WorkUnit]], progress: Progress,
+    census: Census, targets: dict[int, ExperimentTarget], window: anyio.Semaphore,
 ) -> None:
+    """Every work unit of the tree, numbered in the order the writer is to take them (see
+    etl.source.layout.tree_units: runs in the order of their ids)."""
     async with send:
         await anyio.to_thread.run_sync(survey_root, mlruns, census)
-        for path, deleted in await anyio.to_thread.run_sync(experiment_dirs, mlruns):
-            target = targets.get(int(os.path.basename(path)))
-            units = await anyio.to_thread.run_sync(experiment_units, path, deleted, runs_per_unit, target)
-            log.debug("experiment discovered", path=path, deleted=deleted, units=len(units),
-                      kinds=sorted({u.kind for u in units}))
-            for unit in units:
-                await send.send(unit)
-        for path in await anyio.to_thread.run_sync(registered_model_dirs, mlruns):
-            await send.send(RegisteredModelUnit(path))
+        units = await anyio.to_thread.run_sync(tree_units, mlruns, runs_per_unit, targets)
+        log.debug("tree discovered", units=len(units), kinds=dict(Counter(u.kind for u in units)))
+        for number, unit in enumerate(units):
+            await window.acquire()
+            await send.send((number, unit))
 
 
 async def produce(
-    units: MemoryObjectReceiveStream[WorkUnit],
-    rows: MemoryObjectSendStream[RowBatch],
+    units: MemoryObjectReceiveStream[tuple[int, WorkUnit]],
+    rows: MemoryObjectSendStream[tuple[int, RowBatch]],
     parse,
     limits: Limits,
 ) -> None:
     async with units, rows:
-        async for unit in units:
-            await rows.send(await parse(unit, limits))
+        async for number, unit in units:
+            await rows.send((number, await parse(unit, limits)))
+
+
+async def in_order(rows: MemoryObjectReceiveStream[tuple[int, RowBatch]], window: anyio.Semaphore):
+    """The batches in the order their units were discovered (the producers finish them in any
+    order); each frees its place in ``window`` once the caller has handled it."""
+    pending: dict[int, RowBatch] = {}
+    following = 0
+    async for number, batch in rows:
+        pending[number] = batch
+        while following in pending:
+            yield pending.pop(following)
+            following += 1
+            window.release()
 
 
 async def consume(
-    rows: MemoryObjectReceiveStream[RowBatch], writer, stats: LoadStats,
-    progress: Progress, tree: Tree, limits: Limits,
+    rows: MemoryObjectReceiveStream[tuple[int, RowBatch]], writer, stats: LoadStats,
+    progress: Progress, tree: Tree, limits: Limits, window: anyio.Semaphore,
 ) -> None:
     seen_runs: dict[str, int] = {}
     seen_experiments: set[int] = set()
@@ -456,7 +470,7 @@ async def consume(
     # (model id, experiment id, metric key, run id) of every logged-model metric file's runs.
     model_metric_runs: set[tuple[str, int, str, str]] = set()
     async with rows:
-        async for batch in rows:
+        async for batch in in_order(rows, window):
             if derived.needed(batch):
                 await anyio.to_thread.run_sync(derived.apply, batch, limits)
             stats.files += batch.files

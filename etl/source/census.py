@@ -22,14 +22,11 @@ from etl.source.layout import (
     META,
     REGISTRY,
     TRASH,
-    RegisteredModelUnit,
     WorkUnit,
-    experiment_dirs,
-    experiment_units,
     is_number,
     is_run_dir,
-    registered_model_dirs,
     tree_root,
+    tree_units,
     unit_entities,
 )
 from etl.source.read import (
@@ -249,9 +246,6 @@ def census_tree(mlruns: Path) -> Census:
     """The load's census, taken by listing folders only: no file is opened."""
     census = Census()
     survey_root(mlruns, census)
-    for path, deleted in experiment_dirs(mlruns):
-        for unit in experiment_units(path, deleted, per_unit=1 << 30):
-            survey_unit(unit, census, count=True)
-    for path in registered_model_dirs(mlruns):
-        survey_unit(RegisteredModelUnit(path), census, count=True)
+    for unit in tree_units(mlruns, per_unit=1 << 30):
+        survey_unit(unit, census, count=True)
     return census

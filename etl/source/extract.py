@@ -24,6 +24,7 @@ from etl.source.layout import (
     ExperimentTarget,
     ExperimentUnit,
     RegisteredModelUnit,
+    RunsUnit,
     WorkUnit,
     is_number,
     subdirs,
@@ -171,6 +172,8 @@ def extract(unit: WorkUnit, limits: Limits) -> RowBatch:
     batch = RowBatch(root=tree_root(unit))
     extractors = {"runs": _extract_run, "experiments": _extract_experiment, "traces": _extract_trace,
                   "logged_models": _extract_logged_model, "registered_models": _extract_registered_model}
+    # The runs of a unit may be of several experiments: each run's RunFolder names its own.
+    runs = iter(unit.runs) if isinstance(unit, RunsUnit) else None
     for kind, entity_id, folder in unit_entities(unit):
         batch.folders += kind != "experiments"
         if isinstance(unit, ExperimentUnit):
@@ -179,8 +182,9 @@ def extract(unit: WorkUnit, limits: Limits) -> RowBatch:
         elif isinstance(unit, RegisteredModelUnit):
             args = (unit.path,)
         else:
-            args = (unit.experiment_path, unit.experiment_id, entity_id,
-                    _target_id(unit.target, unit.experiment_id))
+            place = next(runs) if runs is not None else unit
+            args = (place.experiment_path, place.experiment_id, entity_id,
+                    _target_id(place.target, place.experiment_id))
         _guarded(batch, limits, (kind, entity_id), folder, extractors[kind], *args)
     if isinstance(unit, ExperimentUnit):
         _extract_datasets(batch, limits, unit.path, exp)

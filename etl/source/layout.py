@@ -55,13 +55,27 @@ class ExperimentUnit:
 
 
 @dataclass(frozen=True)
-class RunsUnit:
-    """Several runs of one experiment: batching them keeps per-unit overhead small."""
+class RunFolder:
+    """A run's folder, the experiment folder it is in, and what that experiment becomes."""
 
     experiment_path: str
     experiment_id: str
-    run_dirs: tuple[str, ...]
+    name: str
     target: ExperimentTarget | None = None
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.experiment_path, self.name)
+
+
+@dataclass(frozen=True)
+class RunsUnit:
+    """Several runs, next to each other in the order of run ids across the whole tree (so of one
+    experiment or several): batching them keeps per-unit overhead small, and the load, which
+    writes the units in order, then adds every run's rows at the end of MLflow's run-keyed
+    indexes (see ``tree_units``)."""
+
+    runs: tuple[RunFolder, ...]
 
     @property
     def kind(self) -> str:
@@ -131,7 +145,12 @@ def tree_root(unit: WorkUnit) -> str:
     """The mlruns folder a work unit's folders are in."""
     if isinstance(unit, RegisteredModelUnit):
         return os.path.dirname(os.path.dirname(unit.path))
-    experiment = unit.path if isinstance(unit, ExperimentUnit) else unit.experiment_path
+    if isinstance(unit, ExperimentUnit):
+        experiment = unit.path
+    elif isinstance(unit, RunsUnit):
+        experiment = unit.runs[0].experiment_path
+    else:
+        experiment = unit.experiment_path
     parent = os.path.dirname(experiment)
     return os.path.dirname(parent) if os.path.basename(parent) == TRASH else parent
 
@@ -139,7 +158,7 @@ def tree_root(unit: WorkUnit) -> str:
 def unit_entities(unit: WorkUnit) -> list[tuple[str, str, str]]:
     """(kind, id, folder) of each entity a unit holds, kinds and ids as the verifier names them."""
     if isinstance(unit, RunsUnit):
-        return [("runs", name, os.path.join(unit.experiment_path, name)) for name in unit.run_dirs]
+        return [("runs", run.name, run.path) for run in unit.runs]
     if isinstance(unit, ExperimentUnit):
         return [("experiments", os.path.basename(unit.path), unit.path)]
     if isinstance(unit, TracesUnit):
@@ -236,15 +255,41 @@ def _chunks(names: list[str], size: int):
         yield tuple(names[start : start + size])
 
 
+def tree_units(
+    mlruns: Path, per_unit: int, targets: dict[int, ExperimentTarget] | None = None,
+) -> list[WorkUnit]:
+    """Every work unit of a tree, in the order the load writes them: each experiment with its
+    traces and logged models, then the runs of all experiments in the order of their ids, in
+    chunks of ``per_unit``, then the registered models. ``targets``: what an experiment becomes,
+    by folder id, carried by its units.
+
+    Why runs by id across experiments: MLflow's run-keyed indexes (``index_metrics_run_uuid``,
+    ``index_metrics_run_uuid_key_step``, the run_uuid indexes of params, tags and latest_metrics)
+    then only ever grow at their end, where SQLite adds an entry without searching the B-tree
+    from its root: keeping them up to date costs less than building them after the load
+    (bench/README.md, "The load").
+    """
+    targets = targets or {}
+    units: list[WorkUnit] = []
+    runs: list[RunFolder] = []
+    for path, deleted in experiment_dirs(mlruns):
+        exp_id = os.path.basename(path)
+        target = targets.get(int(exp_id))
+        units += experiment_units(path, deleted, per_unit, target)
+        runs += [RunFolder(path, exp_id, name, target) for name in run_dirs(path)]
+    runs.sort(key=lambda run: run.name)
+    units += [RunsUnit(tuple(runs[start : start + per_unit])) for start in range(0, len(runs), per_unit)]
+    return units + [RegisteredModelUnit(path) for path in registered_model_dirs(mlruns)]
+
+
 def experiment_units(
     path: str, deleted: bool, per_unit: int, target: ExperimentTarget | None = None,
 ) -> list[WorkUnit]:
-    """The experiment itself (with its datasets), then its runs, traces and logged models in
-    chunks of ``per_unit`` folders; each carries ``target``, what the experiment becomes."""
+    """The experiment itself (with its datasets), then its traces and logged models in chunks of
+    ``per_unit`` folders; each carries ``target``, what the experiment becomes. (Its runs are
+    cut into units across experiments: ``tree_units``.)"""
     exp_id = os.path.basename(path)
     units: list[WorkUnit] = [ExperimentUnit(path, deleted, target)]
-    runs = run_dirs(path)
-    units += [RunsUnit(path, exp_id, chunk, target) for chunk in _chunks(runs, per_unit)]
     traces = subdirs(os.path.join(path, "traces"))
     units += [TracesUnit(path, exp_id, chunk, target) for chunk in _chunks(traces, per_unit)]
     models = subdirs(os.path.join(path, "models"))

