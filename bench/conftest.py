@@ -27,8 +27,10 @@ from harness import (
     ETL_WARM,
     PG_CONTENDERS,
     REFERENCE_NAME,
+    SHAPES,
     SIZES,
     SMALL_TREE,
+    SQLITE_COPY,
     PgDatabase,
     SqliteFile,
     Tree,
@@ -54,6 +56,9 @@ GATE_MAX_VERIFY = 1.5 + 0.5
 # Never slower than `mlflow migrate-filestore`, the tool users compare us with: measured 0.07-0.46x
 # of its time, so the limit keeps a margin below the target itself.
 GATE_MAX_VS_BUILTIN = 0.75
+# Rows/s must not fall as a tree grows (issue 22: at x10 at least those at x1). CI compares
+# issue 22's metric-heavy tree at 0.1 and 1.0 (100 k and 1 M rows), on the load phase's rows/s.
+GATE_MAX_SIZE_SLOPE = 1.0
 PHASE_ORDER = ("schema", "load", "verify", "promote")
 RATIOS = ((BUILTIN, ETL), (BUILTIN, ETL_NO_VERIFY), (REFERENCE_NAME, ETL_NO_VERIFY),
           (BUILTIN, ETL_PG), (BUILTIN, ETL_PG_NO_VERIFY))  # fmt: skip
@@ -70,8 +75,12 @@ def pytest_addoption(parser):
                     help="ci: small trees, a few minutes; full: the issue's shapes (default ci)")
     group.addoption("--bench-rounds", type=int, default=None,
                     help="timed rounds per contender (default: 2 for ci, 1 for full)")
-    group.addoption("--bench-x10", action="store_true",
-                    help="run the x10 tree-size scaling case under --bench-size ci too (slow)")
+    group.addoption("--bench-shapes", default=",".join(SHAPES),
+                    help="test_throughput's trees, comma-separated, of " + ", ".join(SIZES["ci"])
+                    + " (default %(default)s; metric-deep is issue 22's metric-heavy tree)")
+    group.addoption("--bench-factors", default="1",
+                    help="test_throughput's tree sizes as multiples of --bench-size, comma-separated "
+                    "(default %(default)s; 1,10: the x1 and x10 tables of issue 22 in one session)")
     group.addoption("--bench-trees", type=Path, default=None,
                     help="cache folder for generated trees (default $ETL_BENCH_TREES or "
                     "<tmp>/etl-migrate-bench-trees); reused across sessions")
@@ -94,6 +103,11 @@ def pytest_addoption(parser):
                                                  GATE_MAX_VS_BUILTIN)),
                     help="limit of (etl-migrate --no-verify) / migrate-filestore wall time "
                     "(env ETL_BENCH_GATE_MAX_VS_BUILTIN; default %(default)s)")
+    group.addoption("--gate-max-size-slope", type=float,
+                    default=float(os.environ.get("ETL_BENCH_GATE_MAX_SIZE_SLOPE", GATE_MAX_SIZE_SLOPE)),
+                    help="limit of the load phase's rows/s on test_scaling_size's smaller tree over "
+                    "those on the tree 10x its size (env ETL_BENCH_GATE_MAX_SIZE_SLOPE; default "
+                    "%(default)s)")
     group.addoption("--gate-max-verify", type=float,
                     default=float(os.environ.get("ETL_BENCH_GATE_MAX_VERIFY", GATE_MAX_VERIFY)),
                     help="limit of etl-migrate / (etl-migrate --no-verify) wall time "
@@ -165,8 +179,39 @@ def pg_server():
     server.stop()
 
 
+class KeptDatabases:
+    """The last database `etl-migrate --no-verify` made of each tree, for SQLite's own copy of
+    it; each is deleted once copied (an x10 database is GBs), the rest at the session's end."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.paths: dict[str, Path] = {}
+
+    def get(self, label: str) -> Path | None:
+        return self.paths.get(label)
+
+    def keep(self, label: str, path: Path) -> None:
+        self.drop(label)
+        kept = self.folder / f"{len(self.paths)}-{path.name}"
+        path.rename(kept)
+        self.paths[label] = kept
+
+    def drop(self, label: str) -> None:
+        path = self.paths.pop(label, None)
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def kept(tmp_path_factory):
+    databases = KeptDatabases(tmp_path_factory.mktemp("kept"))
+    yield databases
+    for label in list(databases.paths):
+        databases.drop(label)
+
+
 @pytest.fixture
-def measure(benchmark, tmp_path, bench_rounds, pytestconfig, request, bytecode):
+def measure(benchmark, tmp_path, bench_rounds, pytestconfig, request, bytecode, kept):
     """measure(contender, tree, table=, key=): time fresh runs, record them, check exit 0."""
     results = pytestconfig.stash[RESULTS]
     # Started only by a session that benches PostgreSQL (skips the test when none is installed).
@@ -180,6 +225,12 @@ def measure(benchmark, tmp_path, bench_rounds, pytestconfig, request, bytecode):
         runs: list[RunResult] = []
         rows: dict[str, int] = {}
         numbers = itertools.count()
+        rounds = rounds or bench_rounds
+        # SQLite's own copy needs the database `etl-migrate --no-verify` made of this tree.
+        source_db = kept.get(tree.label)
+        if contender == SQLITE_COPY and source_db is None:
+            pytest.skip(f"{SQLITE_COPY} copies the database {ETL_NO_VERIFY} made of the same tree in "
+                        "this session: run that case too")  # fmt: skip
 
         def setup():
             number = next(numbers)
@@ -194,7 +245,7 @@ def measure(benchmark, tmp_path, bench_rounds, pytestconfig, request, bytecode):
             if cache == "empty":
                 cache = workdir / "cache"
                 cache.mkdir()
-            return (command(contender, tree, db.uri, report, workers), db, report, workdir, cache), {}
+            return (command(contender, tree, db.uri, report, workers, source_db), db, report, workdir, cache), {}
 
         def target(cmd, db, report, workdir, cache):
             runs.append(run_once(cmd, report, workdir, cache))
@@ -202,12 +253,17 @@ def measure(benchmark, tmp_path, bench_rounds, pytestconfig, request, bytecode):
         def teardown(cmd, db, report, workdir, cache):  # untimed: count rows written, free disk
             if runs[-1].exit_code == 0 and not rows:
                 rows.update(db.count_rows())
+            if (contender == ETL_NO_VERIFY and table == "throughput" and len(runs) == rounds
+                    and runs[-1].exit_code == 0):  # fmt: skip
+                kept.keep(tree.label, db.path)
             db.remove()
 
         scaling = table not in ("throughput", "start")
         benchmark.group = f"scaling {table}" if scaling else f"{table}: {tree.label}"
-        benchmark.pedantic(target, setup=setup, teardown=teardown, rounds=rounds or bench_rounds,
+        benchmark.pedantic(target, setup=setup, teardown=teardown, rounds=rounds,
                            iterations=1, warmup_rounds=0)  # fmt: skip
+        if contender == SQLITE_COPY:
+            kept.drop(tree.label)
 
         failed = [r for r in runs if r.exit_code != 0]
         seconds = statistics.median(r.seconds for r in runs)
@@ -292,8 +348,15 @@ def summary_lines(config) -> list[str]:
                     label = f"PostgreSQL / SQLite, {command_name}:"
                     load = _ratio(recs, num, den, "load_seconds")
                     lines.append(f"  ratio {label:<56}{_ratio(recs, num, den):>8}   (load phase {load})")
+            copy = recs.get(SQLITE_COPY, {})
+            if ETL_NO_VERIFY in recs and copy.get("phases", {}).get("copy"):
+                ceiling = copy["rows"] / copy["phases"]["copy"]
+                label = f"rows/s, {ETL_NO_VERIFY} / {SQLITE_COPY}:"
+                lines.append(f"  ratio {label:<56}{recs[ETL_NO_VERIFY]['rows_per_s'] / ceiling:>7.2f}x"
+                             f"   ({ceiling:,.0f} rows/s: the copy statements alone)")  # fmt: skip
         lines.append("  (a ratio > 1 means etl-migrate took less time than the other contender; "
                      "PostgreSQL / SQLite > 1 means the same command took longer into PostgreSQL)")  # fmt: skip
+        lines += _slopes(results["throughput"])
     for label, recs in results["start"].items():
         any_rec = next(iter(recs.values()))
         lines.append(f"Start-up, {label}: {any_rec['runs_in_tree']:,} runs, {any_rec['files']:,} "
@@ -310,6 +373,37 @@ def summary_lines(config) -> list[str]:
             lines.append(f"Scaling, {title}: {ETL_NO_VERIFY}")
             lines.append(HEADER)
             lines += [_fmt_row(str(key), rec) for key, rec in recs.items()]
+            if table == "size" and len(recs) == 2:
+                small, large = recs.values()
+                lines.append(f"  rows/s, larger / smaller tree: {large['rows_per_s'] / small['rows_per_s']:.2f}x "
+                             f"(load phase {_load_rate(large) / _load_rate(small):.2f}x)")  # fmt: skip
+    return lines
+
+
+def _load_rate(rec: dict) -> float:
+    return rec["rows"] / rec["load_seconds"] if rec.get("load_seconds") else 0.0
+
+
+def _slopes(throughput: dict) -> list[str]:
+    """Rows/s of each contender on the larger trees of a shape over those on its smallest, when
+    a session ran one shape at several sizes (--bench-factors)."""
+    by_shape: dict[str, dict[float, dict]] = {}
+    for label, recs in throughput.items():
+        shape, scale = label.rsplit(" x", 1)
+        by_shape.setdefault(shape, {})[float(scale)] = recs
+    lines = []
+    for shape, sizes in by_shape.items():
+        if len(sizes) < 2:
+            continue
+        smallest = min(sizes)
+        for scale in sorted(sizes)[1:]:
+            lines.append(f"Rows/s, {shape} x{scale:g} / x{smallest:g} (whole run; load phase):")
+            for contender, rec in sizes[scale].items():
+                base = sizes[smallest].get(contender)
+                if base and base["rows_per_s"] and contender != SQLITE_COPY:
+                    load = (f"{_load_rate(rec) / _load_rate(base):.2f}x" if _load_rate(base) and _load_rate(rec)
+                            else "n/a")  # fmt: skip
+                    lines.append(f"  {contender:<56}{rec['rows_per_s'] / base['rows_per_s']:>7.2f}x   {load}")
     return lines
 
 
@@ -338,6 +432,18 @@ def gate_checks(config) -> list[dict]:
             value = recs[num]["median_seconds"] / recs[den]["median_seconds"]
             checks.append({"tree": label, "ratio": f"{num} / {den}", "value": round(value, 3),
                            "limit": limit, "ok": value <= limit})  # fmt: skip
+    for recs in config.stash[RESULTS]["size"].values():
+        if len(recs) != 2 or any(code != 0 for rec in recs.values() for code in rec["exit_codes"]):
+            continue
+        small, large = recs.values()
+        if _load_rate(small) and _load_rate(large):
+            # Rows/s of the load phase (start-up and promotion are fixed costs a small tree
+            # does not amortise): the smaller tree's over the larger's, <= 1 when rows/s hold.
+            value = _load_rate(small) / _load_rate(large)
+            limit = config.getoption("--gate-max-size-slope")
+            checks.append({"tree": f"{small['tree']}, {large['tree'].rsplit(' ', 1)[-1]}",
+                           "ratio": "load rows/s, smaller tree / larger",
+                           "value": round(value, 3), "limit": limit, "ok": value <= limit})  # fmt: skip
     config.stash[GATE] = checks
     return checks
 
@@ -368,7 +474,7 @@ def pytest_terminal_summary(terminalreporter, config):
         terminalreporter.write_sep("=", "etl-migrate gate" + ("" if enabled else " (not enforced)"))
         for c in checks:
             verdict = "ok" if c["ok"] else "OVER THE LIMIT"
-            terminalreporter.write_line(f"  {c['tree']:<20}{c['ratio']:<48}{c['value']:>6.2f}x"
+            terminalreporter.write_line(f"  {c['tree']:<24}{c['ratio']:<48}{c['value']:>6.2f}x"
                                         f"  limit {c['limit']:.2f}x  {verdict}")  # fmt: skip
         if enabled and not all(c["ok"] for c in checks):
             terminalreporter.write_line("The gate fails this session (bench/README.md, 'The CI "

@@ -25,6 +25,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 MAKE_TREE = REPO / "scripts" / "make_large_tree.py"
 REFERENCE = BENCH / "reference_migrate.py"
+SQLITE_COPY_SCRIPT = BENCH / "sqlite_copy.py"
 
 # (shape, make_large_tree --scale) per --bench-size. "full" is the issue's shapes:
 # metric-heavy 2,000 runs x 10 params x 5 tags x 10 metric keys x 50-100 steps;
@@ -32,16 +33,27 @@ REFERENCE = BENCH / "reference_migrate.py"
 # trace-heavy like MLflow's own fs2db generator at "full": 1,200 runs, 600 traces (half in
 # MLflow 2.x's layout), 12,000 assessments, 200 logged models with 50-step metric histories.
 SIZES = {
-    "ci": {"metric-heavy": 0.1, "wide": 0.1, "trace-heavy": 0.1},
-    "full": {"metric-heavy": 1.0, "wide": 1.0, "trace-heavy": 1.0},
+    "ci": {"metric-heavy": 0.1, "wide": 0.1, "trace-heavy": 0.1, "metric-deep": 0.1},
+    "full": {"metric-heavy": 1.0, "wide": 1.0, "trace-heavy": 1.0, "metric-deep": 1.0},
 }
 SHAPES = ("metric-heavy", "wide", "trace-heavy")
+# Shapes that are a make_large_tree preset with other arguments. metric-deep is issue 22's
+# metric-heavy tree: 20 experiments, 10 metric keys x 250 steps per run; 400 runs at x1 (1.0 M
+# rows, 10 k files), 4,000 at x10 (10.1 M rows, 104 k files, 370 MB).
+TREE_ARGS = {
+    "metric-deep": ("metric-heavy", ("--experiments", "20", "--runs", "400", "--min-steps", "250",
+                                     "--max-steps", "250")),
+}  # fmt: skip
 
 ETL = "etl-migrate"
 ETL_NO_VERIFY = "etl-migrate --no-verify"
 BUILTIN = "migrate-filestore"
 REFERENCE_NAME = "reference"
-CONTENDERS = (ETL, ETL_NO_VERIFY, BUILTIN, REFERENCE_NAME)
+# SQLite's own INSERT INTO t SELECT * FROM attached.t of every table of the database
+# `etl-migrate --no-verify` made of the same tree in the session, into an empty copy of MLflow's
+# schema (bench/sqlite_copy.py): the ceiling of issue 22.
+SQLITE_COPY = "SQLite INSERT ... SELECT"
+CONTENDERS = (ETL, ETL_NO_VERIFY, BUILTIN, REFERENCE_NAME, SQLITE_COPY)
 # The same commands into a new database on a PostgreSQL server the session starts.
 ETL_PG = "etl-migrate, PostgreSQL"
 ETL_PG_NO_VERIFY = "etl-migrate --no-verify, PostgreSQL"
@@ -142,7 +154,11 @@ def warm_page_cache(root: Path) -> None:
 
 def build_tree(cache: Path, shape: str, scale: float, seed: int = 0,
                args: tuple[str, ...] = (), name: str | None = None) -> Tree:  # fmt: skip
-    """The tree for (shape, scale, seed, args), generated once and then reused from the cache."""
+    """The tree for (shape, scale, seed, args), generated once and then reused from the cache.
+    A shape of TREE_ARGS is its preset with its arguments, named after the shape."""
+    if shape in TREE_ARGS and not args:
+        name = name or shape
+        shape, args = TREE_ARGS[shape]
     folder = cache / f"{name or shape}-x{scale:g}-seed{seed}-{_generator_digest()}"
     mlruns = folder / "mlruns"
     done = folder / "summary.json"
@@ -165,7 +181,8 @@ def build_tree(cache: Path, shape: str, scale: float, seed: int = 0,
 # contenders
 
 
-def command(contender: str, tree: Tree, uri: str, report: Path, workers: int | None = None):
+def command(contender: str, tree: Tree, uri: str, report: Path, workers: int | None = None,
+            source_db: Path | None = None):  # fmt: skip
     if contender in (ETL, ETL_NO_VERIFY, ETL_COLD, ETL_WARM, *PG_CONTENDERS):
         cmd = [sys.executable, "-m", "etl", "--source", str(tree.mlruns), "--target", uri,
                "--report", str(report), "--log-format", "json"]  # fmt: skip
@@ -179,6 +196,9 @@ def command(contender: str, tree: Tree, uri: str, report: Path, workers: int | N
                 "--source", str(tree.mlruns), "--target", uri]  # fmt: skip
     if contender == REFERENCE_NAME:
         return [sys.executable, str(REFERENCE), "--source", str(tree.mlruns), "--target", uri]
+    if contender == SQLITE_COPY:
+        return [sys.executable, str(SQLITE_COPY_SCRIPT), "--source-db", str(source_db), "--target", uri,
+                "--report", str(report)]  # fmt: skip
     raise ValueError(contender)
 
 

@@ -7,21 +7,40 @@ from __future__ import annotations
 
 import pytest
 
-from harness import BUILTIN, CONTENDERS, ETL_COLD, ETL_NO_VERIFY, ETL_WARM, PG_CONTENDERS, SHAPES, SIZES
+from harness import (
+    BUILTIN,
+    CONTENDERS,
+    ETL_COLD,
+    ETL_NO_VERIFY,
+    ETL_WARM,
+    PG_CONTENDERS,
+    SIZES,
+    SQLITE_COPY,
+)
 
-def _case(shape: str, contender: str):
+
+def _case(shape: str, factor: float, contender: str):
     """Into PostgreSQL: a new database on the session's server (the case skips without one)."""
     marks = [pytest.mark.postgres] if contender in PG_CONTENDERS else []
-    name = contender.replace(" --", "-").replace(", PostgreSQL", "-postgres")
-    return pytest.param(shape, contender, marks=marks, id=f"{shape}-{name}")
+    name = "sqlite-copy" if contender == SQLITE_COPY else contender.replace(" --", "-").replace(", PostgreSQL", "-postgres")
+    size = "" if factor == 1 else f"x{factor:g}-"
+    return pytest.param(shape, factor, contender, marks=marks, id=f"{shape}-{size}{name}")
 
 
-CASES = [_case(shape, contender) for shape in SHAPES for contender in (*CONTENDERS, *PG_CONTENDERS)]
+def pytest_generate_tests(metafunc):
+    """test_throughput: every contender on each --bench-shapes tree, at each --bench-factors
+    multiple of its --bench-size."""
+    if metafunc.function is not test_throughput:
+        return
+    shapes = metafunc.config.getoption("--bench-shapes").split(",")
+    factors = [float(f) for f in metafunc.config.getoption("--bench-factors").split(",")]
+    cases = [_case(shape, factor, contender) for shape in shapes for factor in factors
+             for contender in (*CONTENDERS, *PG_CONTENDERS)]  # fmt: skip
+    metafunc.parametrize(("shape", "factor", "contender"), cases)
 
 
-@pytest.mark.parametrize(("shape", "contender"), CASES)
-def test_throughput(shape, contender, bench_size, tree_factory, measure):
-    tree = tree_factory(shape, SIZES[bench_size][shape])
+def test_throughput(shape, factor, contender, bench_size, tree_factory, measure):
+    tree = tree_factory(shape, SIZES[bench_size][shape] * factor)
     measure(contender, tree, table="throughput", key=contender)
 
 
@@ -33,12 +52,11 @@ def test_scaling_workers(workers, tree_factory, measure):
 
 
 @pytest.mark.parametrize("factor", [1, 10], ids=["x1", "x10"])
-def test_scaling_size(factor, bench_size, tree_factory, measure, pytestconfig):
-    """Time and peak RSS on a metric-heavy tree and one 10x its size: RSS should stay flat."""
-    if factor == 10 and bench_size != "full" and not pytestconfig.getoption("--bench-x10"):
-        pytest.skip("x10 runs only under --bench-size full or with --bench-x10")
-    base = SIZES[bench_size]["metric-heavy"]
-    tree = tree_factory("metric-heavy", base * factor)
+def test_scaling_size(factor, bench_size, tree_factory, measure):
+    """Rows/s and peak RSS on issue 22's metric-heavy tree (metric-deep) and one 10x its size:
+    rows/s should not fall with the size of the tree, nor RSS grow (--bench-size ci: 0.1 and
+    1.0, 100 k and 1 M rows; full: 1 M and 10 M)."""
+    tree = tree_factory("metric-deep", SIZES[bench_size]["metric-deep"] * factor)
     key = f"{tree.label} ({tree.runs:,} runs)"
     measure(ETL_NO_VERIFY, tree, table="size", key=key, rounds=1 if factor > 1 else None)
 
