@@ -542,8 +542,9 @@ def _drop_clashes(
         exp_id = row[0]
         if exp_id in seen_experiments:
             folder_id = tree.folder_id(exp_id)
-            problems.append(Problem(f"experiment {folder_id}", "the experiment id appears twice "
-                                    "(in mlruns/ and in .trash/)", None, "experiments", str(folder_id)))
+            problems.append(Problem(str(tree.mlruns / TRASH / str(folder_id)), "the experiment id appears "
+                                    f"twice: {tree.mlruns / str(folder_id)} is the same id", None, "experiments",
+                                    str(folder_id)))
             clashes["experiments"].add(exp_id)
             for table in ("experiments", "experiment_tags", "datasets"):
                 column = 1 if table == "datasets" else 0
@@ -555,8 +556,9 @@ def _drop_clashes(
         if run_id in seen_runs:
             clashing.add(run_id)
             clashes["runs"].add(run_id)
-            problems.append(Problem(f"run {run_id}", f"the run id appears in two experiments: "
-                                    f"{tree.folder_id(seen_runs[run_id])} and {tree.folder_id(exp_id)}",
+            problems.append(Problem(str(tree.folder(exp_id) / run_id), f"the run id appears in two "
+                                    f"experiments: {tree.folder_id(seen_runs[run_id])} and "
+                                    f"{tree.folder_id(exp_id)} (also {tree.folder(seen_runs[run_id]) / run_id})",
                                     None, "runs", run_id))
         seen_runs.setdefault(run_id, exp_id)
     if clashing:

@@ -23,6 +23,8 @@ from etl.source.layout import (
     REGISTRY,
     TRASH,
     WorkUnit,
+    is_dir,
+    is_file,
     is_number,
     is_run_dir,
     tree_root,
@@ -102,12 +104,12 @@ FILE_FOR_FOLDER = "a file where MLflow keeps a folder"
 def stray(census: Census, entry: os.DirEntry, root: str | None = None) -> None:
     if not _classifiable(census, entry, root):
         return
-    is_dir = entry.is_dir()
-    if not is_dir and not entry.is_file():
+    folder = is_dir(entry)
+    if not folder and not is_file(entry):
         warning = SPECIAL_WARNING
     else:
-        warning = YAML_WARNING if _holds_yaml(entry, is_dir) else None
-    census.strays.append(Stray(entry.path, is_dir, warning))
+        warning = YAML_WARNING if _holds_yaml(entry, folder) else None
+    census.strays.append(Stray(entry.path, folder, warning))
 
 
 def _classifiable(census: Census, entry: os.DirEntry, root: str | None) -> bool:
@@ -128,7 +130,7 @@ def _classifiable(census: Census, entry: os.DirEntry, root: str | None) -> bool:
 def _flag_outside(census: Census, entry: os.DirEntry, root: str | None) -> None:
     real = outside(entry.path, root) if entry.is_symlink() else None
     if real is not None:
-        census.flagged.append(Stray(entry.path, entry.is_dir(), outside_warning(real)))
+        census.flagged.append(Stray(entry.path, is_dir(entry), outside_warning(real)))
 
 
 def _holds_yaml(entry: os.DirEntry, is_dir: bool) -> bool:
@@ -163,23 +165,23 @@ def survey(folder: str, layout: Layout, census: Census, count: bool, root: str |
                 census.migrated[layout.files[name]] += 1
         elif name in layout.keys:
             # A file in a key folder's place: the load reports it, listing the folder.
-            if count and entry.is_dir():
+            if count and is_dir(entry):
                 census.migrated[layout.keys[name]] += len(_key_names(entry.path))
-        elif name == ARTIFACTS and layout.kept and entry.is_dir():
+        elif name == ARTIFACTS and layout.kept and is_dir(entry):
             census.kept[layout.kept] += 1
         elif name in layout.entities or name in layout.units:
             trouble = link_problem(entry.path) if entry.is_symlink() else None
-            if trouble or not entry.is_dir():
+            if trouble or not is_dir(entry):
                 census.problems.append(Problem(entry.path, trouble or FILE_FOR_FOLDER))
             elif name in layout.entities:
                 for sub in _scan(entry.path):
-                    if sub.is_dir():
+                    if is_dir(sub):
                         if _classifiable(census, sub, root):
                             _strays(census, survey(sub.path, layout.entities[name], census, count, root), root)
                     else:
                         stray(census, sub, root)
             else:
-                _strays(census, [sub for sub in _scan(entry.path) if not sub.is_dir()], root)
+                _strays(census, [sub for sub in _scan(entry.path) if not is_dir(sub)], root)
         else:
             rest.append(entry)
     return rest
@@ -205,7 +207,9 @@ def survey_entity(kind: str, folder: str, census: Census, count: bool, root: str
         _strays(census, [e for e in rest if not is_run_dir(e)], root)
     elif kind == "registered_models":
         for entry in survey(folder, REGISTERED_MODEL, census, count, root):
-            if entry.is_dir() and entry.name.startswith("version-"):
+            if entry.name.startswith("version-") and not is_dir(entry) and _classifiable(census, entry, root):
+                census.problems.append(Problem(entry.path, FILE_FOR_FOLDER))
+            elif is_dir(entry) and entry.name.startswith("version-"):
                 _strays(census, survey(entry.path, MODEL_VERSION, census, count, root), root)
             else:
                 stray(census, entry, root)
@@ -230,14 +234,14 @@ def survey_root(mlruns: Path, census: Census) -> None:
     for entry in _scan(root):
         if not _classifiable(census, entry, root):
             continue
-        if entry.is_dir() and is_number(entry.name):
+        if is_dir(entry) and is_number(entry.name):
             continue
-        if entry.name in (TRASH, REGISTRY) and not entry.is_dir():
+        if entry.name in (TRASH, REGISTRY) and not is_dir(entry):
             census.problems.append(Problem(entry.path, FILE_FOR_FOLDER))
         elif entry.name == TRASH:
-            _strays(census, [e for e in _scan(entry.path) if not (e.is_dir() and is_number(e.name))], root)
+            _strays(census, [e for e in _scan(entry.path) if not (is_dir(e) and is_number(e.name))], root)
         elif entry.name == REGISTRY:
-            _strays(census, [e for e in _scan(entry.path) if not e.is_dir()], root)
+            _strays(census, [e for e in _scan(entry.path) if not is_dir(e)], root)
         else:
             stray(census, entry, root)
 

@@ -26,6 +26,7 @@ from etl.source.layout import (
     RegisteredModelUnit,
     RunsUnit,
     WorkUnit,
+    is_dir,
     is_number,
     subdirs,
     tree_root,
@@ -63,6 +64,8 @@ RUN_STATUS = {1: "RUNNING", 2: "SCHEDULED", 3: "FINISHED", 4: "FAILED", 5: "KILL
 SOURCE_TYPE = {1: "NOTEBOOK", 2: "JOB", 3: "PROJECT", 4: "LOCAL", 5: "UNKNOWN"}
 LIFECYCLE_STAGES = ("active", "deleted")
 RUN_NAME_TAG = "mlflow.runName"
+ALIAS = re.compile(r"[\w\-]+")
+VERSION_ALIAS = re.compile(r"[vV]\d+")
 # Folders MLflow creates with every run, and without which its reader finds no run.
 RUN_FOLDERS = ("metrics", "params", "artifacts")
 # AssessmentMetadataKey.SOURCE_RUN_ID (mlflow/tracing/constant.py)
@@ -611,9 +614,14 @@ def _extract_trace(batch: RowBatch, exp_path: str, exp_id: str, name: str, targe
     batch.extend("trace_request_metadata", [(trace_id, k, v) for k, v in metadata.items()])
 
     # Each file is named by its assessment's id (checked), so no id is in two files of a trace.
+    # Every bad file of the trace is reported, not only the first.
     folder = os.path.join(trace_dir, "assessments")
-    for file_name in sorted(list_files(folder, batch.census, batch.root)):
-        _extract_assessment(batch, os.path.join(folder, file_name), trace_id, target_id, row["timestamp_ms"])
+    errors: list[SourceError] = []
+    for file_name in sorted(list_files(folder, batch.census, batch.root, keys=False)):
+        _collecting(errors, None, _extract_assessment, batch, os.path.join(folder, file_name), trace_id,
+                    target_id, row["timestamp_ms"])
+    if errors:
+        raise SourceErrors(errors)
 
 
 def _extract_assessment(batch: RowBatch, path: str, trace_id: str, exp_id: int, trace_ms: int) -> None:
@@ -818,12 +826,16 @@ def _extract_registered_model(batch: RowBatch, path: str) -> None:
 
     versions: set[int] = set()
     for entry in sorted(os.scandir(path), key=lambda e: e.name):
-        if entry.is_dir() and entry.name.startswith("version-"):
+        if is_dir(entry) and entry.name.startswith("version-"):
             versions.add(_extract_model_version(batch, entry.path, name))
 
     aliases_dir = os.path.join(path, "aliases")
-    for alias in sorted(list_files(aliases_dir, batch.census, batch.root)):
+    for alias in sorted(list_files(aliases_dir, batch.census, batch.root, keys=False)):
         alias_path = os.path.join(aliases_dir, alias)
+        if not ALIAS.fullmatch(alias) or alias.lower() == "latest" or VERSION_ALIAS.fullmatch(alias):
+            # mlflow/utils/validation.py: _validate_model_alias_name and its reserved names
+            raise SourceError(alias_path, f"{alias!r} is no alias name MLflow takes (letters, digits, "
+                              "'_' and '-'; not 'latest' or 'v<number>')")
         text = read_text(alias_path).strip()
         batch.read("registered_model_aliases")
         if not is_number(text):

@@ -171,6 +171,22 @@ def unit_entities(unit: WorkUnit) -> list[tuple[str, str, str]]:
     raise TypeError(f"unknown work unit {unit!r}")  # a new unit kind without its entities
 
 
+def is_dir(entry: os.DirEntry) -> bool:
+    """Whether the entry is a folder or links to one; a symlink loop is neither (DirEntry raises
+    ELOOP; the census names the loop)."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def is_file(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
+
+
 def _listing(folder: str) -> list[os.DirEntry]:
     """The entries of a folder the layout expects; none when it is absent or a file in the
     folder's place (the census names that)."""
@@ -182,7 +198,7 @@ def _listing(folder: str) -> list[os.DirEntry]:
 
 def looks_like_mlruns(folder: Path) -> bool:
     for entry in os.scandir(folder):
-        if not entry.is_dir():
+        if not is_dir(entry):
             continue
         if entry.name in (TRASH, REGISTRY):
             return True
@@ -199,7 +215,7 @@ def experiment_dirs(mlruns: Path) -> list[tuple[str, bool]]:
 
 
 def _digit_dirs(folder: str) -> list[str]:
-    entries = [e for e in _listing(folder) if e.is_dir() and is_number(e.name)]
+    entries = [e for e in _listing(folder) if is_dir(e) and is_number(e.name)]
     return [e.path for e in sorted(entries, key=lambda e: int(e.name))]
 
 
@@ -211,7 +227,7 @@ def is_run_dir(entry: os.DirEntry) -> bool:
     """An entry of an experiment folder is a run when it is a folder with a run's name (32 hex
     digits) or a run's parts: such a folder without meta.yaml is a damaged run, reported as a
     problem. Anything else is not FileStore data (etl.source.census names it)."""
-    if entry.name in EXPERIMENT_RESERVED or not entry.is_dir():
+    if entry.name in EXPERIMENT_RESERVED or not is_dir(entry):
         return False
     return bool(RUN_ID.fullmatch(entry.name)) or any(
         os.path.exists(os.path.join(entry.path, p)) for p in RUN_PARTS
@@ -242,12 +258,12 @@ def more_entities_than(mlruns: Path, limit: int) -> bool:
 
 
 def registered_model_dirs(mlruns: Path) -> list[str]:
-    return sorted(e.path for e in _listing(str(mlruns / REGISTRY)) if e.is_dir())
+    return sorted(e.path for e in _listing(str(mlruns / REGISTRY)) if is_dir(e))
 
 
 def subdirs(folder: str) -> list[str]:
     """Names of the folders inside folder, sorted; [] when it does not exist."""
-    return sorted(e.name for e in _listing(folder) if e.is_dir())
+    return sorted(e.name for e in _listing(folder) if is_dir(e))
 
 
 def _chunks(names: list[str], size: int):

@@ -10,6 +10,8 @@ from __future__ import annotations
 import errno
 import math
 import os
+import posixpath
+import re
 import stat
 from collections import Counter
 from dataclasses import dataclass, field
@@ -143,13 +145,15 @@ class Fields:
         """Every missing field and every value of the wrong kind, as SourceErrors."""
         errors = [SourceError(path, f"required field '{where}{key}' is missing")
                   for key in self.required if key not in meta]
+        wrong = set()
         for key, kinds in self.kinds.items():
             if key in meta and not any(_IS[k](meta[key]) for k in kinds):
+                wrong.add(key)
                 errors.append(SourceError(path, f"'{where}{key}' must be {' or '.join(kinds)}, found "
                                           f"{_shown(meta[key])}"))
         for key, allowed in self.choices.items():
             value = meta.get(key)
-            if key in meta and isinstance(value, (str, int)) and value not in allowed:
+            if key in meta and key not in wrong and value not in allowed:
                 names = ", ".join(sorted(map(str, allowed)))
                 errors.append(SourceError(path, f"'{where}{key}' is {value!r}, not one of {names}"))
         if errors:
@@ -207,14 +211,15 @@ def outside(path: str, root: str | None) -> str | None:
 
 
 def key_files(folder: str, errors: list[SourceError], census: Census | None = None,
-              root: str | None = None) -> list[tuple[str, str]]:
+              root: str | None = None, keys: bool = True) -> list[tuple[str, str]]:
     """(key, path) of every file of a key folder (params/, tags/, metrics/, ...), keys with '/'
     being nested files, as MLflow's reader lists them: ``os.walk`` without following links to
     folders. A missing folder has no keys.
 
     What MLflow's reader cannot read, or reads differently than it was written, goes into
     ``errors`` (the key left out): a name that is not valid UTF-8, a symlink loop or a dangling
-    link, nesting deeper than any key MLflow writes. A link out of the tree (``root``) is read,
+    link, nesting deeper than any key MLflow writes, and (``keys``: the files are keys of params,
+    tags or metrics) a key name MLflow's reader refuses. A link out of the tree (``root``) is read,
     and a link to a folder inside it is not (MLflow does not follow it): ``census`` names both,
     flagged and as a stray. Iterative: no depth of nesting exhausts the stack.
     """
@@ -251,16 +256,38 @@ def key_files(folder: str, errors: list[SourceError], census: Census | None = No
                         census.strays.append(Stray(entry.path, True, LINKED_FOLDER_WARNING))
                     continue
                 _note_outside(entry.path, root, census)
-                found.append((prefix + entry.name, entry.path))
+                _found(found, errors, prefix + entry.name, entry.path, keys)
             elif entry.is_dir(follow_symlinks=False):
+                if not keys:  # assessments/ and aliases/ hold files only
+                    errors.append(SourceError(entry.path, "a folder where MLflow writes a file"))
+                    continue
                 if depth >= MAX_KEY_DEPTH:
                     errors.append(SourceError(entry.path, f"key folders nested more than "
                                               f"{MAX_KEY_DEPTH} deep: no MLflow key is that long"))
                     continue
                 stack.append((entry.path, f"{prefix}{entry.name}/", depth + 1))
             else:
-                found.append((prefix + entry.name, entry.path))
+                _found(found, errors, prefix + entry.name, entry.path, keys)
     return found
+
+
+# MLflow's reader validates each key it reads (mlflow/utils/validation.py:
+# validate_param_and_metric_name, path_not_unique) and fails on any other: such a key is no key
+# MLflow ever wrote, and no run, trace or model holding one can be read back.
+_KEY = re.compile(r"[/\w.\- ]*" if os.name == "nt" else r"[/\w.\- :]*")
+
+
+def key_refused(key: str) -> bool:
+    norm = posixpath.normpath(key)
+    return not _KEY.fullmatch(key) or norm != key or norm == "." or norm.startswith(("..", "/"))
+
+
+def _found(found: list, errors: list, key: str, path: str, keys: bool) -> None:
+    if keys and key_refused(key):
+        errors.append(SourceError(path, f"MLflow's reader refuses the key {key!r}: keys hold only letters, "
+                                  "digits, '_', '-', '.', ' ', ':' and '/', and name no other path"))
+    else:
+        found.append((key, path))
 
 
 def _link_trouble(folder: str) -> str | None:
@@ -300,14 +327,15 @@ def read_key_folder(folder: str, census: Census | None = None, root: str | None 
     return result
 
 
-def list_files(folder: str, census: Census | None = None, root: str | None = None) -> list[str]:
+def list_files(folder: str, census: Census | None = None, root: str | None = None, keys: bool = True) -> list[str]:
     """Keys of the files of a key folder (metrics/, assessments/, aliases/), [] if it is absent;
-    a file MLflow's reader cannot list makes it SourceErrors (see key_files)."""
+    a file MLflow's reader cannot list makes it SourceErrors (see key_files). ``keys``: the
+    names are keys MLflow validates, nested in folders (not assessment or alias files)."""
     errors: list[SourceError] = []
-    keys = [key for key, _ in key_files(folder, errors, census, root)]
+    found = [key for key, _ in key_files(folder, errors, census, root, keys)]
     if errors:
         raise SourceErrors(errors)
-    return keys
+    return found
 
 
 def metric_db_value(value: float) -> tuple[float, int]:

@@ -105,7 +105,7 @@ def damage(mlruns: Path) -> dict[str, str]:
     shutil.copytree(runs[10], twin, symlinks=True)
     shutil.rmtree(twin / "inputs", ignore_errors=True)  # its datasets live in the other experiment
     _edit_yaml(twin / "meta.yaml", experiment_id="0")
-    expected[f"run {runs[10].name}"] = "the run id appears in two experiments"
+    expected[runs[10].name] = "the run id appears in two experiments"
 
     exp = max((p.parent for p in sorted(mlruns.glob("[1-9]*/meta.yaml")) if (p.parent / "traces").exists()),
               key=lambda e: len(list((e / "traces").iterdir())))
