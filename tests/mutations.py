@@ -521,6 +521,10 @@ def forked(func, *args, timeout: float = HANG_SECONDS, output: str | None = None
                 fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
                 os.dup2(fd, 1)
                 os.dup2(fd, 2)
+                # As a user's etl-migrate writes them (a test runner may have replaced them):
+                # UTF-8, strict, so an unprintable name fails here as it would there.
+                sys.stdout = open(1, "w", encoding="utf-8", closefd=False)
+                sys.stderr = open(2, "w", encoding="utf-8", closefd=False)
             result = func(*args)
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else 1
