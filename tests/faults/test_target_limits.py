@@ -90,7 +90,7 @@ def damage(mlruns: Path) -> tuple[dict[str, str], dict[str, str], tuple[str, str
         expected[str(run_meta)] = f"runs.experiment_id {BIG_EXPERIMENT} {BEYOND}"
 
     # Two experiments with one name (a tree merged by hand): both named, both left out.
-    first, second = (p for p in experiments.values() if p not in (main, small))
+    first, second = [p for p in experiments.values() if p not in (main, small)][:2]
     name = yaml.safe_load((first / "meta.yaml").read_text())["name"]
     _edit_yaml(second / "meta.yaml", name=name)
     expected[str(first / "meta.yaml")] = f"experiment name {name!r} is also the name of {second / 'meta.yaml'}"
