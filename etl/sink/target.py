@@ -106,8 +106,10 @@ def sample_query(sample: tuple[str, str, str], qualified_table: str, size: int =
 
 def shown_data(count, filled: dict[str, int]) -> str:
     """What a filled database holds, in MLflow's words: ``count(table, where)`` counts a table's
-    rows (0 without the table). Rows only of other tables are named by table."""
-    parts = [f"{n:,} {one if n == 1 else many}" for table, where, one, many in _SHOWN if (n := count(table, where))]
+    rows (0 without the table), for the tables ``filled`` names (the Default experiment alone
+    fills none). Rows only of other tables are named by table."""
+    parts = [f"{n:,} {one if n == 1 else many}" for table, where, one, many in _SHOWN
+             if table in filled and (n := count(table, where))]
     return ", ".join(parts) or ", ".join(f"{t}: {n:,} rows" for t, n in sorted(filled.items())[:5])
 
 
