@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from harness import (
+    ALONE,
     BUILTIN,
     BYTECODE_MODES,
     CONTENDERS,
@@ -25,6 +26,7 @@ from harness import (
     ETL_PG,
     ETL_PG_NO_VERIFY,
     ETL_WARM,
+    MERGED,
     PG_CONTENDERS,
     REFERENCE_NAME,
     SHAPES,
@@ -116,7 +118,7 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "postgres: migrates into the session's PostgreSQL server")
-    config.stash[RESULTS] = {"throughput": {}, "start": {}, "workers": {}, "size": {}}
+    config.stash[RESULTS] = {"throughput": {}, "start": {}, "workers": {}, "size": {}, "merge": {}}
 
 
 @pytest.fixture(scope="session")
@@ -134,12 +136,14 @@ def bench_rounds(pytestconfig, bench_size) -> int:
 def tree_factory(pytestconfig):
     cache = pytestconfig.getoption("--bench-trees") or default_tree_cache()
     seed = pytestconfig.getoption("--bench-seed")
-    built: dict[tuple[str, float], Tree] = {}
+    built: dict[tuple[str, float, int], Tree] = {}
 
-    def get(shape: str, scale: float) -> Tree:
-        if (shape, scale) not in built:
-            built[(shape, scale)] = build_tree(cache, shape, scale, seed)
-        return built[(shape, scale)]
+    def get(shape: str, scale: float, other_seed: int = 0) -> Tree:
+        """other_seed: another tree of the same shape (other ids), for merging trees."""
+        key = (shape, scale, seed + other_seed)
+        if key not in built:
+            built[key] = build_tree(cache, shape, scale, seed + other_seed)
+        return built[key]
 
     return get
 
@@ -258,7 +262,7 @@ def measure(benchmark, tmp_path, bench_rounds, pytestconfig, request, bytecode, 
                 kept.keep(tree.label, db.path)
             db.remove()
 
-        scaling = table not in ("throughput", "start")
+        scaling = table not in ("throughput", "start")  # the merge case: one table of its runs
         benchmark.group = f"scaling {table}" if scaling else f"{table}: {tree.label}"
         benchmark.pedantic(target, setup=setup, teardown=teardown, rounds=rounds,
                            iterations=1, warmup_rounds=0)  # fmt: skip
@@ -368,6 +372,18 @@ def summary_lines(config) -> list[str]:
             text, cpu = _ratio(recs, num, den), _ratio(recs, num, den, "median_cpu_seconds")
             lines.append(f"  ratio {num + ' / ' + den + ':':<46}{text:>8}   (target <= {target:g}x;"
                          f" CPU seconds {cpu})")  # fmt: skip
+    for recs in results["merge"].values():
+        lines.append(f"Merge, {recs[ALONE[0]]['tree'] if ALONE[0] in recs else ''}: two trees (other seeds) "
+                     f"into one database in one run, beside each alone; {ETL}")  # fmt: skip
+        lines.append(HEADER)
+        lines += [_fmt_row(str(key), rec) for key, rec in recs.items()]
+        if {MERGED, *ALONE} <= recs.keys():
+            both = recs[MERGED]["median_seconds"]
+            alone = sum(recs[k]["median_seconds"] for k in ALONE)
+            cpu = sum(recs[k]["median_cpu_seconds"] for k in ALONE)
+            lines.append(f"  ratio {MERGED} / sum of the two alone: {both / alone:.2f}x "
+                         f"(CPU seconds {recs[MERGED]['median_cpu_seconds'] / cpu:.2f}x; <= 1: the merge "
+                         "costs no more than migrating each alone)")  # fmt: skip
     for table, title in (("workers", "--workers N"), ("size", "tree size")):
         for _, recs in results[table].items():
             lines.append(f"Scaling, {title}: {ETL_NO_VERIFY}")

@@ -58,6 +58,9 @@ CONTENDERS = (ETL, ETL_NO_VERIFY, BUILTIN, REFERENCE_NAME, SQLITE_COPY)
 ETL_PG = "etl-migrate, PostgreSQL"
 ETL_PG_NO_VERIFY = "etl-migrate --no-verify, PostgreSQL"
 PG_CONTENDERS = (ETL_PG, ETL_PG_NO_VERIFY)
+# The merge case (test_throughput.py::test_merge): two trees into one database, and each alone.
+MERGED = "both trees, one run"
+ALONE = ("first tree alone", "second tree alone")
 # The first run on a machine (no cached schema: MLflow's migrations run) and every later one.
 ETL_COLD = "etl-migrate, cold cache"
 ETL_WARM = "etl-migrate, warm cache"
@@ -125,10 +128,12 @@ class Tree:
     mlruns: Path
     files: int
     summary: dict = field(hash=False, compare=False)
+    # More trees migrated with this one into one database (--source given several times).
+    more: tuple[Path, ...] = ()
 
     @property
     def label(self) -> str:
-        return f"{self.shape} x{self.scale:g}"
+        return f"{self.shape} x{self.scale:g}" + (f", {1 + len(self.more)} sources" if self.more else "")
 
     @property
     def runs(self) -> int:
@@ -150,6 +155,14 @@ def warm_page_cache(root: Path) -> None:
         for name in files:
             with open(os.path.join(folder, name), "rb") as f:
                 f.read()
+
+
+def merged(trees: list[Tree]) -> Tree:
+    """Several trees as one contender's source: migrated into one database in one run."""
+    first = trees[0]
+    summary = {**first.summary, "counts": {"runs": sum(t.runs for t in trees)}}
+    return Tree(first.shape, first.scale, first.mlruns, sum(t.files for t in trees), summary,
+                tuple(t.mlruns for t in trees[1:]))
 
 
 def build_tree(cache: Path, shape: str, scale: float, seed: int = 0,
@@ -184,7 +197,8 @@ def build_tree(cache: Path, shape: str, scale: float, seed: int = 0,
 def command(contender: str, tree: Tree, uri: str, report: Path, workers: int | None = None,
             source_db: Path | None = None):  # fmt: skip
     if contender in (ETL, ETL_NO_VERIFY, ETL_COLD, ETL_WARM, *PG_CONTENDERS):
-        cmd = [sys.executable, "-m", "etl", "--source", str(tree.mlruns), "--target", uri,
+        sources = [arg for mlruns in (tree.mlruns, *tree.more) for arg in ("--source", str(mlruns))]
+        cmd = [sys.executable, "-m", "etl", *sources, "--target", uri,
                "--report", str(report), "--log-format", "json"]  # fmt: skip
         if contender in (ETL_NO_VERIFY, ETL_PG_NO_VERIFY):
             cmd.append("--no-verify")

@@ -8,14 +8,18 @@ from __future__ import annotations
 import pytest
 
 from harness import (
+    ALONE,
     BUILTIN,
     CONTENDERS,
+    ETL,
     ETL_COLD,
     ETL_NO_VERIFY,
     ETL_WARM,
+    MERGED,
     PG_CONTENDERS,
     SIZES,
     SQLITE_COPY,
+    merged,
 )
 
 
@@ -67,3 +71,14 @@ def test_start_up(contender, small_tree, warm_cache, measure):
     a later run, and the built-in, which builds its schema on every run."""
     cache = {ETL_COLD: "empty", ETL_WARM: warm_cache}.get(contender)
     measure(contender, small_tree, table="start", key=contender, cache_dir=cache)
+
+
+@pytest.mark.parametrize("case", [*ALONE, MERGED])
+def test_merge(case, bench_size, tree_factory, measure):
+    """Two metric-heavy trees (other seeds: their ids do not clash, their experiment names do)
+    into one database in one run (--source twice), beside migrating each alone, all verified:
+    the merge should cost no more than the sum of the two."""
+    scale = SIZES[bench_size]["metric-heavy"]
+    first, second = tree_factory("metric-heavy", scale), tree_factory("metric-heavy", scale, other_seed=1)
+    tree = {ALONE[0]: first, ALONE[1]: second, MERGED: merged([first, second])}[case]
+    measure(ETL, tree, table="merge", key=case)

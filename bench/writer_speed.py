@@ -32,10 +32,10 @@ from etl.sink.target import open_target
 from etl.source.extract import extract
 from etl.source.layout import (
     ExperimentTarget,
-    experiment_id_map,
     resolve_mlruns,
     tree_units,
 )
+from etl.source.merge import experiment_id_map
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -18,7 +18,7 @@ import click
 
 from etl import __version__
 from etl import config as defaults
-from etl.config import MigrationConfig
+from etl.config import RULES, MigrationConfig
 from etl.errors import (
     EXIT_CODES,
     VERIFY_EXIT_CODES,
@@ -30,14 +30,15 @@ from etl.errors import (
 from etl.observe import configure_logging, log, make_progress, structured_logs
 from etl.sink.target import redact
 from etl.summary import (
-    census_dict,
-    census_lines,
+    census_text,
     duplicate_dicts,
     duplicate_lines,
     fill_from_load,
+    fill_sources,
     lossy_dicts,
     lossy_lines,
     new_report,
+    plan_lines,
     problem_dicts,
     server_lines,
     summary_table,
@@ -147,11 +148,25 @@ def _exit_now(code: int) -> None:
     os._exit(code)
 
 
+def _source_options(help_text: str):
+    def add(func):
+        func = click.option(
+            "--on-name-clash", type=click.Choice(RULES), default=RULES[0], show_default=True,
+            help="With several --source: an experiment, registered model or prompt name that more than "
+            "one source holds. rename: the later ones get the source's folder name after theirs, "
+            "'churn (proj-b)'; merge: into the first one, whose fields and tags win; fail: refuse, "
+            "listing them. An empty Default experiment is kept once whatever the choice.")(func)
+        return click.option("--source", "sources", multiple=True, default=[defaults.DEFAULT_SOURCE],
+                            show_default=True, type=click.Path(file_okay=False, path_type=Path),
+                            help=help_text)(func)
+    return add
+
+
 @click.group(invoke_without_command=True, epilog=EXIT_HELP,
              context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--source", default=defaults.DEFAULT_SOURCE, show_default=True,
-              type=click.Path(file_okay=False, path_type=Path),
-              help="The FileStore tree: an mlruns folder, or a folder that contains one.")
+@_source_options("The FileStore tree: an mlruns folder, or a folder that contains one. Give it "
+                 "several times to migrate several trees into one database, in one verified run: "
+                 "where their ids or names clash, the first source keeps its own.")
 @click.option("--target", default=defaults.DEFAULT_TARGET, show_default=True,
               help="The MLflow database to create or fill: sqlite:///path.db (a symlink is followed "
               "to its file), or postgresql://user@host:5432/db (also postgresql+psycopg://; password "
@@ -178,8 +193,8 @@ def _exit_now(code: int) -> None:
 @_common_options
 @click.version_option(__version__, prog_name="etl-migrate")
 @click.pass_context
-def main(ctx, source, target, batch_size, queue_size, verify, keep_failed, skip_invalid, dry_run, workers,
-         report_path, verbose, quiet, log_format):
+def main(ctx, sources, on_name_clash, target, batch_size, queue_size, verify, keep_failed, skip_invalid, dry_run,
+         workers, report_path, verbose, quiet, log_format):
     """Migrate an MLflow FileStore tree (mlruns/) into an MLflow database (SQLite or PostgreSQL).
 
     The database is built in a staging area (SQLite: a file beside the target; PostgreSQL: a
@@ -190,12 +205,15 @@ def main(ctx, source, target, batch_size, queue_size, verify, keep_failed, skip_
     never half-written and never clobbered: if it gained data during the run, it is left alone
     and the verified database is kept beside it. Artifacts and trace spans stay where they are;
     their URIs are migrated. On PostgreSQL, experiments whose ids do not fit its 32-bit INTEGER
-    get new ids; the summary and the report list the mapping.
+    get new ids; the summary and the report list the mapping. Several --source trees go into
+    one database in one run: ids and names that clash are renumbered, renamed or merged, and
+    listed per source.
 
     \b
     Examples:
       etl-migrate --source ./mlruns --target sqlite:///mlflow.db --workers 8
       etl-migrate --source ./mlruns --target postgresql://mlflow@dbhost:5432/mlflow
+      etl-migrate --source ~/proj-a/mlruns --source ~/proj-b/mlruns --target sqlite:///team.db
       etl-migrate --dry-run --source ./mlruns
       etl-migrate verify --source ./mlruns --target sqlite:///mlflow.db
     """
@@ -208,17 +226,16 @@ def main(ctx, source, target, batch_size, queue_size, verify, keep_failed, skip_
     configure_logging(verbose=verbose, quiet=quiet, fmt=log_format)
     if (error := _report_path_error(report_path)) is not None:
         raise click.UsageError(error)
-    cfg = MigrationConfig(source=source, target=target, workers=workers, batch_size=batch_size,
+    cfg = MigrationConfig(sources=tuple(sources), target=target, workers=workers, batch_size=batch_size,
                           queue_size=queue_size, verify=verify, keep_failed=keep_failed,
-                          skip_invalid=skip_invalid, report_path=report_path)
+                          skip_invalid=skip_invalid, report_path=report_path, on_name_clash=on_name_clash)
     ctx.exit(_run_migrate(cfg, dry_run, quiet))
 
 
 @main.command("verify", epilog=VERIFY_EXIT_HELP,
               short_help="Check an existing database against a tree, field by field; change nothing.")
-@click.option("--source", default=defaults.DEFAULT_SOURCE, show_default=True,
-              type=click.Path(file_okay=False, path_type=Path),
-              help="The FileStore tree the database was made from.")
+@_source_options("The FileStore tree the database was made from; several, in the order the "
+                 "migration was given them.")
 @click.option("--target", default=defaults.DEFAULT_TARGET, show_default=True,
               help="URI of the database to check, sqlite:///... or postgresql://... (made by "
               "etl-migrate or by `mlflow migrate-filestore`).")
@@ -227,7 +244,7 @@ def main(ctx, source, target, batch_size, queue_size, verify, keep_failed, skip_
                  "process).")
 @_common_options
 @click.pass_context
-def verify_command(ctx, source, target, workers, report_path, verbose, quiet, log_format):
+def verify_command(ctx, sources, on_name_clash, target, workers, report_path, verbose, quiet, log_format):
     """Verify an existing database against a FileStore tree, field by field; change nothing.
 
     Prints the census of the tree and names the metric values MLflow's SQL store cannot hold as
@@ -236,7 +253,7 @@ def verify_command(ctx, source, target, workers, report_path, verbose, quiet, lo
     configure_logging(verbose=verbose, quiet=quiet, fmt=log_format)
     if (error := _report_path_error(report_path)) is not None:
         raise click.UsageError(error)
-    ctx.exit(_run_verify(source, target, workers, report_path, quiet))
+    ctx.exit(_run_verify(tuple(sources), on_name_clash, target, workers, report_path, quiet))
 
 
 def _install_stop_handlers() -> None:
@@ -359,18 +376,18 @@ def _run_migrate(cfg: MigrationConfig, dry_run: bool, quiet: bool) -> int:
     with contextlib.suppress(MigrationError):
         _staging_glob = open_target(cfg.target).staging_glob()
 
-    report = new_report("dry-run" if dry_run else "migrate", cfg.source, redact(cfg.target))
+    report = new_report("dry-run" if dry_run else "migrate", _sources_shown(cfg.sources), redact(cfg.target))
     progress = make_progress(quiet)
 
     def body():
         result = _shown(progress, anyio.run, run_dry if dry_run else migrate, cfg, progress)
-        report["source"], report["target"] = str(result.source), result.target
-        report["experiment_id_map"] = _id_map_dict(result.id_map)
+        report["target"] = result.target
         fill_from_load(report, result.load, result.phases)
+        fill_sources(report, result)
         if dry_run:
             _print_dry_run(result, report, quiet)
             if result.load.problems:
-                raise InvalidSourceError(result.load.problems)
+                raise InvalidSourceError(result.load.problems, len(result.sources))
             if result.refused is not None:  # the exit status a real run would have
                 raise TargetError(f"a real run would refuse the target: {result.refused}")
             return
@@ -392,7 +409,7 @@ def _print_dry_run(result, report: dict, quiet: bool) -> None:
     click.echo("Dry run: nothing was written. This is what would be migrated:")
     click.echo(summary_table(dict(result.load.rows), None))
     click.echo(f"{result.load.files:,} files read in {result.phases['load']:.1f}s")
-    click.echo("\n".join(census_lines(report["census"])))
+    click.echo("\n".join(census_text(report)))
     for line in duplicate_lines(result.load.duplicates) + lossy_lines(result.load.lossy):
         click.echo(line)
     if result.load.problems:
@@ -400,7 +417,7 @@ def _print_dry_run(result, report: dict, quiet: bool) -> None:
     elif result.refused is not None:
         click.echo("No problems found in the tree, but a real run would refuse the target (see below).")
     else:
-        click.echo(_id_map_text(result.id_map))
+        click.echo("\n".join(plan_lines(result.plan, dry_run=True)))
         click.echo(f"No problems found: a run without --dry-run would migrate it into {result.target}.")
 
 
@@ -411,15 +428,16 @@ def _print_summary(result, report: dict, quiet: bool) -> None:
     lines = [summary_table(report["counts"]["source"], report["counts"]["target"]),
              f"{result.load.files:,} files; {report['seconds'] or sum(result.phases.values()):.1f}s "
              f"({phases}); {report['throughput']['rows_per_second'] or 0:,.0f} rows/s loading",
-             *census_lines(report["census"]), *duplicate_lines(result.load.duplicates)]
+             *census_text(report), *duplicate_lines(result.load.duplicates)]
     if result.load.problems:
         lines += ["", f"SKIPPED {len(result.load.problems)} invalid item(s) (--skip-invalid); "
                   "they are NOT in the database:"]
         lines += [f"  - {p}" for p in result.load.problems]
         lines += [f"  - {n} {table} row(s) belonging to them" for table, n in result.load.orphans.items()]
     lines += lossy_lines(result.load.lossy)
-    if result.id_map:
-        lines += ["", _id_map_text(result.id_map)]
+    plan = plan_lines(result.plan)
+    if plan:
+        lines += ["", *plan]
     if result.report is not None:
         lines += ["", result.report.to_text()]
     else:
@@ -429,45 +447,38 @@ def _print_summary(result, report: dict, quiet: bool) -> None:
     click.echo("\n".join(lines))
 
 
-def _run_verify(source: Path, target: str, workers: int, report_path: Path | None, quiet: bool) -> int:
+def _sources_shown(sources) -> str | list[str]:
+    """--source as the report shows it before the run resolves it: a path, or the list of them."""
+    return str(sources[0]) if len(sources) == 1 else [str(s) for s in sources]
+
+
+def _run_verify(sources: tuple[Path, ...], on_name_clash: str, target: str, workers: int,
+                report_path: Path | None, quiet: bool) -> int:
     from etl.pipeline import verify_existing
 
-    report = new_report("verify", source, redact(target))
+    report = new_report("verify", _sources_shown(sources), redact(target))
     progress = make_progress(quiet)
 
     def body():
-        run = _shown(progress, anyio.run, verify_existing, source, target, workers, progress)
+        run = _shown(progress, anyio.run, verify_existing, sources, target, workers, progress, on_name_clash)
         result = run.report
-        report["source"], report["target"] = str(run.source), run.target
-        report["experiment_id_map"] = _id_map_dict(run.id_map)
+        report["target"] = run.target
         report["phases"] = {k: round(v, 3) for k, v in run.phases.items()}
         report["counts"]["target"] = run.counts
-        report["census"] = census_dict(run.load.census, report["source"])
+        fill_sources(report, run)
         report["verification"] = result.to_dict()
         report["unrepresentable_values"] = lossy_dicts(result.lossy)
         report["duplicate_points"] = duplicate_dicts(result.duplicates)
         if not quiet:
-            click.echo("\n".join(census_lines(report["census"]) + duplicate_lines(result.duplicates)
+            click.echo("\n".join(census_text(report) + duplicate_lines(result.duplicates)
                                   + lossy_lines(result.lossy)))
         if not result.ok:
             raise VerificationFailed(result)
         if not quiet:
-            if run.id_map:
-                click.echo(_id_map_text(run.id_map) + "\n")
+            plan = plan_lines(run.plan)
+            if plan:
+                click.echo("\n".join(plan) + "\n")
             click.echo(result.to_text())
 
     code = _guarded(report, body)
     return _finish(report, report_path, code)
-
-
-def _id_map_dict(id_map: dict[int, int]) -> dict[str, str]:
-    return {str(old): str(new) for old, new in sorted(id_map.items())}
-
-
-def _id_map_text(id_map: dict[int, int]) -> str:
-    if not id_map:
-        return "Experiment ids: all kept."
-    lines = [f"Experiment ids renumbered ({len(id_map)}; the target's INTEGER cannot hold them; "
-             "artifact locations keep the old ids):"]
-    lines += [f"  {old} -> {new}" for old, new in sorted(id_map.items(), key=lambda kv: kv[1])]
-    return "\n".join(lines)

@@ -32,12 +32,11 @@ class InvalidSourceError(MigrationError):
 
     exit_code = 3
 
-    def __init__(self, problems: list[Problem]):
+    def __init__(self, problems: list[Problem], sources: int = 1):
         self.problems = problems
         listed = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(
-            f"the source tree has {len(problems)} problem(s); nothing was written:\n{listed}"
-        )
+        which = "the source tree has" if sources == 1 else f"the {sources} source trees have"
+        super().__init__(f"{which} {len(problems)} problem(s); nothing was written:\n{listed}")
 
 
 class VerificationFailed(MigrationError):

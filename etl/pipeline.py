@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -27,30 +28,33 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from etl.config import MigrationConfig
 from etl.errors import InvalidSourceError, TargetError, TargetHoldsData, VerificationFailed
 from etl.observe import Progress, log, record
-from etl.rows import Census, Problem, RowBatch, RowCounter
+from etl.rows import Census, Problem, RowBatch, RowCounter, Stray
 from etl.sink.target import open_target
 from etl.source import derived
 from etl.source.census import census_tree, survey_root
 from etl.source.extract import extract, input_file
 from etl.source.layout import (
     META,
+    RUN_ID,
     TRASH,
-    ExperimentTarget,
     LayoutError,
     WorkUnit,
-    experiment_id_map,
     experiment_dirs,
     folders_of_experiment,
     more_entities_than,
-    resolve_mlruns,
     registered_model_dirs,
+    resolve_mlruns,
     run_dirs,
     tree_units,
 )
+from etl.source.merge import TREE_WIDE, MergePlan, SourcePlan, artifact_problem, plan
 from etl.sql_limits import Limits
+from etl.verify.claims import Claims
 from etl.verify.compare import verify_experiments, verify_logged_models, verify_traces
+from etl.verify.merged import verify_copies, verify_folded, verify_merged
+from etl.verify.merged import views as merged_views
 from etl.verify.models import prove_logged_models
-from etl.verify.registry import verify_registry
+from etl.verify.registry import has_registry, verify_registries
 from etl.verify.report import VerificationReport
 from etl.verify.runs import check_runs, prove_runs
 from etl.verify.survey import survey
@@ -61,40 +65,72 @@ VERIFY_CHUNK = 64
 
 
 @dataclass
-class LoadStats:
+class SourceStats:
+    """What one source (one --source tree) gave the load."""
+
+    mlruns: Path
     rows: RowCounter = field(default_factory=RowCounter)
     files: int = 0
+    census: Census = field(default_factory=Census)
+
+
+@dataclass
+class LoadStats:
+    sources: list[SourceStats]
+    # Every source's problems, each naming its source (Problem.source).
     problems: list[Problem] = field(default_factory=list)
     # With --skip-invalid: rows removed after the load because their parent was left out.
     orphans: dict[str, int] = field(default_factory=dict)
-    # Ids found twice in the tree: neither copy can be trusted to be "the" entity.
+    # Ids found twice in a tree (target experiment ids): neither copy can be trusted to be "the" entity.
     clashes: dict[str, set] = field(
         default_factory=lambda: {"experiments": set(), "runs": set(), "traces": set(), "logged_models": set()}
     )
-    census: Census = field(default_factory=Census)
     # Metric values the database holds otherwise than the files (etl.rows.LossyKey -> points).
     lossy: Counter = field(default_factory=Counter)
     # Metric points the database holds once (etl.rows.DuplicateKey -> points).
     duplicates: Counter = field(default_factory=Counter)
+    # Where the load met each id (etl.pipeline.Seen): for the checks after it.
+    seen: Seen | None = field(default=None, repr=False)
 
-    def skipped_ids(self) -> dict[str, set[str]]:
-        """Entity kind -> ids left out, in the verifier's terms."""
+    @property
+    def rows(self) -> RowCounter:
+        total = RowCounter()
+        for source in self.sources:
+            total.update(source.rows)
+        return total
+
+    @property
+    def files(self) -> int:
+        return sum(source.files for source in self.sources)
+
+    @property
+    def census(self) -> Census:
+        """The census of every source (each path names its source)."""
+        if len(self.sources) == 1:
+            return self.sources[0].census
+        total = Census()
+        for source in self.sources:
+            total.merge(source.census)
+        return total
+
+    def skipped_ids(self, source: int = 0) -> dict[str, set[str]]:
+        """Entity kind -> ids left out of one source, in the verifier's terms."""
         out: dict[str, set[str]] = {}
         for p in self.problems:
-            if p.entity is not None:
+            if p.entity is not None and p.source == source:
                 out.setdefault(p.entity, set()).add(str(p.entity_id))
         return out
 
 
 @dataclass
 class MigrationResult:
-    source: Path
+    sources: list[Path]
     target: str  # as it may be printed: a path, or a URI without its password
     load: LoadStats
     phases: dict[str, float]
     report: VerificationReport | None
-    # Experiments renumbered because the target cannot hold their ids: old id -> new id.
-    id_map: dict[int, int] = field(default_factory=dict)
+    # What each source became: ids and names that changed (etl.source.merge).
+    plan: MergePlan
     server_uri: str = ""
     # What `mlflow server` needs beside MLflow to open server_uri (a database driver).
     server_packages: tuple[str, ...] = ()
@@ -127,22 +163,31 @@ def verify_processes(workers: int, stats: LoadStats) -> int:
     return process_count(workers)
 
 
-def source_tree(config: MigrationConfig) -> Path:
-    try:
-        return resolve_mlruns(config.source)
-    except LayoutError as e:
-        raise TargetError(str(e)) from None
+def source_trees(sources) -> list[Path]:
+    """The mlruns folders the --source options name, in their order; one named twice (under
+    any spelling) is a usage error."""
+    trees: list[Path] = []
+    for source in sources:
+        try:
+            mlruns = resolve_mlruns(source)
+        except LayoutError as e:
+            raise TargetError(str(e)) from None
+        if any(os.path.samefile(mlruns, t) for t in trees):
+            raise TargetError(f"{mlruns}: given twice as --source")
+        trees.append(mlruns)
+    return trees
 
 
 async def migrate(config: MigrationConfig, progress: Progress | None = None) -> MigrationResult:
     progress = progress or Progress()
-    mlruns = source_tree(config)
+    trees = source_trees(config.sources)
     target = open_target(config.target)
-    check_target(target, mlruns)
-    id_map = id_map_for(mlruns, target)
+    check_target(target, trees)
+    merge = plan_for(trees, target, config.on_name_clash)
     phases: dict[str, float] = {}
     with target.staging(keep_failed=config.keep_failed) as area:
-        record("migration started", source=str(mlruns), target=target.display, staging=str(area.kept))
+        record("migration started", source=", ".join(map(str, trees)), target=target.display,
+               staging=str(area.kept))
 
         started = time.monotonic()
         await anyio.to_thread.run_sync(area.create_schema)
@@ -152,14 +197,14 @@ async def migrate(config: MigrationConfig, progress: Progress | None = None) -> 
         limits = await anyio.to_thread.run_sync(area.column_limits)
         writer = area.writer(config.batch_size)
         try:
-            stats = await load(mlruns, writer, config, progress, limits, id_map)
+            stats = await load(merge, writer, config, progress, limits)
             if stats.problems and not config.skip_invalid:
                 # Strict: the whole tree was read so every problem is listed; nothing is kept.
-                raise InvalidSourceError(stats.problems)
+                raise InvalidSourceError(stats.problems, len(trees))
             if stats.problems:
                 # Both copies of a clashing id go: which one arrived first is an accident of timing.
                 await anyio.to_thread.run_sync(writer.delete_entities, stats.clashes)
-                await _drop_dependents(writer, stats, Tree.of(mlruns, id_map))
+                await _drop_dependents(writer, stats)
                 stats.orphans = await anyio.to_thread.run_sync(writer.prune_orphans)
             await anyio.to_thread.run_sync(writer.finish)
         except BaseException:
@@ -183,7 +228,7 @@ async def migrate(config: MigrationConfig, progress: Progress | None = None) -> 
             release_freed_memory()
             started = time.monotonic()
             processes = verify_processes(config.workers, stats)
-            report = await verify(mlruns, area.locator, processes, progress, stats.skipped_ids(), id_map)
+            report = await verify(claims_of(merge, stats), area.locator, processes, progress)
             phases["verify"] = time.monotonic() - started
             if not report.ok:
                 raise VerificationFailed(report, area.kept if config.keep_failed else None)
@@ -199,7 +244,7 @@ async def migrate(config: MigrationConfig, progress: Progress | None = None) -> 
         progress.advance()
         phases["promote"] = time.monotonic() - started
     counts = target.counts(target.existing())
-    return MigrationResult(mlruns, target.display, stats, phases, report, id_map, target.server_uri,
+    return MigrationResult(trees, target.display, stats, phases, report, merge, target.server_uri,
                            target.server_packages, counts)
 
 
@@ -214,14 +259,19 @@ def release_freed_memory() -> None:
         pass
 
 
-def id_map_for(mlruns: Path, target) -> dict[int, int]:
+def plan_for(trees: list[Path], target, rule: str) -> MergePlan:
+    """What each source's experiments and registered models become in the target (its ids and,
+    for several sources, names: etl.source.merge)."""
     try:
-        id_map = experiment_id_map(mlruns, target.max_experiment_id)
+        merge = plan(trees, target.max_experiment_id, rule)
     except LayoutError as e:
         raise TargetError(str(e)) from None
-    for old, new in id_map.items():
-        log.info("experiment renumbered: its id does not fit the target", old_id=old, new_id=new)
-    return id_map
+    for source in merge.sources:
+        for old, new in source.id_map.items():
+            joins = source.experiments[old].joins
+            log.info("experiment merged into another" if joins else "experiment renumbered",
+                     source=str(source.mlruns), old_id=old, new_id=new)
+    return merge
 
 
 # Tests only: a run waits before promotion until this file exists, so a test can change the target
@@ -240,82 +290,90 @@ async def dry_run(config: MigrationConfig, progress: Progress | None = None) -> 
     target a real run would refuse (it holds data, say) does not stop a dry run: the result
     names the refusal."""
     progress = progress or Progress()
-    mlruns = source_tree(config)
+    trees = source_trees(config.sources)
     target = open_target(config.target)
     try:
-        check_target(target, mlruns)
+        check_target(target, trees)
         refused = None
     except TargetError as e:
         refused = e
-    id_map = id_map_for(mlruns, target)
+    merge = plan_for(trees, target, config.on_name_clash)
     started = time.monotonic()
     limits = await anyio.to_thread.run_sync(target.expected_limits)
-    stats = await load(mlruns, None, config, progress, limits, id_map)
+    stats = await load(merge, None, config, progress, limits)
     log_census(stats.census)
-    return MigrationResult(mlruns, target.display, stats, {"load": time.monotonic() - started}, None,
-                           id_map, target.server_uri, target.server_packages, refused=refused)
+    return MigrationResult(trees, target.display, stats, {"load": time.monotonic() - started}, None,
+                           merge, target.server_uri, target.server_packages, refused=refused)
 
 
-def check_target(target, mlruns: Path) -> None:
+def check_target(target, trees: list[Path]) -> None:
     """The target's own refusal (it holds data, the server is unreachable...); for a target that
-    holds what looks like an earlier migration of this tree, with the command that checks it."""
+    holds what looks like an earlier migration of these trees, with the command that checks it."""
     try:
         target.check_free()
     except TargetHoldsData as e:
-        if not looks_migrated_from(mlruns, e):
+        if not looks_migrated_from(trees, e):
             raise
+        sources = " ".join(f"--source {mlruns}" for mlruns in trees)
+        which = f"{trees[0]}" if len(trees) == 1 else ", ".join(map(str, trees))
         raise TargetHoldsData(
-            e.target, e.shown, hint=f"It looks like an earlier migration of {mlruns}: `etl-migrate verify "
-            f"--source {mlruns} --target {target.server_uri}` checks it against the tree; else move it "
-            "away or choose another --target."
+            e.target, e.shown, hint=f"It looks like an earlier migration of {which}: `etl-migrate verify "
+            f"{sources} --target {target.server_uri}` checks it against the tree{'s' if len(trees) > 1 else ''}; "
+            "else move it away or choose another --target."
         ) from None
 
 
-def looks_migrated_from(mlruns: Path, held: TargetHoldsData) -> bool:
-    """Whether a filled target looks made from this tree: its runs (a sample) are all run folders
-    of the tree, or, holding no runs, its experiments' names are all the tree's."""
+def looks_migrated_from(trees: list[Path], held: TargetHoldsData) -> bool:
+    """Whether a filled target looks made from these trees: its runs (a sample) are all run
+    folders of theirs, or, holding no runs, its experiments' names are all theirs."""
     if held.run_ids:
         found: set[str] = set()
-        for path, _ in experiment_dirs(mlruns):
-            found.update(run_dirs(path))
+        for mlruns in trees:
+            for path, _ in experiment_dirs(mlruns):
+                found.update(run_dirs(path))
         return held.run_ids <= found
     if held.experiment_names:
         from etl.source.read import SourceError, read_yaml
 
         names = set()
-        for path, _ in experiment_dirs(mlruns):
-            with contextlib.suppress(SourceError, OSError):
-                names.add(str((read_yaml(os.path.join(path, META)) or {}).get("name")))
+        for mlruns in trees:
+            for path, _ in experiment_dirs(mlruns):
+                with contextlib.suppress(SourceError, OSError):
+                    names.add(str((read_yaml(os.path.join(path, META)) or {}).get("name")))
         return held.experiment_names <= names
     return False
 
 
-async def verify_existing(source: Path, target: str, workers: int, progress: Progress | None = None):
-    """Verify a database made earlier (by us or by `mlflow migrate-filestore`) against a tree."""
-    mlruns = source_tree(MigrationConfig(source=source))
+async def verify_existing(sources, target: str, workers: int, progress: Progress | None = None,
+                          on_name_clash: str = "rename"):
+    """Verify a database made earlier (by us or by `mlflow migrate-filestore`) against one or
+    more trees: what each became is worked out from the trees as a migration works it out."""
+    trees = source_trees(sources)
     database = open_target(target)
     locator = database.existing()
-    id_map = id_map_for(mlruns, database)
+    merge = plan_for(trees, database, on_name_clash)
     started = time.monotonic()
-    census = Census()
+    stats = LoadStats([SourceStats(mlruns) for mlruns in trees], problems=merge.problems)
     # A small tree is compared on threads of this process: worker processes would cost more.
-    big = await anyio.to_thread.run_sync(more_entities_than, mlruns, SMALL_TREE_FOLDERS)
+    big = False
+    for mlruns in trees:
+        big = big or await anyio.to_thread.run_sync(more_entities_than, mlruns, SMALL_TREE_FOLDERS)
     processes = process_count(workers) if big else 1
 
-    async def take_census() -> None:
-        census.merge(await anyio.to_thread.run_sync(census_tree, mlruns, abandon_on_cancel=True))
+    async def take_census(source: SourceStats) -> None:
+        source.census.merge(await anyio.to_thread.run_sync(census_tree, source.mlruns, abandon_on_cancel=True))
 
     try:
         async with anyio.create_task_group() as tg:
             # Listing folders only, in a thread: it overlaps the comparison.
-            tg.start_soon(take_census)
-            report = await verify(mlruns, locator, processes, progress or Progress(), None, id_map)
+            for source in stats.sources:
+                tg.start_soon(take_census, source)
+            report = await verify(claims_of(merge, stats), locator, processes, progress or Progress())
     except BaseExceptionGroup as group:
         raise first_error(group) from None
-    log_census(census)
-    return MigrationResult(mlruns, database.display, LoadStats(census=census),
-                           {"verify": time.monotonic() - started}, report, id_map,
-                           database.server_uri, database.server_packages, database.counts(locator))
+    log_census(stats.census)
+    return MigrationResult(trees, database.display, stats, {"verify": time.monotonic() - started}, report,
+                           merge, database.server_uri, database.server_packages, database.counts(locator))
 
 
 def log_census(census: Census) -> None:
@@ -339,28 +397,34 @@ def first_error(group: BaseExceptionGroup) -> BaseException:
     return group
 
 
-async def load(
-    mlruns: Path, writer, config: MigrationConfig, progress: Progress, limits: Limits,
-    id_map: dict[int, int],
-) -> LoadStats:
+async def load(merge: MergePlan, writer, config: MigrationConfig, progress: Progress, limits: Limits) -> LoadStats:
     """Discover, parse, check against the target's limits and (unless writer is None, for a dry
-    run) write the whole tree; experiments in ``id_map`` are renumbered by the workers that parse
-    them (their work units carry the new id)."""
+    run) write every source, one after the other; the workers write what each experiment and
+    registered model becomes (``merge``: their work units carry it)."""
+    stats = LoadStats([SourceStats(source.mlruns) for source in merge.sources], problems=list(merge.problems),
+                      seen=Seen())
     try:
-        return await _load(mlruns, writer, config, progress, limits, id_map)
+        found = [await find_folders(source.mlruns, progress) for source in merge.sources]
+        everything = sum(found, Counter())
+        progress.phase("load", sum(everything.values()), counting(everything))
+        for index, source in enumerate(merge.sources):
+            tree = Tree.of(index, source, merge)
+            await _load(tree, writer, config, progress, limits, stats, sum(found[index].values()))
     except BaseExceptionGroup as group:
         raise first_error(group) from None
+    seen = stats.seen
+    stats.problems.extend(_metrics_of_absent_runs(seen.model_metric_runs, seen.runs, stats.problems))
+    return stats
 
 
-async def _load(mlruns, writer, config, progress, limits, id_map) -> LoadStats:
-    stats = LoadStats()
+async def _load(tree: Tree, writer, config, progress, limits, stats: LoadStats, folders: int) -> None:
+    """One source's part of the load (``folders``: its run, trace and model folders)."""
+    here = stats.sources[tree.index]
     # A writer that takes rows in scratch files the producers write (etl.sink.sqlite.scratch)
     # says so with its ``spill``; the others take every row from the batch.
     spill = getattr(writer, "spill", None)
-    found = await find_folders(mlruns, progress)
-    big = sum(found.values()) > SMALL_TREE_FOLDERS
+    big = folders > SMALL_TREE_FOLDERS
     parse = parser(process_count(config.workers) if big else 0, spill)
-    progress.phase("load", sum(found.values()), counting(found))
     units_send, units_recv = anyio.create_memory_object_stream[tuple[int, WorkUnit]](config.queue_size)
     rows_send, rows_recv = anyio.create_memory_object_stream[tuple[int, RowBatch]](config.queue_size)
     producers = config.workers if big else 1
@@ -368,17 +432,15 @@ async def _load(mlruns, writer, config, progress, limits, id_map) -> LoadStats:
     # bounds the batches that wait for an earlier one.
     window = anyio.Semaphore(config.queue_size + producers)
     async with anyio.create_task_group() as tg:
-        targets = {old: ExperimentTarget(new) for old, new in id_map.items()}
-        tg.start_soon(discover, mlruns, config.runs_per_unit, units_send, progress, stats.census, targets, window)
+        tg.start_soon(discover, tree.plan, config.runs_per_unit, units_send, here.census, window)
         async with units_recv, rows_send:
             for _ in range(producers):
                 tg.start_soon(produce, units_recv.clone(), rows_send.clone(), parse, limits)
-        tg.start_soon(consume, rows_recv, writer, stats, progress, Tree.of(mlruns, id_map), limits, window)
+        tg.start_soon(consume, rows_recv, writer, stats, progress, tree, limits, window)
     # What the census of the tree's own folders could not classify (a name that is no UTF-8, a
     # loop) is invalid input like a bad file; the units' census problems are theirs already.
-    stats.problems.extend(stats.census.problems)
-    stats.census.problems = []
-    return stats
+    stats.problems.extend(replace(p, source=tree.index) for p in here.census.problems)
+    here.census.problems = []
 
 
 def parser(processes: int, spill=None):
@@ -418,15 +480,18 @@ def counting(found: Counter) -> str:
 
 
 async def discover(
-    mlruns: Path, runs_per_unit: int, send: MemoryObjectSendStream[tuple[int, WorkUnit]], progress: Progress,
-    census: Census, targets: dict[int, ExperimentTarget], window: anyio.Semaphore,
+    source: SourcePlan, runs_per_unit: int, send: MemoryObjectSendStream[tuple[int, WorkUnit]],
+    census: Census, window: anyio.Semaphore,
 ) -> None:
-    """Every work unit of the tree, numbered in the order the writer is to take them (see
-    etl.source.layout.tree_units: runs in the order of their ids)."""
+    """Every work unit of a source, numbered in the order the writer is to take them (see
+    etl.source.layout.tree_units: runs in the order of their ids), each carrying what its
+    experiment or registered model becomes."""
     async with send:
-        await anyio.to_thread.run_sync(survey_root, mlruns, census)
-        units = await anyio.to_thread.run_sync(tree_units, mlruns, runs_per_unit, targets)
-        log.debug("tree discovered", units=len(units), kinds=dict(Counter(u.kind for u in units)))
+        await anyio.to_thread.run_sync(survey_root, source.mlruns, census)
+        units = await anyio.to_thread.run_sync(tree_units, source.mlruns, runs_per_unit, source.experiments,
+                                               source.models)
+        log.debug("tree discovered", source=str(source.mlruns), units=len(units),
+                  kinds=dict(Counter(u.kind for u in units)))
         for number, unit in enumerate(units):
             await window.acquire()
             await send.send((number, unit))
@@ -456,54 +521,80 @@ async def in_order(rows: MemoryObjectReceiveStream[tuple[int, RowBatch]], window
             window.release()
 
 
+@dataclass
+class Seen:
+    """Where the load met each id, across every source: (tree, target experiment id)."""
+
+    runs: dict[str, tuple[Tree, int]] = field(default_factory=dict)
+    experiments: set[int] = field(default_factory=set)
+    names: dict[str, tuple[Tree, int]] = field(default_factory=dict)
+    ids: dict[str, dict[str, tuple[Tree, int]]] = field(default_factory=lambda: {kind: {} for kind in _TREE_WIDE_IDS})
+    # Assessment id -> its trace's id only (one entry per assessment: the largest of these maps
+    # on a trace-heavy tree); the trace's experiment is in ids["traces"].
+    assessments: dict[str, str] = field(default_factory=dict)
+    # (model id, (tree, experiment id), metric key, run id) of every logged-model metric file's runs.
+    model_metric_runs: set[tuple[str, tuple[Tree, int], str, str]] = field(default_factory=set)
+    # (tree, experiment id) whose artifact locations were flagged already (several sources).
+    artifacts: set[tuple[Tree, int]] = field(default_factory=set)
+
+
 async def consume(
     rows: MemoryObjectReceiveStream[tuple[int, RowBatch]], writer, stats: LoadStats,
     progress: Progress, tree: Tree, limits: Limits, window: anyio.Semaphore,
 ) -> None:
-    seen_runs: dict[str, int] = {}
-    seen_experiments: set[int] = set()
-    seen_names: dict[str, int] = {}
-    seen_ids: dict[str, dict[str, int]] = {kind: {} for kind in _TREE_WIDE_IDS}
-    # Assessment id -> its trace's id only (one entry per assessment: the largest of these maps
-    # on a trace-heavy tree); the trace's experiment is in seen_ids["traces"].
-    seen_assessments: dict[str, str] = {}
-    # (model id, experiment id, metric key, run id) of every logged-model metric file's runs.
-    model_metric_runs: set[tuple[str, int, str, str]] = set()
+    here, seen = stats.sources[tree.index], stats.seen
+    # Ids another source holds too: its copy is migrated (a byte-identical folder), or none is.
+    gone = {kind: tree.plan.copies[kind].keys() | tree.conflicts[kind] for kind in TREE_WIDE}
+    gone = {kind: ids for kind, ids in gone.items() if ids}
     async with rows:
         async for batch in in_order(rows, window):
             if derived.needed(batch):
                 await anyio.to_thread.run_sync(derived.apply, batch, limits)
-            stats.files += batch.files
-            stats.census.merge(batch.census)
-            stats.problems.extend(batch.problems)
+            here.files += batch.files
+            here.census.merge(batch.census)
+            stats.problems.extend(replace(p, source=tree.index) for p in batch.problems)
+            for kind, ids in gone.items():
+                _remove(batch, kind, ids, counted=True)
             stats.lossy.update(batch.lossy)
             stats.duplicates.update(batch.duplicates)
             # Ids the tree holds twice: folders cannot stop that, a primary key does. The second
             # copy is left out (and reported), so the writer never trips over the key.
-            stats.problems.extend(_drop_clashes(batch, seen_runs, seen_experiments, stats.clashes, tree))
-            stats.problems.extend(_drop_name_clashes(batch, seen_names, stats.clashes, tree))
-            stats.problems.extend(_drop_id_clashes(batch, seen_ids, stats.clashes, tree))
+            stats.problems.extend(_drop_clashes(batch, seen, stats.clashes, tree))
+            stats.problems.extend(_drop_name_clashes(batch, seen.names, stats.clashes, tree))
+            stats.problems.extend(_drop_id_clashes(batch, seen.ids, stats.clashes, tree))
             stats.problems.extend(_drop_assessment_clashes(
-                batch, seen_assessments, seen_ids["traces"], stats.clashes, tree))
-            model_metric_runs.update((r[0], r[5], r[1], r[6]) for r in batch.rows.get("logged_model_metrics", ()))
-            stats.rows.add_batch(batch)
+                batch, seen.assessments, seen.ids["traces"], stats.clashes))
+            seen.model_metric_runs.update(
+                (r[0], (tree, r[5]), r[1], r[6]) for r in batch.rows.get("logged_model_metrics", ()))
+            if tree.several:
+                _flag_artifact_locations(batch, tree, seen.artifacts, here.census)
+            here.rows.add_batch(batch)
             if writer is not None:
                 await anyio.to_thread.run_sync(writer.write, batch)
             progress.advance(batch.folders, batch.count(), batch.files)
-    stats.problems.extend(_metrics_of_absent_runs(model_metric_runs, seen_runs, stats.problems, tree))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Tree:
     """A source tree as the load's checks see it. Rows hold the experiment ids of the target
     (the workers renumber them), problems name the folders: ``folder_ids`` leads back."""
 
-    mlruns: Path
+    index: int  # its place among the sources
+    several: bool  # one of several sources
+    plan: SourcePlan
+    conflicts: dict[str, set[str]]  # kind -> ids several sources hold with other files: none migrated
     folder_ids: dict[int, int]  # target experiment id -> its folder's id, where they differ
 
     @classmethod
-    def of(cls, mlruns: Path, id_map: dict[int, int]) -> Tree:
-        return cls(mlruns, {new: old for old, new in id_map.items()})
+    def of(cls, index: int, source: SourcePlan, merge: MergePlan) -> Tree:
+        # No two folders of one tree get one target id (one that joins another tree's
+        # experiment takes that one's id): each id in the tree's rows leads back to one folder.
+        back = {t.id: old for old, t in source.experiments.items() if t.id != old}
+        return cls(index, len(merge.sources) > 1, source, merge.conflicts, back)
+
+    @property
+    def mlruns(self) -> Path:
+        return self.plan.mlruns
 
     def folder_id(self, exp_id: int) -> int:
         return self.folder_ids.get(exp_id, exp_id)
@@ -517,79 +608,133 @@ class Tree:
         return str(self.folder(exp_id) / META)
 
 
-def _metrics_of_absent_runs(refs, seen_runs: dict[str, int], problems: list[Problem], tree: Tree) -> list[Problem]:
-    """A logged model whose metric names a run the tree does not hold (the target keys the
-    metric to the run): known only once every run is in. A run left out as invalid is no such
-    run: with --skip-invalid, its models go with it (_drop_dependents)."""
+def _metrics_of_absent_runs(refs, seen_runs: dict, problems: list[Problem]) -> list[Problem]:
+    """A logged model whose metric names a run no source holds (the target keys the metric to
+    the run): known only once every run is in. A run left out as invalid is no such run: with
+    --skip-invalid, its models go with it (_drop_dependents)."""
     left_out = {p.entity_id for p in problems if p.entity == "runs"}
     return [
         Problem(str(tree.folder(exp_id) / "models" / model_id / "metrics" / key),
-                f"the metric names run {run_id}, which is not in the tree", None, "logged_models", model_id)
-        for model_id, exp_id, key, run_id in sorted(refs)
+                f"the metric names run {run_id}, which is not in the tree", None, "logged_models", model_id,
+                tree.index)
+        for model_id, (tree, exp_id), key, run_id in sorted(refs, key=lambda r: (r[0], r[1][0].index, r[1][1], r[2], r[3]))
         if run_id not in seen_runs and run_id not in left_out
     ]
 
 
+# Where the artifact location and the experiment id sit in the rows that have one.
+_ARTIFACT_LOCATIONS = {"experiments": (2, 0), "runs": (12, 13)}
+
+
+def _flag_artifact_locations(batch: RowBatch, tree: Tree, flagged: set, census: Census) -> None:
+    """Artifact locations that may not find their artifacts once several trees share a database
+    (etl.source.merge.artifact_problem): the first of each experiment, named in the census."""
+    for table, (at, exp_at) in _ARTIFACT_LOCATIONS.items():
+        for row in batch.rows.get(table, ()):
+            if (tree, row[exp_at]) in flagged:
+                continue
+            problem = artifact_problem(row[at], tree.mlruns, _exists)
+            if problem is not None:
+                flagged.add((tree, row[exp_at]))
+                what = "" if table == "experiments" else f"run {row[0]}: "
+                census.flagged.append(Stray(str(tree.folder(row[exp_at])), True, what + problem
+                                            + "; its runs may not find their artifacts"))
+
+
+@functools.lru_cache(maxsize=4096)
+def _folder_exists(path: str) -> bool:
+    return os.path.exists(path)
+
+
+def _exists(path: str) -> bool:
+    """Whether a local artifact folder exists: for a run's own (``<experiment>/<run>/artifacts``,
+    MLflow's layout) whether its experiment's folder does, one question per experiment."""
+    head, run, last = (path.rstrip("/").rsplit("/", 2) + ["", ""])[:3]
+    if last == "artifacts" and RUN_ID.fullmatch(run):
+        return _folder_exists(head)
+    return _folder_exists(path)
+
+
+# The metric table of a kind whose values etl.rows.LossyKey and DuplicateKey count.
+_METRIC_TABLES = {"runs": "metrics", "logged_models": "logged_model_metrics"}
 # Where a run's id sits in the rows of each table keyed by run.
 _RUN_KEYED = {"runs": 0, "params": 0, "tags": 0, "metrics": 0, "latest_metrics": 0}
 
 
-def _drop_clashes(
-    batch: RowBatch, seen_runs: dict[str, int], seen_experiments: set[int], clashes: dict[str, set], tree: Tree,
-) -> list[Problem]:
+def _remove(batch: RowBatch, kind: str, ids, counted: bool = False) -> None:
+    """Every row of the runs, traces or logged models ``ids`` out of the batch; ``counted``: and
+    what the batch counted of their metric values (another source's copy counts them)."""
+    if counted and kind in _METRIC_TABLES:
+        for counter in (batch.lossy, batch.duplicates):
+            for key in [k for k in counter if k[0] == _METRIC_TABLES[kind] and k[1] in ids]:
+                del counter[key]
+    if kind != "runs":
+        for table, at in _TREE_WIDE_IDS[kind][1].items():
+            if table in batch.rows:
+                batch.rows[table] = [r for r in batch.rows[table] if r[at] not in ids]
+        return
+    for table, column in _RUN_KEYED.items():
+        if table in batch.rows:
+            batch.rows[table] = [r for r in batch.rows[table] if r[column] not in ids]
+    if batch.scratch:
+        batch.scratch.skip(ids)
+    dropped_inputs = {r[0] for r in batch.rows.get("inputs", ()) if r[2] in ids or r[4] in ids}
+    if dropped_inputs:
+        batch.rows["inputs"] = [r for r in batch.rows["inputs"] if r[0] not in dropped_inputs]
+        batch.rows["input_tags"] = [r for r in batch.rows.get("input_tags", ()) if r[0] not in dropped_inputs]
+
+
+def _drop_clashes(batch: RowBatch, seen: Seen, clashes: dict[str, set], tree: Tree) -> list[Problem]:
     problems = []
     for row in batch.rows.get("experiments", ()):
         exp_id = row[0]
-        if exp_id in seen_experiments:
+        if exp_id in seen.experiments:
             folder_id = tree.folder_id(exp_id)
             problems.append(Problem(str(tree.mlruns / TRASH / str(folder_id)), "the experiment id appears "
                                     f"twice: {tree.mlruns / str(folder_id)} is the same id", None, "experiments",
-                                    str(folder_id)))
+                                    str(folder_id), tree.index))
             clashes["experiments"].add(exp_id)
             for table in ("experiments", "experiment_tags", "datasets"):
                 column = 1 if table == "datasets" else 0
                 batch.rows[table] = [r for r in batch.rows.get(table, ()) if r[column] != exp_id]
-        seen_experiments.add(exp_id)
+        seen.experiments.add(exp_id)
     clashing = set()
     for row in batch.rows.get("runs", ()):
         run_id, exp_id = row[0], row[-1]
-        if run_id in seen_runs:
+        if run_id in seen.runs:
             clashing.add(run_id)
             clashes["runs"].add(run_id)
+            first, first_exp = seen.runs[run_id]
             problems.append(Problem(str(tree.folder(exp_id) / run_id), f"the run id appears in two "
-                                    f"experiments: {tree.folder_id(seen_runs[run_id])} and "
-                                    f"{tree.folder_id(exp_id)} (also {tree.folder(seen_runs[run_id]) / run_id})",
-                                    None, "runs", run_id))
-        seen_runs.setdefault(run_id, exp_id)
+                                    f"experiments: {first.folder_id(first_exp)} and "
+                                    f"{tree.folder_id(exp_id)} (also {first.folder(first_exp) / run_id})",
+                                    None, "runs", run_id, tree.index))
+        seen.runs.setdefault(run_id, (tree, exp_id))
     if clashing:
-        for table, column in _RUN_KEYED.items():
-            batch.rows[table] = [r for r in batch.rows.get(table, ()) if r[column] not in clashing]
-        if batch.scratch:
-            batch.scratch.skip(clashing)
-        dropped_inputs = {r[0] for r in batch.rows.get("inputs", ()) if r[2] in clashing or r[4] in clashing}
-        batch.rows["inputs"] = [r for r in batch.rows.get("inputs", ()) if r[0] not in dropped_inputs]
-        batch.rows["input_tags"] = [r for r in batch.rows.get("input_tags", ()) if r[0] not in dropped_inputs]
+        _remove(batch, "runs", clashing)
     return problems
 
 
-async def _drop_dependents(writer, stats: LoadStats, tree: Tree) -> None:
+async def _drop_dependents(writer, stats: LoadStats) -> None:
     """Entities that name one left out cannot be migrated as they are (the reference would point
     nowhere, and MLflow would show them changed): a run using a dataset left out, then a logged
     model with metrics of a run left out. They are left out too, the referring file named."""
+    seen = stats.seen
     runs = set()
-    for input_uuid, run_id, exp_id in await anyio.to_thread.run_sync(writer.inputs_of_missing_datasets):
-        run_path = str(tree.folder(exp_id) / run_id)
-        stats.problems.append(Problem(input_file(run_path, input_uuid), "the run uses a dataset that "
-                                      "was left out (listed above)", None, "runs", run_id))
+    for input_uuid, run_id, _exp_id in await anyio.to_thread.run_sync(writer.inputs_of_missing_datasets):
+        tree, exp_id = seen.runs[run_id]
+        stats.problems.append(Problem(input_file(str(tree.folder(exp_id) / run_id), input_uuid), "the run uses "
+                                      "a dataset that was left out (listed above)", None, "runs", run_id, tree.index))
         runs.add(run_id)
     await anyio.to_thread.run_sync(writer.delete_entities, {"runs": runs})
     models = set()
     named = {p.entity_id for p in stats.problems if p.entity == "logged_models"}  # a run not in the tree
-    for model_id, exp_id, key, run_id in await anyio.to_thread.run_sync(writer.model_metrics_of_missing_runs):
+    for model_id, _exp_id, key, run_id in await anyio.to_thread.run_sync(writer.model_metrics_of_missing_runs):
+        tree, exp_id = seen.ids["logged_models"][model_id]
         path = tree.folder(exp_id) / "models" / model_id / "metrics" / key
         if model_id not in named:
             stats.problems.append(Problem(str(path), f"the metric names run {run_id}, which was left out",
-                                          None, "logged_models", model_id))
+                                          None, "logged_models", model_id, tree.index))
         models.add(model_id)
     await anyio.to_thread.run_sync(writer.delete_entities, {"logged_models": models})
 
@@ -605,33 +750,30 @@ _TREE_WIDE_IDS = {
 }
 
 
-def _drop_id_clashes(
-    batch: RowBatch, seen_ids: dict[str, dict[str, int]], clashes: dict[str, set], tree: Tree
-) -> list[Problem]:
-    """A trace or logged model id found in two experiments (a folder copied by hand): like a run
-    id in two experiments, neither copy is kept, and the problem names both folders."""
+def _drop_id_clashes(batch: RowBatch, seen_ids: dict, clashes: dict[str, set], tree: Tree) -> list[Problem]:
+    """A trace or logged model id found in two experiments of a tree (a folder copied by hand):
+    like a run id in two experiments, neither copy is kept, and the problem names both folders.
+    (An id in two sources was settled before the load: etl.source.merge.)"""
     problems = []
     for kind, (folder, tables, exp_at) in _TREE_WIDE_IDS.items():
         own_table, id_at = next(iter(tables.items()))
         clashing = set()
         for row in batch.rows.get(own_table, ()):
-            entity_id, exp_id = row[id_at], row[exp_at]
-            first = seen_ids[kind].setdefault(entity_id, exp_id)
-            if first != exp_id:
+            entity_id, here = row[id_at], (tree, row[exp_at])
+            first = seen_ids[kind].setdefault(entity_id, here)
+            if first != here:
                 clashing.add(entity_id)
                 clashes[kind].add(entity_id)
-                where = [str(tree.folder(e) / folder / entity_id) for e in (exp_id, first)]
+                where = [str(t.folder(e) / folder / entity_id) for t, e in (here, first)]
                 problems.append(Problem(where[0], f"the same id is also the folder {where[1]}; the target "
-                                        "keys it across all experiments", None, kind, entity_id))
+                                        "keys it across all experiments", None, kind, entity_id, tree.index))
         if clashing:
-            for table, at in tables.items():
-                batch.rows[table] = [r for r in batch.rows.get(table, ()) if r[at] not in clashing]
+            _remove(batch, kind, clashing)
     return problems
 
 
 def _drop_assessment_clashes(
-    batch: RowBatch, seen: dict[str, str], trace_experiments: dict[str, int], clashes: dict[str, set],
-    tree: Tree,
+    batch: RowBatch, seen: dict[str, str], trace_experiments: dict, clashes: dict[str, set],
 ) -> list[Problem]:
     """An assessment id in two traces (a file copied by hand): the target keys assessments by
     id alone. As for an id in two experiments, neither trace is kept, and each problem names
@@ -643,17 +785,16 @@ def _drop_assessment_clashes(
         first = seen.setdefault(assessment_id, trace_id)
         if first == trace_id:
             continue
-        files = {trace: _assessment_file(tree, trace_experiments[trace], trace, assessment_id)
+        files = {trace: _assessment_file(*trace_experiments[trace], trace, assessment_id)
                  for trace in (trace_id, first)}
         for trace, other in ((trace_id, first), (first, trace_id)):
             if trace not in clashes["traces"]:
                 clashes["traces"].add(trace)
                 problems.append(Problem(files[trace], f"assessment id {assessment_id} is also the id in "
                                         f"{files[other]}; the target keys assessments by id across all "
-                                        "traces", None, "traces", trace))
+                                        "traces", None, "traces", trace, trace_experiments[trace][0].index))
     if problems:
-        for table, at in _TREE_WIDE_IDS["traces"][1].items():
-            batch.rows[table] = [r for r in batch.rows.get(table, ()) if r[at] not in clashes["traces"]]
+        _remove(batch, "traces", clashes["traces"])
     return problems
 
 
@@ -663,25 +804,22 @@ def _assessment_file(tree: Tree, exp_id: int, trace_id: str, assessment_id: str)
     return str(folder / f"{assessment_id}.yaml" if (folder / f"{assessment_id}.yaml").is_file() else folder)
 
 
-def _drop_name_clashes(
-    batch: RowBatch, seen_names: dict[str, int], clashes: dict[str, set], tree: Tree
-) -> list[Problem]:
+def _drop_name_clashes(batch: RowBatch, seen_names: dict, clashes: dict[str, set], tree: Tree) -> list[Problem]:
     """Experiment names are unique in the target (a tree merged by hand can hold one twice).
-    Neither experiment is "the" one, so both are left out, each problem naming the other folder."""
+    Neither experiment is "the" one, so both are left out, each problem naming the other folder.
+    (A name in two sources was settled before the load: etl.source.merge.)"""
     problems = []
     for row in batch.rows.get("experiments", ()):
-        exp_id, name = row[0], row[1]
-        first = seen_names.setdefault(name, exp_id)
-        if first == exp_id:
+        here, name = (tree, row[0]), row[1]
+        first = seen_names.setdefault(name, here)
+        if first == here:
             continue
-        pair = (first, exp_id)
-        for this, other in (pair, pair[::-1]):
+        for (t, this), (o, other) in ((first, here), (here, first)):
             if this not in clashes["experiments"]:
                 clashes["experiments"].add(this)
                 problems.append(Problem(
-                    tree.meta(this),
-                    f"experiment name {name!r} is also the name of {tree.meta(other)}; "
-                    "the target holds each name once", None, "experiments", str(tree.folder_id(this))))
+                    t.meta(this), f"experiment name {name!r} is also the name of {o.meta(other)}; "
+                    "the target holds each name once", None, "experiments", str(t.folder_id(this)), t.index))
     if clashes["experiments"]:
         for table in ("experiments", "experiment_tags", "datasets"):
             column = 1 if table == "datasets" else 0
@@ -689,31 +827,44 @@ def _drop_name_clashes(
     return problems
 
 
-async def verify(
-    mlruns: Path, locator: str, processes: int, progress: Progress,
-    skipped: dict[str, set[str]] | None = None, id_map: dict[int, int] | None = None,
-) -> VerificationReport:
-    """Compare the staged database (``locator``, see etl.verify.connect) with the source in up
-    to ``processes`` worker processes; items in ``skipped`` (entity -> ids, left out with
-    --skip-invalid) are counted as skipped instead of compared; renumbered experiments are
-    compared through ``id_map``."""
+def claims_of(merge: MergePlan, stats: LoadStats) -> list[Claims]:
+    """What the migration says each source became, for the verifier to check (etl.verify.claims)."""
+    return [
+        Claims(
+            str(source.mlruns), source.label,
+            experiment_ids={str(old): str(t.id) for old, t in source.experiments.items() if t.id != old},
+            experiment_names={str(old): t.name for old, t in source.experiments.items() if t.name is not None},
+            model_names={name: t.name for name, t in source.models.items() if t.name != name},
+            model_offsets={name: t.version_offset for name, t in source.models.items() if t.version_offset},
+            copies={kind: dict(ids) for kind, ids in source.copies.items() if ids},
+            skipped=stats.skipped_ids(index),
+        )
+        for index, source in enumerate(merge.sources)
+    ]
+
+
+async def verify(sources: list[Claims], locator: str, processes: int, progress: Progress) -> VerificationReport:
+    """Compare the staged database (``locator``, see etl.verify.connect) with the sources in up
+    to ``processes`` worker processes, through what the migration claims each became (renumbered
+    and renamed experiments, merged ones, copies: etl.verify.claims); items each source's claims
+    list as skipped (left out with --skip-invalid) are counted as skipped instead of compared."""
     try:
-        return await _verify(mlruns, locator, processes, progress, skipped, id_map)
+        return await _verify(sources, locator, processes, progress)
     except BaseExceptionGroup as group:
         raise first_error(group) from None
 
 
-async def _verify(mlruns, locator, processes, progress, skipped, id_map) -> VerificationReport:
+async def _verify(sources: list[Claims], locator, processes, progress) -> VerificationReport:
     limiter = anyio.CapacityLimiter(processes)
     # What needs MLflow runs in this process, on one thread at a time: a tree with traces has
     # MLflow imported here already (etl.source.derived), and a worker process that imported it
     # would hold ~200 MB more for the rest of the run.
     mlflow_limiter = anyio.CapacityLimiter(1)
-    root, db = str(mlruns), locator
-    ids = {str(old): str(new) for old, new in (id_map or {}).items()}
-    # The total is known once the survey has planned the comparison.
+    db = locator
+    # The total is known once the surveys have planned the comparison.
     progress.phase("verify")
     report = VerificationReport()
+    several = len(sources) > 1
 
     async def run(func, *args):
         """A check that imports no MLflow: in the worker processes."""
@@ -736,29 +887,56 @@ async def _verify(mlruns, locator, processes, progress, skipped, id_map) -> Veri
             report.merge(await with_mlflow(check, unsure))
         progress.advance(len(args[3]))  # the chunk's folders
 
-    async with anyio.create_task_group() as tg:
-        found = await run(survey, root, db, skipped, ids)
-        if found.registry:
-            tg.start_soon(one, verify_registry, root, db, skipped)
-        report.merge(found.report)
-        plan = found.plan
+    plans: list[tuple[Claims, dict[str, str], dict]] = []
+
+    async def planned(claims: Claims, ids: dict[str, str], shared: frozenset[str]) -> None:
+        """One source's experiments, and the plan of its run, trace and logged model folders."""
+        root, skipped = claims.root, claims.skipped
+        copies = {kind: set(held) for kind, held in claims.copies.items()}
+        found = await run(survey, root, db, skipped, ids, claims.experiment_names, shared, copies)
+        own, plan = found.report, found.plan
         if found.unproven is None or found.unproven:
-            experiments, more = await with_mlflow(verify_experiments, root, db, skipped, ids, found.unproven)
-            report.merge(experiments)
+            experiments, more = await with_mlflow(verify_experiments, root, db, skipped, ids, found.unproven,
+                                                  claims.experiment_names, shared, copies)
+            own.merge(experiments)
             plan = {**plan, **more}
-        planned = Counter({key: sum(len(folders[key]) for folders in plan.values())
-                           for key in ("runs", "traces", "models")})
-        progress.set_total(sum(planned.values()), counting(planned))
-        skipped_runs = frozenset((skipped or {}).get("runs", ()))
-        for exp_id, folders in plan.items():
-            path = folders["path"]
-            checks = (
-                ("runs", prove_runs, (skipped_runs, ids), partial(check_runs, root, db, exp_id, path, id_map=ids)),
-                ("traces", prove_traces, (ids,), partial(verify_traces, root, db, exp_id)),
-                ("models", prove_logged_models, (ids,), partial(verify_logged_models, root, db, exp_id, id_map=ids)),
-            )
-            for key, prove, extra, check in checks:
-                for start in range(0, len(folders[key]), VERIFY_CHUNK):
-                    chunk = folders[key][start : start + VERIFY_CHUNK]
-                    tg.start_soon(proven, prove, (db, exp_id, path, chunk, *extra), check)
+        if several:
+            own.name_source(claims.label)
+        report.merge(own)
+        plans.append((claims, ids, plan))
+
+    async with anyio.create_task_group() as tg:
+        if several:
+            views, shared, folded, unclaimed = await run(merged_views, sources, db)
+            for target_id in unclaimed:
+                report.checked("experiments")
+                report.mismatch("experiments", target_id, "presence", False, True)
+            if shared:
+                tg.start_soon(one, verify_merged, shared, db)
+            report.merge(await run(verify_folded, folded, db))
+            report.merge(await run(verify_copies, sources))
+        else:
+            views = [(sources[0].experiment_ids, frozenset())]
+        if await run(has_registry, [c.root for c in sources], db):
+            tg.start_soon(one, verify_registries, sources, db)
+        async with anyio.create_task_group() as surveys:
+            for claims, (ids, shared_folders) in zip(sources, views):
+                surveys.start_soon(planned, claims, ids, shared_folders)
+        total = Counter({key: sum(len(folders[key]) for _, _, plan in plans for folders in plan.values())
+                         for key in ("runs", "traces", "models")})
+        progress.set_total(sum(total.values()), counting(total))
+        for claims, ids, plan in sorted(plans, key=lambda p: sources.index(p[0])):
+            root, skipped_runs = claims.root, frozenset(claims.skipped.get("runs", ()))
+            for exp_id, folders in plan.items():
+                path = folders["path"]
+                checks = (
+                    ("runs", prove_runs, (skipped_runs, ids), partial(check_runs, root, db, exp_id, path, id_map=ids)),
+                    ("traces", prove_traces, (ids,), partial(verify_traces, root, db, exp_id)),
+                    ("models", prove_logged_models, (ids,),
+                     partial(verify_logged_models, root, db, exp_id, id_map=ids)),
+                )
+                for key, prove, extra, check in checks:
+                    for start in range(0, len(folders[key]), VERIFY_CHUNK):
+                        chunk = folders[key][start : start + VERIFY_CHUNK]
+                        tg.start_soon(proven, prove, (db, exp_id, path, chunk, *extra), check)
     return report

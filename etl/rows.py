@@ -164,13 +164,15 @@ def printable(text):
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong with the source tree: the file, where in it, and why; and which entity
-    (kind and id, as the verifier names them) is left out because of it."""
+    (kind and id, as the verifier names them) is left out because of it, in which source (its
+    place among the --source folders)."""
 
     path: str
     reason: str
     line: int | None = None
     entity: str | None = None
     entity_id: str | None = None
+    source: int = 0
 
     def __post_init__(self) -> None:
         # Named in the output and the JSON report whatever bytes the tree's names hold.

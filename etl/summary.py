@@ -40,6 +40,10 @@ def new_report(command: str, source, target) -> dict:
         "counts": {"source": {}, "target": {}},
         # Experiments the target could not hold under their ids: old id -> new id (strings).
         "experiment_id_map": {},
+        # Per source: what its experiments and registered models became (several sources: etl.source.merge).
+        "sources": [],
+        "merged": [],
+        "on_name_clash": None,
         "files": None,
         "phases": {},
         "throughput": {},
@@ -129,7 +133,6 @@ def duplicate_lines(duplicates, limit: int = 20) -> list[str]:
 
 def fill_from_load(report: dict, stats, phases: dict[str, float]) -> None:
     report["counts"]["source"] = {t: stats.rows.get(t, 0) for t in TABLES}
-    report["census"] = census_dict(stats.census, report["source"])
     report["unrepresentable_values"] = lossy_dicts(stats.lossy)
     report["duplicate_points"] = duplicate_dicts(stats.duplicates)
     report["files"] = stats.files
@@ -233,3 +236,113 @@ def server_lines(server_uri: str, packages: tuple[str, ...] = ()) -> list[str]:
     """The end of a migration's summary: the schema's MLflow, and how to start a server on it."""
     return [f"The database has the schema of MLflow {mlflow_version()}; start a server of that version on it:",
             f"  {server_command(server_uri, packages)}"]
+
+
+# --- what each source became (one source: the ids the target could not hold) ------------------
+
+
+def fill_sources(report: dict, result) -> None:
+    """The report's source fields: ``sources`` (what each became: ids, names, copies migrated
+    once), ``merged`` and ``on_name_clash``; and ``source``, ``experiment_id_map`` and
+    ``census``, of one source as ever, of several per source (a list of paths; maps keyed by
+    the source's path)."""
+    sources = result.plan.sources
+    census = {str(s.mlruns): census_dict(stats.census, str(s.mlruns)) for s, stats in zip(sources, result.load.sources)}
+    report["on_name_clash"] = result.plan.rule
+    report["sources"] = [source_dict(s) for s in sources]
+    report["merged"] = result.plan.merges
+    if len(sources) == 1:
+        report["source"] = str(sources[0].mlruns)
+        report["experiment_id_map"] = _id_map_dict(sources[0].id_map)
+        report["census"] = census[report["source"]]
+        return
+    report["source"] = [str(s.mlruns) for s in sources]
+    report["experiment_id_map"] = {str(s.mlruns): _id_map_dict(s.id_map) for s in sources}
+    report["census"] = census
+
+
+def _id_map_dict(id_map: dict[int, int]) -> dict[str, str]:
+    return {str(old): str(new) for old, new in sorted(id_map.items())}
+
+
+def source_dict(source) -> dict:
+    """One source's part of the report: every id and name that changed, and the copies."""
+    return {
+        "path": str(source.mlruns),
+        "label": source.label,
+        "experiment_id_map": _id_map_dict(source.id_map),
+        "experiments_renamed": {str(old): t.name for old, t in sorted(source.experiments.items()) if t.name},
+        "experiments_merged": sorted(str(old) for old, t in source.experiments.items() if t.joins),
+        "registered_models_renamed": {n: t.name for n, t in sorted(source.models.items()) if t.name != n},
+        "registered_models_merged": {n: t.version_offset for n, t in sorted(source.models.items()) if t.joins},
+        "copies": [{"kind": kind, "id": entity_id, "path": own, "migrated_from": origin}
+                   for kind, held in source.copies.items() for entity_id, (own, origin) in sorted(held.items())],
+    }
+
+
+def id_map_text(id_map: dict[int, int]) -> str:
+    if not id_map:
+        return "Experiment ids: all kept."
+    lines = [f"Experiment ids renumbered ({len(id_map)}; the target's INTEGER cannot hold them; "
+             "artifact locations keep the old ids):"]
+    lines += [f"  {old} -> {new}" for old, new in sorted(id_map.items(), key=lambda kv: kv[1])]
+    return "\n".join(lines)
+
+
+def plan_lines(plan, dry_run: bool = False) -> list[str]:
+    """What each source became, for the summary (one source: the renumbered experiments only)."""
+    if len(plan.sources) == 1:
+        id_map = plan.sources[0].id_map
+        return [id_map_text(id_map)] if id_map or dry_run else []
+    labels = {str(s.mlruns): s.label for s in plan.sources}
+    lines = [f"Sources ({len(plan.sources)}, in this order: where ids or names clash, the first keeps its own):"]
+    lines += [f"  {n}. {s.label}: {s.mlruns}" for n, s in enumerate(plan.sources, 1)]
+    changed = [(s, old, new) for s in plan.sources for old, new in sorted(s.id_map.items())
+               if not s.experiments[old].joins]
+    if changed:
+        lines += [f"Experiment ids changed ({len(changed)}; artifact locations keep the old ids):"]
+        lines += [f"  {s.label}: {old} -> {new}" for s, old, new in changed]
+    kept_once = [m for m in plan.merges if m["kind"] == "experiment" and all(j.get("empty") for j in m["joined"])]
+    for m in kept_once:
+        joined = ", ".join(f"{labels[j['source']]}'s {j['experiment_id']}" for j in m["joined"])
+        lines += [f"Experiment {m['name']!r} kept once: {labels[m['fields_from']['source']]}'s "
+                  f"{m['fields_from']['experiment_id']}, as experiment {m['experiment_id']}; the empty {joined} "
+                  "joined it"]
+    renamed = [(s, old, t.name) for s in plan.sources
+               for old, t in sorted(s.experiments.items(), key=lambda kv: kv[1].name or "") if t.name]
+    renamed_models = [(s, n, t.name) for s in plan.sources for n, t in sorted(s.models.items()) if t.name != n]
+    if renamed or renamed_models:
+        lines += [f"Renamed ({len(renamed) + len(renamed_models)}, --on-name-clash rename; the name is an "
+                  "earlier source's too):"]
+        lines += [f"  {s.label}: experiment {old} -> {name!r}" for s, old, name in renamed]
+        lines += [f"  {s.label}: registered model {n!r} -> {name!r}" for s, n, name in renamed_models]
+    merged = [m for m in plan.merges if m not in kept_once]
+    if merged:
+        lines += [f"Merged ({len(merged)}, --on-name-clash merge; the first one's fields, tags and datasets "
+                  "win, the others' join where it has none):"]
+        for m in merged:
+            joined = ", ".join(labels[j["source"]] + (f"'s {j['experiment_id']}" if "experiment_id" in j else "")
+                               for j in m["joined"])
+            where = f" as experiment {m['experiment_id']}" if "experiment_id" in m else ""
+            head = labels[m["fields_from"]["source"]]
+            lines += [f"  {m['kind']} {m['name']!r}{where}: {head}'s, joined by {joined}"]
+            lines += [f"    tag {t['key']!r} = {t['value']!r} of {labels[t['source']]} not taken (kept {t['kept']!r})"
+                      for t in m["not_taken"] if "key" in t]
+            lines += [f"    alias {t['alias']!r} of {labels[t['source']]} not taken (kept version {t['kept']})"
+                      for t in m["not_taken"] if "alias" in t]
+            lines += [f"    dataset {t['dataset']} not taken: the same name and digest, other fields, as {t['kept']}"
+                      for t in m["not_taken"] if "dataset" in t]
+    copies = [(kind, i, own, origin) for s in plan.sources for kind, held in s.copies.items()
+              for i, (own, origin) in sorted(held.items())]
+    if copies:
+        lines += [f"Copies migrated once ({len(copies)}; the same id with the same files in two sources):"]
+        lines += [f"  {kind[:-1].replace('_', ' ')} {i}: {own} is a copy of {origin}" for kind, i, own, origin in copies]
+    return lines
+
+
+def census_text(report: dict) -> list[str]:
+    """The census lines of one source, or of each of several."""
+    if isinstance(report["source"], str):
+        return census_lines(report["census"])
+    return [line for path, census in report["census"].items()
+            for line in [f"{path}:", *("  " + c for c in census_lines(census))]]

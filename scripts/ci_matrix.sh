@@ -42,6 +42,10 @@ fixture_tests() {
   echo "== fixture-tree integration tests on the newest MLflow"
   # shellcheck disable=SC2046
   uv run --extra test pytest tests/integration/test_fixture_trees.py $(fixture_args)
+  echo "== every era's fixture tree merged into one database (the rest of that file ran in the suite)"
+  # shellcheck disable=SC2046
+  uv run --extra test pytest tests/integration/test_several_sources.py $(fixture_args) \
+    -k "change_listed or through_the_maps or fail_lists"
 }
 
 oldest() {
@@ -53,10 +57,15 @@ oldest() {
   # The PostgreSQL target's refusals, kill -9 and live-server tests ran in the newest pass and
   # do not depend on MLflow's version; here the fixture-tree tests still migrate every era into
   # PostgreSQL through this MLflow's schema, and test_postgres_schema holds this MLflow's recorded
-  # schema against its migrations. (Keeps .ci/run within its time budget.)
+  # schema against its migrations. Every era's tree merged into one database ran in the
+  # fixture-tests step; here the several-trees tests take their own small trees (made by this
+  # MLflow). (Keeps .ci/run within its time budget.)
   # shellcheck disable=SC2046
   "$python" -m pytest -p no:cacheprovider tests $(fixture_args) \
-    --ignore=tests/integration/test_postgres_target.py --ignore=tests/faults/test_postgres_crashes.py
+    --ignore=tests/integration/test_postgres_target.py --ignore=tests/faults/test_postgres_crashes.py \
+    --ignore=tests/integration/test_several_sources.py
+  "$python" -m pytest -p no:cacheprovider tests/integration/test_several_sources.py \
+    -k "sqlite and (change_listed or through_the_maps)"
 }
 
 case "${1:-all}" in

@@ -23,6 +23,7 @@ from etl.source.layout import (
     META,
     ExperimentTarget,
     ExperimentUnit,
+    ModelTarget,
     RegisteredModelUnit,
     RunsUnit,
     WorkUnit,
@@ -169,6 +170,19 @@ def stable_id(*parts: str) -> str:
     return str(uuid.uuid5(ID_NAMESPACE, printable("/".join(parts))))
 
 
+def own_dataset_id(namespace: str, exp_id: str, folder: str) -> str:
+    """The id of the row an experiment's dataset folder ``folder`` gives (a later tree's in a
+    ``namespace`` of its own, see etl.source.merge)."""
+    return stable_id(*([namespace] if namespace else []), exp_id, "datasets", folder)
+
+
+def dataset_id(target: ExperimentTarget | None, exp_id: str, folder: str) -> str:
+    """The id a run's input of that dataset refers to: its own row's, or that of the dataset of
+    the same name and digest in the experiment it joins (written once)."""
+    same = dict(target.same_datasets).get(folder) if target is not None else None
+    return same or own_dataset_id(target.namespace if target else "", exp_id, folder)
+
+
 def extract(unit: WorkUnit, limits: Limits) -> RowBatch:
     """The unit's rows; an entity that does not read, or holds a value the target would refuse
     (``limits``, supplied by the target), is left out and its problems reported instead."""
@@ -177,21 +191,42 @@ def extract(unit: WorkUnit, limits: Limits) -> RowBatch:
                   "logged_models": _extract_logged_model, "registered_models": _extract_registered_model}
     # The runs of a unit may be of several experiments: each run's RunFolder names its own.
     runs = iter(unit.runs) if isinstance(unit, RunsUnit) else None
+    offset = 0
     for kind, entity_id, folder in unit_entities(unit):
         batch.folders += kind != "experiments"
         if isinstance(unit, ExperimentUnit):
-            exp = _target_id(unit.target, os.path.basename(unit.path))
-            args = (unit.path, unit.deleted, exp)
+            args = (unit.path, unit.deleted, _target_id(unit.target, os.path.basename(unit.path)), unit.target)
         elif isinstance(unit, RegisteredModelUnit):
-            args = (unit.path,)
+            args, offset = (unit.path, unit.target), unit.target.version_offset if unit.target else 0
         else:
             place = next(runs) if runs is not None else unit
             args = (place.experiment_path, place.experiment_id, entity_id,
                     _target_id(place.target, place.experiment_id))
-        _guarded(batch, limits, (kind, entity_id), folder, extractors[kind], *args)
+            if kind == "runs":
+                args += (place.target,)
+        _guarded(batch, limits, (kind, entity_id), folder, extractors[kind], *args, version_offset=offset)
     if isinstance(unit, ExperimentUnit):
-        _extract_datasets(batch, limits, unit.path, exp)
+        _extract_datasets(batch, limits, unit.path, unit.target)
+        if unit.target is not None:
+            _keep_for_target(batch, unit.target, os.path.basename(unit.path))
+    if isinstance(unit, RegisteredModelUnit) and unit.target is not None and unit.target.left_out:
+        batch.rows.clear()  # read (the census counts its files), never written
     return batch
+
+
+def _keep_for_target(batch: RowBatch, target: ExperimentTarget, exp_id: str) -> None:
+    """Of an experiment's own rows, those the target takes: none of one left out; of one that
+    joins another, no experiment row, and the tags and datasets that one lacks."""
+    if target.left_out:
+        batch.rows.clear()
+        return
+    if target.joins:
+        batch.rows.pop("experiments", None)
+    if target.skip_tags and "experiment_tags" in batch.rows:
+        batch.rows["experiment_tags"] = [r for r in batch.rows["experiment_tags"] if r[1] not in target.skip_tags]
+    not_written = {own_dataset_id(target.namespace, exp_id, folder) for folder, _ in target.same_datasets}
+    if not_written and "datasets" in batch.rows:
+        batch.rows["datasets"] = [r for r in batch.rows["datasets"] if r[0] not in not_written]
 
 
 def _target_id(target: ExperimentTarget | None, folder_id: str) -> int:
@@ -200,17 +235,20 @@ def _target_id(target: ExperimentTarget | None, folder_id: str) -> int:
     return int(folder_id) if target is None else target.id
 
 
-def _guarded(batch: RowBatch, limits: Limits, entity: tuple[str, str], folder: str, extractor, *args) -> None:
+def _guarded(batch: RowBatch, limits: Limits, entity: tuple[str, str], folder: str, extractor, *args,
+             version_offset: int = 0) -> None:
     """Run one entity's extractor into a private batch; keep its rows only if it all read, its
     folders hold nothing the census cannot classify, and the target accepts every value.
-    Files read, and the census of the entity's folders, count whether or not it is kept."""
+    Files read, and the census of the entity's folders, count whether or not it is kept.
+    (``version_offset``: what the rows add to a model version's number, see
+    etl.source.layout.ModelTarget.)"""
     own = RowBatch(root=batch.root)
     errors = _folder_errors(folder, own)
     if not errors:
         try:
             extractor(own, *args)
             for v in check_rows(own.rows, limits):
-                path, line = _located(folder, v.table, own.rows[v.table], v.index)
+                path, line = _located(folder, v.table, own.rows[v.table], v.index, version_offset)
                 errors.append(SourceError(path, v.reason, line))
         except (SourceError, SourceErrors) as e:
             errors = e.errors if isinstance(e, SourceErrors) else [e]
@@ -279,9 +317,11 @@ _SOURCE_FILES = {
 _LINE_KEY = {"metrics": 1, "logged_model_metrics": 1}
 
 
-def _located(folder: str, table: str, rows: list, index: int) -> tuple[str, int | None]:
+def _located(folder: str, table: str, rows: list, index: int, version_offset: int = 0) -> tuple[str, int | None]:
     """(file, line) a row was read from; only computed for a row the target would refuse."""
     row = rows[index]
+    if table in ("model_versions", "model_version_tags"):
+        row = (row[0], row[1] - version_offset, *row[2:])  # the folder has the file's number
     if table in ("inputs", "input_tags"):
         return input_file(folder, row[0]), None
     path = os.path.join(folder, *_SOURCE_FILES[table](row))
@@ -341,7 +381,8 @@ def _lifecycle(meta: dict, path: str, default: str) -> str:
     return stage
 
 
-def _extract_experiment(batch: RowBatch, path: str, deleted: bool, target_id: int) -> None:
+def _extract_experiment(batch: RowBatch, path: str, deleted: bool, target_id: int,
+                        target: ExperimentTarget | None) -> None:
     meta = _meta(batch, path, "experiment", "experiments", EXPERIMENT_FIELDS)
     meta_path = os.path.join(path, META)
     folder_id = os.path.basename(path)
@@ -355,7 +396,7 @@ def _extract_experiment(batch: RowBatch, path: str, deleted: bool, target_id: in
         "experiments",
         (
             target_id,
-            name,
+            target.name if target is not None and target.name is not None else name,
             meta["artifact_location"],
             meta["lifecycle_stage"],
             meta.get("creation_time"),
@@ -376,7 +417,8 @@ def _enum(value, table: dict[int, str], field: str, path: str) -> str:
     raise SourceError(path, f"unknown {field} {value!r}")
 
 
-def _extract_run(batch: RowBatch, exp_path: str, exp_id: str, name: str, target_id: int) -> None:
+def _extract_run(batch: RowBatch, exp_path: str, exp_id: str, name: str, target_id: int,
+                 target: ExperimentTarget | None) -> None:
     run_path = os.path.join(exp_path, name)
     meta = _meta(batch, run_path, "run", "runs", RUN_FIELDS)
     meta_path = os.path.join(run_path, META)
@@ -436,7 +478,7 @@ def _extract_run(batch: RowBatch, exp_path: str, exp_id: str, name: str, target_
             target_id,
         ),
     )
-    _collecting(errors, None, _run_inputs, batch, exp_path, exp_id, run_path, run_id)
+    _collecting(errors, None, _run_inputs, batch, exp_path, exp_id, run_path, run_id, target)
     _collecting(errors, None, _run_outputs, batch, run_path, run_id)
     if errors:
         raise SourceErrors(errors)
@@ -457,7 +499,8 @@ def _collecting(errors: list, fallback, func, *args):
     return fallback
 
 
-def _run_inputs(batch: RowBatch, exp_path: str, exp_id: str, run_path: str, run_id: str) -> None:
+def _run_inputs(batch: RowBatch, exp_path: str, exp_id: str, run_path: str, run_id: str,
+                target: ExperimentTarget | None) -> None:
     folder = os.path.join(run_path, "inputs")
     # The target keys an input by what it links; two folders linking the same pair were copied.
     linked: dict[tuple, str] = {}
@@ -472,7 +515,7 @@ def _run_inputs(batch: RowBatch, exp_path: str, exp_id: str, run_path: str, run_
                 raise SourceError(meta_path, f"input refers to dataset {source_id}, which does not exist")
             # destination_id in the file repeats the dataset id (a FileStore writer slip);
             # the run is the folder the input sits in.
-            row = (input_uuid, "DATASET", stable_id(exp_id, "datasets", source_id), "RUN", run_id, 0)
+            row = (input_uuid, "DATASET", dataset_id(target, exp_id, source_id), "RUN", run_id, 0)
             tags = meta["tags"]
             wrong = [(k, v) for k, v in tags.items() if not (isinstance(k, str) and isinstance(v, str))]
             if wrong:
@@ -504,18 +547,20 @@ def _run_outputs(batch: RowBatch, run_path: str, run_id: str) -> None:
         )
 
 
-def _extract_datasets(batch: RowBatch, limits: Limits, exp_path: str, target_id: int) -> None:
+def _extract_datasets(batch: RowBatch, limits: Limits, exp_path: str, target: ExperimentTarget | None) -> None:
     exp_id = os.path.basename(exp_path)
+    target_id = _target_id(target, exp_id)
     folder = os.path.join(exp_path, "datasets")
     names = subdirs(folder)
+    ids = {name: own_dataset_id(target.namespace if target else "", exp_id, name) for name in names}
     for name in names:
         _guarded(batch, limits, ("datasets", f"{exp_id}/{name}"), os.path.join(folder, name),
-                 _extract_dataset, folder, exp_id, name, target_id)
+                 _extract_dataset, folder, name, ids[name], target_id)
     # The target keys datasets by (experiment, name, digest); FileStore names their folders by a
     # hash of the same, so two folders with one key were copied by hand: neither is kept.
     by_key: dict[tuple, list[str]] = {}
     for name in names:
-        row = next((r for r in batch.rows.get("datasets", ()) if r[0] == stable_id(exp_id, "datasets", name)), None)
+        row = next((r for r in batch.rows.get("datasets", ()) if r[0] == ids[name]), None)
         if row is not None:
             by_key.setdefault((row[2], row[3]), []).append(name)
     clashing = {name for names_ in by_key.values() if len(names_) > 1 for name in names_}
@@ -529,16 +574,16 @@ def _extract_datasets(batch: RowBatch, limits: Limits, exp_path: str, target_id:
                 f"dataset {ds_name!r} (digest {digest}) is also in {others}; the target holds it once",
                 None, "datasets", f"{exp_id}/{name}"))
     if clashing:
-        dropped = {stable_id(exp_id, "datasets", n) for n in clashing}
+        dropped = {ids[n] for n in clashing}
         batch.rows["datasets"] = [r for r in batch.rows["datasets"] if r[0] not in dropped]
 
 
-def _extract_dataset(batch: RowBatch, folder: str, exp_id: str, name: str, target_id: int) -> None:
+def _extract_dataset(batch: RowBatch, folder: str, name: str, dataset_uuid: str, target_id: int) -> None:
     meta = _meta(batch, os.path.join(folder, name), "dataset", "datasets", DATASET_FIELDS)
     batch.add(
         "datasets",
         (
-            stable_id(exp_id, "datasets", name),
+            dataset_uuid,
             target_id,
             meta["name"],
             meta["digest"],
@@ -804,7 +849,7 @@ def _run_metrics(batch: RowBatch, folder: str, run_id: str) -> tuple[list, list]
     return rows, latest
 
 
-def _extract_registered_model(batch: RowBatch, path: str) -> None:
+def _extract_registered_model(batch: RowBatch, path: str, target: ModelTarget | None) -> None:
     meta = _meta(batch, path, "registered model", "registered_models", REGISTERED_MODEL_FIELDS)
     meta_path = os.path.join(path, META)
     name = meta["name"]
@@ -812,22 +857,24 @@ def _extract_registered_model(batch: RowBatch, path: str) -> None:
         raise SourceError(
             meta_path, f"name {name!r} disagrees with its folder name {os.path.basename(path)!r}"
         )
-    batch.add(
-        "registered_models",
-        (
-            name,
-            meta.get("creation_timestamp"),
-            meta.get("last_updated_timestamp"),
-            meta.get("description"),
-        ),
-    )
+    target = target or ModelTarget(name)
+    if not target.joins:
+        batch.add(
+            "registered_models",
+            (
+                target.name,
+                meta.get("creation_timestamp"),
+                meta.get("last_updated_timestamp"),
+                meta.get("description"),
+            ),
+        )
     tags = _key_folder(batch, os.path.join(path, "tags"), "registered_model_tags")
-    batch.extend("registered_model_tags", [(name, k, v) for k, v in tags.items()])
+    batch.extend("registered_model_tags", [(target.name, k, v) for k, v in tags.items() if k not in target.skip_tags])
 
     versions: set[int] = set()
     for entry in sorted(os.scandir(path), key=lambda e: e.name):
         if is_dir(entry) and entry.name.startswith("version-"):
-            versions.add(_extract_model_version(batch, entry.path, name))
+            versions.add(_extract_model_version(batch, entry.path, name, target))
 
     aliases_dir = os.path.join(path, "aliases")
     for alias in sorted(list_files(aliases_dir, batch.census, batch.root, keys=False)):
@@ -842,10 +889,12 @@ def _extract_registered_model(batch: RowBatch, path: str) -> None:
             raise SourceError(alias_path, f"alias must hold a version number, found {text!r}")
         if int(text) not in versions:
             raise SourceError(alias_path, f"alias points at version {text}, which does not exist")
-        batch.add("registered_model_aliases", (name, alias, int(text)))
+        if alias not in target.skip_aliases:
+            batch.add("registered_model_aliases", (target.name, alias, int(text) + target.version_offset))
 
 
-def _extract_model_version(batch: RowBatch, path: str, name: str) -> int:
+def _extract_model_version(batch: RowBatch, path: str, name: str, target: ModelTarget) -> int:
+    """The version's number in its folder; its rows get the target's name and number."""
     meta = _meta(batch, path, "model version", "model_versions", MODEL_VERSION_FIELDS)
     meta_path = os.path.join(path, META)
     raw = meta["version"]
@@ -861,8 +910,8 @@ def _extract_model_version(batch: RowBatch, path: str, name: str) -> int:
     batch.add(
         "model_versions",
         (
-            name,
-            version,
+            target.name,
+            version + target.version_offset,
             meta.get("creation_timestamp"),
             meta.get("last_updated_timestamp"),
             meta.get("description"),
@@ -877,5 +926,6 @@ def _extract_model_version(batch: RowBatch, path: str, name: str) -> int:
         ),
     )
     tags = _key_folder(batch, os.path.join(path, "tags"), "model_version_tags")
-    batch.extend("model_version_tags", [(name, version, k, v) for k, v in tags.items()])
+    number = version + target.version_offset
+    batch.extend("model_version_tags", [(target.name, number, k, v) for k, v in tags.items()])
     return version

@@ -18,8 +18,6 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from etl.sql_limits import INT64
-
 META = "meta.yaml"
 TRASH = ".trash"
 REGISTRY = "models"
@@ -34,13 +32,42 @@ class LayoutError(Exception):
 @dataclass(frozen=True)
 class ExperimentTarget:
     """What an experiment folder becomes in the target, where that is not simply itself: another
-    id (the target's INTEGER cannot hold the folder's; see ``experiment_id_map``).
+    id (the target's INTEGER cannot hold the folder's, or several trees hold it; etl.source.merge).
 
     The experiment's work units carry it, so the worker that parses a unit writes the target's
     values into the rows: the main process, which feeds the single writer, never rewrites a row.
+    Several trees into one database (etl.source.merge) add the rest.
     """
 
     id: int
+    # The target's name, where the folder's is another tree's too (--on-name-clash rename).
+    name: str | None = None
+    # Merged into another tree's experiment of the same name (or an empty Default kept once): no
+    # row of its own; its runs, traces and models go there, with its tags and datasets that
+    # experiment lacks.
+    joins: bool = False
+    # Refused (--on-name-clash fail): no row, tag or dataset; what hangs from it goes with it.
+    left_out: bool = False
+    skip_tags: frozenset[str] = frozenset()  # tag keys the experiment it joins holds already
+    # Stable ids of the tree's datasets: a later tree may have an earlier one's folder names.
+    namespace: str = ""
+    # Dataset folder -> id of the dataset of that name and digest in the experiment it joins
+    # (the target holds one, that experiment's; this one is not written).
+    same_datasets: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelTarget:
+    """What a registered model (or prompt) folder becomes in a database several trees go into."""
+
+    name: str  # the target's name (another when the folder's is an earlier tree's too)
+    # Merged into an earlier tree's model of the same name: no row of its own; its versions are
+    # numbered after that model's, with its tags and aliases that model lacks.
+    joins: bool = False
+    left_out: bool = False  # refused (--on-name-clash fail): nothing of it is written
+    version_offset: int = 0
+    skip_tags: frozenset[str] = frozenset()
+    skip_aliases: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -109,6 +136,7 @@ class LoggedModelsUnit:
 @dataclass(frozen=True)
 class RegisteredModelUnit:
     path: str
+    target: ModelTarget | None = None
 
     @property
     def kind(self) -> str:
@@ -273,11 +301,12 @@ def _chunks(names: list[str], size: int):
 
 def tree_units(
     mlruns: Path, per_unit: int, targets: dict[int, ExperimentTarget] | None = None,
+    models: dict[str, ModelTarget] | None = None,
 ) -> list[WorkUnit]:
     """Every work unit of a tree, in the order the load writes them: each experiment with its
     traces and logged models, then the runs of all experiments in the order of their ids, in
     chunks of ``per_unit``, then the registered models. ``targets``: what an experiment becomes,
-    by folder id, carried by its units.
+    by folder id, carried by its units; ``models``: what a registered model becomes, by folder.
 
     Why runs by id across experiments: MLflow's run-keyed indexes (``index_metrics_run_uuid``,
     ``index_metrics_run_uuid_key_step``, the run_uuid indexes of params, tags and latest_metrics)
@@ -295,7 +324,9 @@ def tree_units(
         runs += [RunFolder(path, exp_id, name, target) for name in run_dirs(path)]
     runs.sort(key=lambda run: run.name)
     units += [RunsUnit(tuple(runs[start : start + per_unit])) for start in range(0, len(runs), per_unit)]
-    return units + [RegisteredModelUnit(path) for path in registered_model_dirs(mlruns)]
+    models = models or {}
+    return units + [RegisteredModelUnit(path, models.get(os.path.basename(path)))
+                    for path in registered_model_dirs(mlruns)]
 
 
 def experiment_units(
@@ -311,41 +342,3 @@ def experiment_units(
     models = subdirs(os.path.join(path, "models"))
     units += [LoggedModelsUnit(path, exp_id, chunk, target) for chunk in _chunks(models, per_unit)]
     return units
-
-
-def experiment_id_map(mlruns: Path, max_id: int) -> dict[int, int]:
-    """Old -> new id for each experiment whose id the target cannot hold (FileStore ids are
-    18 digits; PostgreSQL's INTEGER is 32-bit).
-
-    Ids that fit keep their value. The others get new ids above the largest kept one, in order of
-    creation time, then old id, so the same tree always maps the same way. Only those experiments'
-    meta.yaml files are read; one that cannot be read sorts last (it is reported as a problem by
-    the load, and left out of the map's meaning only). An id beyond 64 bits is no id FileStore
-    writes: it keeps its value, and the load reports it as invalid input.
-    """
-    from etl.source.read import SourceError, read_yaml
-
-    ids = {int(os.path.basename(path)) for path, _ in experiment_dirs(mlruns)}
-    kept = [i for i in ids if i <= max_id]
-    moved = []
-    for path, _ in experiment_dirs(mlruns):
-        old = int(os.path.basename(path))
-        if old <= max_id or old > INT64[1]:
-            continue
-        try:
-            created = read_yaml(os.path.join(path, META)).get("creation_time")
-        except SourceError:
-            created = None
-        if not isinstance(created, int):
-            created = None
-        moved.append((created is None, created or 0, old))
-    start = max(kept, default=-1) + 1
-    new_ids: dict[int, int] = {}
-    for _, _, old in sorted(set(moved)):
-        new_ids.setdefault(old, start + len(new_ids))
-    if new_ids and max(new_ids.values()) > max_id:
-        raise LayoutError(
-            f"{len(new_ids)} experiment ids do not fit the target and there is no room above "
-            f"the largest one that does ({max(kept)})"
-        )
-    return new_ids

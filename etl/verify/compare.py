@@ -13,6 +13,7 @@ from collections import defaultdict
 from functools import cache
 
 from etl.sql_limits import FLOAT_MAX
+from etl.verify.claims import foreign, renamed_from
 from etl.verify.connect import connect
 from etl.verify.oracle import read_logged_model, read_trace, tracking_store
 from etl.verify.report import VerificationReport
@@ -142,14 +143,17 @@ def target_experiments(conn, back: dict[str, str]) -> tuple[dict[str, dict], dic
 def verify_experiments(
     mlruns: str, staging: str, skipped: dict[str, set[str]] | None = None,
     id_map: dict[str, str] | None = None, only: set[str] | None = None,
+    names: dict[str, str] | None = None, shared: frozenset[str] = frozenset(),
+    copies: dict[str, dict] | None = None,
 ) -> tuple[VerificationReport, dict[str, dict]]:
     """Experiments, their tags and datasets; and, per experiment, the runs, traces and logged
     models MLflow's reader finds, for the chunked checks that follow. ``only``: these experiment
-    ids alone (the others were proven by bytes, etl.verify.survey)."""
+    ids alone (the others were proven by bytes, etl.verify.survey). ``names``, ``shared`` and
+    ``copies``: as etl.verify.survey.survey takes them."""
     from mlflow.store.tracking.file_store import FileStore
     from mlflow.utils.validation import _EXPERIMENT_ID_REGEX
 
-    skipped = skipped or {}
+    skipped, names, copies = skipped or {}, names or {}, copies or {}
     back = _source_ids(id_map)
     store = tracking_store(mlruns)
     report = VerificationReport()
@@ -185,32 +189,42 @@ def verify_experiments(
 
     plan: dict[str, dict] = {}
     skipped_experiments = skipped.get("experiments", set())
-    if only is not None:
-        target = {k: v for k, v in target.items() if k in only}
+    target = {k: v for k, v in target.items() if not foreign(k) and (only is None or k in only)}
     for exp_id in sorted(source.keys() | (target.keys() - skipped_experiments)):
-        report.checked("experiments")
         exp = source.get(exp_id)
         row = target.get(exp_id)
-        if exp is None or row is None:
-            report.mismatch("experiments", exp_id, "presence", exp is not None, row is not None)
+        if exp_id not in shared:  # merged: etl.verify.merged compares the experiment
+            report.checked("experiments")
+            if exp is None or row is None:
+                report.mismatch("experiments", exp_id, "presence", exp is not None, row is not None)
+                continue
+            src = {f: getattr(exp, f) for f in EXPERIMENT_FIELDS}
+            if exp_id in names:
+                if not renamed_from(exp.name, names[exp_id]):
+                    report.mismatch("experiments", exp_id, "name (renamed)", exp.name, names[exp_id])
+                src["name"] = names[exp_id]
+            _compare_fields(report, "experiments", exp_id, EXPERIMENT_FIELDS, src, row)
+            _compare_dict(report, "experiments", exp_id, dict(exp.tags), target_tags.get(exp_id, {}))
+        elif exp is None:
             continue
-        src = {f: getattr(exp, f) for f in EXPERIMENT_FIELDS}
-        _compare_fields(report, "experiments", exp_id, EXPERIMENT_FIELDS, src, row)
-        _compare_dict(report, "experiments", exp_id, dict(exp.tags), target_tags.get(exp_id, {}))
 
         exp_dir = store._get_experiment_path(exp_id, assert_exists=True)
         # Run folders are read by the run checks (etl.verify.runs), which also decide which of
         # them MLflow counts as runs of this experiment.
-        run_ids = [name for name, _ in _dirs(exp_dir, FileStore.RESERVED_EXPERIMENT_FOLDERS)]
+        run_ids = [name for name, _ in _dirs(exp_dir, FileStore.RESERVED_EXPERIMENT_FOLDERS)
+                   if name not in copies.get("runs", ())]
         traces = _read_each(
-            report, "traces", _dirs(os.path.join(exp_dir, "traces")),
+            report, "traces", [d for d in _dirs(os.path.join(exp_dir, "traces")) if d[0] not in copies.get("traces", ())],
             store._get_trace_info_from_dir, skipped.get("traces", set()),
         )
         models = _read_each(
-            report, "logged_models", _dirs(os.path.join(exp_dir, "models")),
+            report, "logged_models",
+            [d for d in _dirs(os.path.join(exp_dir, "models")) if d[0] not in copies.get("logged_models", ())],
             store._get_model_from_dir, skipped.get("logged_models", set()),
         )
         plan[exp_id] = {"path": exp_dir, "runs": run_ids, "traces": sorted(traces), "models": sorted(models)}
+        if exp_id in shared:
+            continue
         for entity, source_ids, target_ids in (
             ("runs", run_ids, target_runs), ("traces", traces, target_traces),
             ("logged_models", models, target_models),

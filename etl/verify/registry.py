@@ -36,8 +36,9 @@ import posixpath
 import re
 from collections import defaultdict
 
+from etl.verify.claims import Claims, renamed_from
 from etl.verify.compare import _compare_dict, _compare_fields, _connect, _read_each
-from etl.verify.files import key_files, parse_meta, read_bytes, same_values
+from etl.verify.files import key_files, parse_meta, read_bytes, same_values, subfolders
 from etl.verify.report import VerificationReport
 
 MODEL_FIELDS = ("creation_timestamp", "last_updated_timestamp", "description")
@@ -58,6 +59,7 @@ VERSION_META_KEYS = frozenset({
     "deployment_job_state", "workspace",
 })
 VERSION_PREFIX = "version-"
+PROMPT_TAG = "mlflow.prompt.is_prompt"
 
 # mlflow.utils.validation's tag key rule (validate_param_and_metric_name) without the ':' that it
 # allows on POSIX only: a key outside it goes to MLflow's reader, which decides.
@@ -82,41 +84,86 @@ def valid_model_name(name: str) -> bool:
     return bool(name.strip()) and not any(c in name for c in "/:%\\") and not _path_not_unique(name)
 
 
+def has_registry(roots: list[str], staging: str) -> bool:
+    """Whether there is a model registry to verify, in a source or in the target."""
+    conn = _connect(staging)
+    try:
+        if any(conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None
+               for table in ("registered_models", "model_versions")):
+            return True
+    finally:
+        conn.close()
+    return any(subfolders(os.path.join(root, "models")) != [] for root in roots)
+
+
 def verify_registry(mlruns: str, staging: str, skipped: dict[str, set[str]] | None = None) -> VerificationReport:
-    skipped = (skipped or {}).get("registered_models", set())
+    """The registry of one source against the target's."""
+    return verify_registries([Claims(mlruns, skipped=skipped or {})], staging)
+
+
+def verify_registries(sources: list[Claims], staging: str) -> VerificationReport:
+    """The registries of one or more sources against the target's (etl.verify.claims: renamed
+    models by their target names; a model several sources merged into one, by
+    ``_verify_merged_models``); then whatever of the target no source holds."""
     report = VerificationReport()
     target = _target(staging)
     # Names left out as invalid count as seen: their absence from the target is expected.
-    seen_models, seen_versions = set(skipped), set()
-    folders = _model_folders(os.path.join(mlruns, "models"))
+    seen_models, seen_versions = set(), set()
+    members: dict[str, list[tuple[Claims, str]]] = defaultdict(list)  # target name -> (source, folder)
+    for claims in sources:
+        for name, _ in _model_folders(os.path.join(claims.root, "models")) or ():
+            if name not in claims.skipped.get("registered_models", set()):
+                members[claims.model_names.get(name, name)].append((claims, name))
+    shared = {name for name, held in members.items() if len(held) > 1}
+    for claims in sources:
+        skipped = claims.skipped.get("registered_models", set())
+        seen_models |= {claims.model_names.get(n, n) for n in skipped}
+        _verify_source(report, claims, target, shared, seen_models, seen_versions)
+    if shared:
+        _verify_merged_models(report, {name: members[name] for name in sorted(shared)}, target,
+                              seen_models, seen_versions)
+    for name in sorted(target["models"].keys() - seen_models):
+        report.checked("registered_models")
+        report.mismatch("registered_models", name, "presence", False, True)
+    left_out = {c.model_names.get(n, n) for c in sources for n in c.skipped.get("registered_models", set())}
+    for name, version in sorted(k for k in target["versions"].keys() - seen_versions if k[0] not in left_out):
+        report.checked("model_versions")
+        report.mismatch("model_versions", f"{name}/{version}", "presence", False, True)
+    return report
+
+
+def _verify_source(report, claims: Claims, target: dict, shared: set[str], seen_models: set, seen_versions: set) -> None:
+    """One source's registered models, but those merged with another source's, by bytes, then
+    with MLflow's reader for what the bytes could not prove."""
+    skipped = claims.skipped.get("registered_models", set())
+    folders = _model_folders(os.path.join(claims.root, "models"))
     unsure = None if folders is None else []
     for name, path in folders or ():
+        as_name = claims.model_names.get(name, name)
         if name in skipped:
             report.skip("registered_models")
             continue
-        versions = None if path is None else _matches_files(path, name, target)
+        if as_name in shared:
+            continue
+        versions = None if path is None else _matches_files(path, name, target, as_name)
         if versions is None:
             unsure.append(name)
         elif versions is not NOT_A_MODEL:
             report.checked("registered_models")
             report.checked("model_versions", len(versions))
-            seen_models.add(name)
+            seen_models.add(as_name)
             seen_versions |= versions
     if unsure is None or unsure:
         from etl.verify.oracle import registry_store
 
-        store = registry_store(mlruns)
+        store = registry_store(claims.root)
         paths = (store._get_all_registered_model_paths() if unsure is None
-                 else [os.path.join(mlruns, "models", name) for name in unsure])
+                 else [os.path.join(claims.root, "models", name) for name in unsure])
         for path in paths:
-            _verify_model_with_mlflow(report, store, path, target, skipped, seen_models, seen_versions)
-    for name in sorted(target["models"].keys() - seen_models):
-        report.checked("registered_models")
-        report.mismatch("registered_models", name, "presence", False, True)
-    for name, version in sorted(k for k in target["versions"].keys() - seen_versions if k[0] not in skipped):
-        report.checked("model_versions")
-        report.mismatch("model_versions", f"{name}/{version}", "presence", False, True)
-    return report
+            folder = os.path.basename(path)
+            as_name = claims.model_names.get(folder, folder)
+            if as_name not in shared:
+                _verify_model_with_mlflow(report, store, path, target, skipped, seen_models, seen_versions, as_name)
 
 
 def _target(staging: str) -> dict:
@@ -187,22 +234,26 @@ def _tags_match(folder: str, values: dict[str, str]) -> bool:
     return files is not None and all(map(valid_tag_key, files)) and same_values(files, values)
 
 
-def _matches_files(path: str, name: str, target: dict):
+def _matches_files(path: str, name: str, target: dict, as_name: str | None = None):
     """The (name, version) keys of the registered model in ``path`` when the target provably
-    holds exactly what its files hold; NOT_A_MODEL for a folder MLflow's reader skips; None when
-    unsure (MLflow's reader takes the model over and reports)."""
+    holds exactly what its files hold (under ``as_name``, a name claimed for it); NOT_A_MODEL for
+    a folder MLflow's reader skips; None when unsure (MLflow's reader takes the model over and
+    reports)."""
     if not os.path.lexists(os.path.join(path, "meta.yaml")):
         return NOT_A_MODEL
+    as_name = as_name or name
     meta = _meta(path, MODEL_META_KEYS)
-    row = target["models"].get(name)
+    row = target["models"].get(as_name)
     if meta is None or meta.get("name") != name or row is None or not valid_model_name(name):
+        return None
+    if as_name != name and not renamed_from(name, as_name, _is_prompt(target["tags"].get(as_name, {}))):
         return None
     if any(meta.get(f) != row[f] for f in MODEL_FIELDS):
         return None
-    if not _tags_match(path, target["tags"].get(name, {})):
+    if not _tags_match(path, target["tags"].get(as_name, {})):
         return None
     aliases = key_files(os.path.join(path, "aliases"))
-    if aliases is None or not same_values(aliases, target["aliases"].get(name, {})):
+    if aliases is None or not same_values(aliases, target["aliases"].get(as_name, {})):
         return None
     versions = set()
     try:
@@ -211,21 +262,25 @@ def _matches_files(path: str, name: str, target: dict):
     except OSError:
         return None
     for entry in folders:
-        key = None if entry.is_symlink() else _version_matches(entry.path, entry.name, name, target)
+        key = None if entry.is_symlink() else _version_matches(entry.path, entry.name, name, target, as_name)
         if key is None:
             return None
         versions.add(key)
-    return versions if versions == target["versions_of"].get(name, set()) else None
+    return versions if versions == target["versions_of"].get(as_name, set()) else None
 
 
-def _version_matches(path: str, folder: str, name: str, target: dict) -> tuple[str, str] | None:
+def _is_prompt(tags: dict[str, str]) -> bool:
+    return str(tags.get(PROMPT_TAG, "")).lower() == "true"
+
+
+def _version_matches(path: str, folder: str, name: str, target: dict, as_name: str) -> tuple[str, str] | None:
     meta = _meta(path, VERSION_META_KEYS)
     if meta is None or meta.get("name") != name:
         return None
     version = meta.get("version")
     if type(version) is not int or folder != f"{VERSION_PREFIX}{version}":
         return None
-    key = (name, str(version))
+    key = (as_name, str(version))
     row = target["versions"].get(key)
     if row is None:
         return None
@@ -239,31 +294,34 @@ def _version_matches(path: str, folder: str, name: str, target: dict) -> tuple[s
 # --- 2. MLflow's reader ---------------------------------------------------------------------------
 
 
-def _verify_model_with_mlflow(report, store, path, target, skipped, seen_models, seen_versions) -> None:
+def _verify_model_with_mlflow(report, store, path, target, skipped, seen_models, seen_versions,
+                              as_name: str | None = None) -> None:
     folder = os.path.basename(path)
     model = _read_each(
         report, "registered_models", [(folder, path)], store._get_registered_model_from_path, skipped,
     ).get(folder)
     if model is None:
         return
-    seen_models.add(model.name)
+    name = model.name if as_name is None or as_name == folder else as_name
+    seen_models.add(name)
     report.checked("registered_models")
-    row = target["models"].get(model.name)
+    row = target["models"].get(name)
+    if name != model.name and not renamed_from(model.name, name, _is_prompt(model._tags)):
+        report.mismatch("registered_models", model.name, "name (renamed)", model.name, name)
     if row is None:
-        report.mismatch("registered_models", model.name, "presence", True, False)
+        report.mismatch("registered_models", name, "presence", True, False)
     else:
         src = {f: getattr(model, f) for f in MODEL_FIELDS}
-        _compare_fields(report, "registered_models", model.name, MODEL_FIELDS, src, row)
+        _compare_fields(report, "registered_models", name, MODEL_FIELDS, src, row)
         # RegisteredModel.tags hides mlflow.prompt.is_prompt from users; the store keeps it, and
         # so must the database (it is what makes a registered model a prompt).
-        _compare_dict(report, "registered_models", model.name, dict(model._tags), target["tags"].get(model.name, {}))
-        aliases = {a.alias: str(a.version) for a in model.aliases} if isinstance(model.aliases, list) else dict(model.aliases)
-        _compare_dict(report, "registered_models", model.name, aliases, target["aliases"].get(model.name, {}))
+        _compare_dict(report, "registered_models", name, dict(model._tags), target["tags"].get(name, {}))
+        _compare_dict(report, "registered_models", name, _alias_versions(model), target["aliases"].get(name, {}))
     # Its versions too: rows the target keeps under the name are then not reported as extra.
     for mv in store._list_file_model_versions_under_path(path):
-        key = (mv.name, str(mv.version))
+        key = (name, str(mv.version))
         seen_versions.add(key)
-        id_ = f"{mv.name}/{mv.version}"
+        id_ = f"{name}/{mv.version}"
         report.checked("model_versions")
         t_row = target["versions"].get(key)
         if t_row is None:
@@ -272,3 +330,68 @@ def _verify_model_with_mlflow(report, store, path, target, skipped, seen_models,
         src = {f: getattr(mv, f) for f in VERSION_FIELDS}
         _compare_fields(report, "model_versions", id_, VERSION_FIELDS, src, t_row)
         _compare_dict(report, "model_versions", id_, dict(mv.tags), target["version_tags"].get(key, {}))
+
+
+def _alias_versions(model, offset: int = 0) -> dict[str, str]:
+    """alias -> version number (as text) of a registered model MLflow's reader read."""
+    aliases = model.aliases
+    pairs = [(a.alias, a.version) for a in aliases] if isinstance(aliases, list) else aliases.items()
+    return {alias: str(int(version) + offset) if offset else str(version) for alias, version in pairs}
+
+
+def _verify_merged_models(report, groups: dict[str, list[tuple[Claims, str]]], target: dict,
+                          seen_models: set, seen_versions: set) -> None:
+    """Registered models (or prompts) of several sources merged into one (--on-name-clash
+    merge), through MLflow's reader: the first source's fields; every source's tags and aliases,
+    the first holder of a key winning; every version, numbered as its source's claim says
+    (``Claims.model_offsets``), each equal to its files."""
+    from etl.verify.oracle import registry_store
+
+    for name, members in groups.items():
+        seen_models.add(name)
+        row = target["models"].get(name)
+        tags, aliases, kinds = {}, {}, set()
+        for n, (claims, folder) in enumerate(members):
+            store = registry_store(claims.root)
+            path = os.path.join(claims.root, "models", folder)
+            offset = claims.model_offsets.get(folder, 0)
+            report.checked("registered_models")
+            try:
+                model = store._get_registered_model_from_path(path)
+                versions = store._list_file_model_versions_under_path(path)
+            except Exception as e:  # noqa: BLE001 - any reader failure is reported, with its text
+                report.mismatch("registered_models", f"{name} ({claims.root})", "readable by MLflow", str(e)[:200], None)
+                continue
+            kinds.add(_is_prompt(model._tags))
+            if model.name != name:
+                report.mismatch("registered_models", f"{name} ({claims.root})", "name (merged)", model.name, name)
+            if n == 0:
+                if row is None:
+                    report.mismatch("registered_models", name, "presence", True, False)
+                else:
+                    _compare_fields(report, "registered_models", name, MODEL_FIELDS,
+                                    {f: getattr(model, f) for f in MODEL_FIELDS}, row)
+            for key, value in model._tags.items():
+                tags.setdefault(key, value)
+            for alias, version in _alias_versions(model, offset).items():
+                aliases.setdefault(alias, version)
+            for mv in versions:
+                key = (name, str(int(mv.version) + offset))
+                id_ = f"{name}/{key[1]}"
+                report.checked("model_versions")
+                if key in seen_versions:
+                    report.mismatch("model_versions", id_, "numbered twice", f"{folder} ({claims.root})", None)
+                    continue
+                seen_versions.add(key)
+                t_row = target["versions"].get(key)
+                if t_row is None:
+                    report.mismatch("model_versions", id_, "presence", True, False)
+                    continue
+                _compare_fields(report, "model_versions", id_, VERSION_FIELDS,
+                                {f: getattr(mv, f) for f in VERSION_FIELDS}, t_row)
+                _compare_dict(report, "model_versions", id_, dict(mv.tags), target["version_tags"].get(key, {}))
+        if len(kinds) > 1:
+            report.mismatch("registered_models", name, "merged a prompt with a registered model", True, None)
+        if row is not None:
+            _compare_dict(report, "registered_models", name, tags, target["tags"].get(name, {}))
+            _compare_dict(report, "registered_models", name, aliases, target["aliases"].get(name, {}))

@@ -93,6 +93,18 @@ class VerificationReport:
         self.lossy.update(other.lossy)
         self.duplicates.update(other.duplicates)
 
+    def name_source(self, label: str, entities=("experiments", "datasets")) -> None:
+        """Append the source's label to the ids of ``entities``, which only one source's folders
+        make unique (an experiment id), when several sources were compared."""
+        for entity in entities:
+            if entity in self.results:
+                result = self.results[entity]
+                result.failed_ids = {f"{i} ({label})" for i in result.failed_ids}
+        self.mismatches = [
+            Mismatch(m.entity, f"{m.id} ({label})", m.field, m.source, m.target) if m.entity in entities else m
+            for m in self.mismatches
+        ]
+
     def _ordered(self):
         known = [e for e in ENTITIES if e in self.results]
         other = sorted(e for e in self.results if e not in ENTITIES)

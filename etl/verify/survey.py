@@ -15,6 +15,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from etl.verify.claims import foreign, renamed_from
 from etl.verify.compare import EXPERIMENT_FIELDS, _connect, _source_ids, target_experiments
 from etl.verify.files import key_files, read_meta, same, same_values, subfolders
 from etl.verify.report import VerificationReport
@@ -33,18 +34,23 @@ class Survey:
     plan: dict[str, dict] = field(default_factory=dict)
     # Experiments MLflow's reader must verify (and plan) instead; None: all of them.
     unproven: set[str] | None = field(default_factory=set)
-    # Whether there is a model registry to verify, in the source or in the target.
-    registry: bool = False
 
 
 def survey(mlruns: str, staging: str, skipped: dict[str, set[str]] | None = None,
-           id_map: dict[str, str] | None = None) -> Survey:
-    skipped = skipped or {}
+           id_map: dict[str, str] | None = None, names: dict[str, str] | None = None,
+           shared: frozenset[str] = frozenset(), copies: dict[str, dict] | None = None) -> Survey:
+    """The source's experiments proven by bytes, and the plan of its folders. Of several sources
+    (etl.verify.claims): ``names`` the renamed experiments' target names; ``shared`` the folder
+    ids whose target experiment other sources' experiments join (etl.verify.merged checks those,
+    here only their folders are listed); ``copies`` (kind -> ids) folders migrated from another
+    source's copy, left out of the plan (etl.verify.merged checks them)."""
+    skipped, names, copies = skipped or {}, names or {}, copies or {}
     back = _source_ids(id_map)  # renumbered experiments: target id -> the folder's id
     result = Survey(VerificationReport())
     conn = _connect(staging)
     try:
         target, target_tags = target_experiments(conn, back)
+        target = {k: v for k, v in target.items() if not foreign(k)}
         children = {}
         for entity, query in (
             ("runs", "SELECT experiment_id, run_uuid FROM runs"),
@@ -60,14 +66,8 @@ def survey(mlruns: str, staging: str, skipped: dict[str, set[str]] | None = None
             "dataset_profile FROM datasets"
         ):
             datasets[back.get(str(exp_id), str(exp_id))][(row[0], row[1])] = dict(zip(DATASET_KEYS, row))
-        result.registry = any(
-            conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None
-            for table in ("registered_models", "model_versions")
-        )
     finally:
         conn.close()
-    registry = subfolders(os.path.join(mlruns, "models"))
-    result.registry = result.registry or registry is None or bool(registry)
     folders = _experiment_folders(mlruns)
     if folders is None:
         result.unproven = None
@@ -92,21 +92,21 @@ def survey(mlruns: str, staging: str, skipped: dict[str, set[str]] | None = None
         row = target.pop(exp_id, None)
         entries = subfolders(exp_dir)
         listed = {name: subfolders(os.path.join(exp_dir, name)) for name in ("traces", "models")}
+        if exp_id in shared:
+            if entries is None or None in listed.values():
+                unproven.add(exp_id)
+            else:
+                result.plan[exp_id] = _plan(exp_dir, entries, listed, skipped, copies, report)
+            continue
         dataset_count = _datasets_match(exp_dir, exp_id, datasets.get(exp_id, {}), skipped.get("datasets", set()))
         if (entries is None or row is None or dataset_count is None
                 or None in listed.values()
-                or not _experiment_matches(exp_dir, exp_id, row, target_tags.get(exp_id, {}))):
+                or not _experiment_matches(exp_dir, exp_id, row, target_tags.get(exp_id, {}), names.get(exp_id))):
             unproven.add(exp_id)
             continue
         report.checked("experiments")
         report.checked("datasets", dataset_count)
-        plan = {"path": exp_dir, "runs": [name for name in entries if name not in RESERVED]}
-        for key, entity, names in (("traces", "traces", listed["traces"]),
-                                   ("models", "logged_models", listed["models"])):
-            left_out = skipped.get(entity, set())
-            report.skip(entity, sum(1 for n in names if n in left_out))
-            plan[key] = [n for n in names if n not in left_out]
-        result.plan[exp_id] = plan
+        plan = result.plan[exp_id] = _plan(exp_dir, entries, listed, skipped, copies, report)
         for entity, key in (("runs", "runs"), ("traces", "traces"), ("logged_models", "models")):
             expected_absent = skipped.get(entity, set())
             for extra in sorted(children[entity].get(exp_id, set()) - set(plan[key]) - expected_absent):
@@ -115,6 +115,18 @@ def survey(mlruns: str, staging: str, skipped: dict[str, set[str]] | None = None
     # Experiments only the target has: MLflow's reader reports them.
     unproven.update(set(target) - skipped_experiments)
     return result
+
+
+def _plan(exp_dir: str, entries: list[str], listed: dict, skipped: dict, copies: dict, report) -> dict:
+    """The folders of one experiment the chunked checks take: its runs (every folder MLflow does
+    not reserve), traces and logged models, without those left out as invalid (counted as
+    skipped) or migrated from another source's copy."""
+    plan = {"path": exp_dir, "runs": [n for n in entries if n not in RESERVED and n not in copies.get("runs", ())]}
+    for key, entity in (("traces", "traces"), ("models", "logged_models")):
+        left_out = skipped.get(entity, set())
+        report.skip(entity, sum(1 for n in listed[key] if n in left_out))
+        plan[key] = [n for n in listed[key] if n not in left_out and n not in copies.get(entity, ())]
+    return plan
 
 
 def _datasets_match(exp_dir: str, exp_id: str, target: dict, skipped: set[str]) -> int | None:
@@ -148,13 +160,17 @@ def _experiment_folders(mlruns: str) -> list[tuple[str, str]] | None:
     ] + [(name, os.path.join(trash, name)) for name in deleted]
 
 
-def _experiment_matches(exp_dir: str, exp_id: str, row: dict, tags: dict[str, str]) -> bool:
+def _experiment_matches(exp_dir: str, exp_id: str, row: dict, tags: dict[str, str], renamed: str | None) -> bool:
     meta = read_meta(exp_dir)
     if meta is None or str(meta.get("experiment_id")) != exp_id:
         return False
     # Experiment() requires these; MLflow's reader says why one is missing.
     if not {"name", "artifact_location", "lifecycle_stage"} <= meta.keys():
         return False
+    if renamed is not None:
+        if not isinstance(meta["name"], str) or not renamed_from(meta["name"], renamed):
+            return False
+        meta = {**meta, "name": renamed}
     if any(meta.get(f) != row[f] for f in EXPERIMENT_FIELDS):
         return False
     files = key_files(os.path.join(exp_dir, "tags"))

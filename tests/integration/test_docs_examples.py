@@ -1,9 +1,12 @@
 """The user guide (docs/filestore-migration.md) says what the tool really does.
 
 Every ``$ etl-migrate ...`` line of a ``console`` block in the guide is run, in the order it
-appears, in one folder whose ``./mlruns`` is a real tree made through MLflow's API; each must end
-with the exit status its ``# exit status N`` line states, and print every ``error: ...`` line the
-guide shows under it (the guide's working folder stands for the test's; ``...`` matches anything).
+appears, in one folder whose ``./mlruns`` (and ``./old-laptop/mlruns``, a teammate's tree with the
+same names, for the guide's several-trees example) is a real tree made through MLflow's API; each
+must end with the exit status its ``# exit status N`` line states, and print every ``error: ...``
+line the guide shows under it; the several-trees example (a command with more than one
+``--source``) prints every output line the guide shows under it, in that order (the guide's
+working folder stands for the test's; ``...`` matches anything, a line of ``...`` any lines).
 The guide must also name every option of both --help texts, and list the JSON report's fields
 exactly as the tool writes them.
 """
@@ -31,6 +34,7 @@ class Example:
     command: str
     exit_status: int | None = None
     errors: list[str] = field(default_factory=list)
+    output: list[str] = field(default_factory=list)
 
     @property
     def args(self) -> list[str]:
@@ -66,11 +70,28 @@ def extract_examples(text: str) -> list[Example]:
             current.exit_status = int(match.group(1))
         elif line.startswith("error: ") and current is not None:
             current.errors.append(line.rstrip())
+        elif current is not None and stripped:
+            current.output.append(line.rstrip())
     return examples
 
 
 def _pattern(documented: str) -> re.Pattern:
     return re.compile(".*".join(re.escape(part) for part in documented.split("...")))
+
+
+def _not_printed_in_order(documented: list[str], printed: list[str]) -> str | None:
+    """The first documented line the output does not print after the ones before it, or None."""
+    at = 0
+    for line in documented:
+        if line.strip() == "...":
+            continue
+        pattern = _pattern(line)
+        while at < len(printed) and not pattern.fullmatch(printed[at]):
+            at += 1
+        if at == len(printed):
+            return line
+        at += 1
+    return None
 
 
 def help_options(text: str) -> set[str]:
@@ -116,6 +137,8 @@ def test_guide_examples_run_as_documented(guide, tmp_path):
     work = tmp_path / "ml"
     work.mkdir()
     build_core_tree(work / "mlruns")
+    (work / "old-laptop").mkdir()
+    build_core_tree(work / "old-laptop" / "mlruns")
     failures = []
     for example in examples:
         result = run_cli(*example.args, cwd=work)
@@ -128,6 +151,9 @@ def test_guide_examples_run_as_documented(guide, tmp_path):
         for documented in example.errors:
             if not any(_pattern(documented).fullmatch(line) for line in printed):
                 failures.append(f"guide shows {documented!r}, not printed; {shown}")
+        missing = _not_printed_in_order(example.output, printed) if example.args.count("--source") > 1 else None
+        if missing is not None:
+            failures.append(f"guide shows {missing!r}, not printed there; {shown}")
         if "--report" in example.args and example.exit_status == 0:
             report_path = work / example.args[example.args.index("--report") + 1]
             report = json.loads(report_path.read_text())

@@ -17,6 +17,7 @@ import pytest
 
 from etl.observe import Progress
 from etl.pipeline import verify
+from etl.verify.claims import Claims
 from etl.verify.models import MODEL_STATUSES, prove_logged_models
 from etl.verify.survey import survey
 from etl.verify.traces import PROMOTED_METADATA, TRACE_STATES, V2_STATUSES, prove_traces
@@ -104,7 +105,7 @@ def test_clean_traces_and_models_are_proven_by_bytes_without_importing_mlflow(mi
 
 def test_clean_tree_verifies_clean_and_counts_everything(migrated):
     mlruns, db, _ = migrated
-    report = anyio.run(verify, mlruns, str(db), 1, Progress())
+    report = anyio.run(verify, [Claims(str(mlruns))], str(db), 1, Progress())
     assert report.ok, report.to_text()
     counts = {e: report.results[e].checked for e in ("traces", "assessments", "logged_models", "datasets")}
     assert counts == {"traces": 1, "assessments": 3, "logged_models": 1, "datasets": 1}
@@ -154,7 +155,7 @@ def test_a_corrupted_field_is_never_proven_by_bytes_and_is_named(migrated, tmp_p
         conn.close()
     assert prove_all(mlruns, db) != prove_all(mlruns, clean)
 
-    report = anyio.run(verify, mlruns, str(db), 1, Progress())
+    report = anyio.run(verify, [Claims(str(mlruns))], str(db), 1, Progress())
     assert len(report.mismatches) == 1, report.to_text()
     m = report.mismatches[0]
     assert (m.entity, m.field) == (entity, field)
@@ -175,7 +176,7 @@ def test_only_the_experiment_that_differs_goes_to_mlflows_reader(migrated, tmp_p
     found = survey(str(mlruns), str(db))
     assert found.unproven == {ids["other"]}
     assert ids["exp"] in found.plan and ids["other"] not in found.plan
-    report = anyio.run(verify, mlruns, str(db), 1, Progress())
+    report = anyio.run(verify, [Claims(str(mlruns))], str(db), 1, Progress())
     assert [(m.entity, m.id, m.field) for m in report.mismatches] == [("experiments", ids["other"], "name")]
     assert report.results["runs"].checked == 2  # the other experiment's run, planned by MLflow's reader
 
@@ -209,5 +210,5 @@ def test_a_file_mlflows_reader_cannot_read_is_named_not_a_crash(migrated, tmp_pa
         path = tree / ids["exp"] / "models" / ids["model"] / "metrics" / "acc"
         path.write_text(path.read_text() + "not a metric line\n")
         expected = ("logged_models", ids["model"])
-    report = anyio.run(verify, tree, str(db), 1, Progress())
+    report = anyio.run(verify, [Claims(str(tree))], str(db), 1, Progress())
     assert [(m.entity, m.id, m.field) for m in report.mismatches] == [(*expected, "readable by MLflow")]

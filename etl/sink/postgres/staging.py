@@ -197,7 +197,7 @@ _PG_NAMES = {"varchar": "character varying", "char": "character", "int": "intege
 def _postgres_limit(limit: ColumnLimit, column: str, data_type: str, length: int | None) -> ColumnLimit:
     """What PostgreSQL adds to a column's limit: text has a length (or none) and holds no NUL,
     integers have their declared width. experiment_id keeps the 64-bit range: ids beyond 32 bits
-    are renumbered (etl.source.layout.experiment_id_map), never refused."""
+    are renumbered (etl.source.merge.renumber), never refused."""
     if data_type in ("character varying", "character", "text"):
         return dataclasses.replace(limit, max_length=length, nul_allowed=False)
     if data_type in INT_RANGES and column != "experiment_id":
