@@ -65,6 +65,9 @@ def build_numbered_tree(mlruns: Path, experiments: dict[str, str], *, default_ru
         client.create_model_version(GENERATOR_MODEL, f"runs:/{run}/model", run_id=run, tags={"v": suffix})
     client.set_registered_model_alias(GENERATOR_MODEL, "champion", "2")
     with default_uris(mlruns):
+        # A prompt links itself to the active experiment: none here, whatever an earlier test of
+        # the session left in the environment (default_uris puts it back after).
+        os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
         mlflow.genai.register_prompt("greeting", f"Hello {{{{name}}}}{suffix}", commit_message=f"c{suffix}")
     return ids
 
