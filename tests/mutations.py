@@ -687,7 +687,23 @@ def prepare() -> None:
     """Import what every case needs once, before the first fork."""
     os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # MLflow's registry reader looks a version's logged model up through a bare MlflowClient(),
+    # on the default tracking URI: unset, a SQLite database in the current folder, made anew by
+    # all of MLflow's migrations in every case (a minute on a busy machine). A scratch file store
+    # answers the same (no such model).
+    if "MLFLOW_TRACKING_URI" not in os.environ:
+        scratch = Path(os.environ.get("TMPDIR", "/tmp")) / f"etl-mutations-default-{os.getuid()}"
+        scratch.mkdir(exist_ok=True)
+        os.environ["MLFLOW_TRACKING_URI"] = scratch.as_uri()
     import mlflow  # noqa: F401
+    import mlflow.store.db.utils as db_utils
+    from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore  # noqa: F401
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as _  # noqa: F401
+
+    # Every SQL store MLflow opens checks the database against the head of its migrations,
+    # found by loading each migration script anew: once here, for every case's stores.
+    head = db_utils._get_latest_schema_revision()
+    db_utils._get_latest_schema_revision = lambda: head
     import etl.cli  # noqa: F401
     import etl.pipeline  # noqa: F401
     from etl.source.derived import _analytics

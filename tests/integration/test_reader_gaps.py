@@ -330,3 +330,44 @@ def test_etl_migrate_verify_counts_and_names_the_same_values(migrated, tmp_path)
     assert json.loads(report_path.read_text())["unrepresentable_values"] == migration["unrepresentable_values"]
     assert "6 metric value(s) in 6 series cannot be stored as the files hold them" in result.stdout
     assert f"logged model {ids['model']}, metric 'm_nan': 1 NaN point(s) stored as 0" in result.stdout
+
+
+def test_a_five_field_line_with_the_greatest_step_is_the_latest_point(tmp_path):
+    """MLflow's reader reports step 0 for a 5-field run metric line, so it picks another latest
+    point than the file holds: the target's latest follows the file. The comparison through
+    MLflow's clients (tests/client_compare.py, which the mutation campaign uses) knows that gap,
+    and still fails a target that shows what the reader shows."""
+    import mlflow
+    import pandas as pd
+
+    from tests import client_compare
+    from tests.trees import default_uris
+
+    mlruns = tmp_path / "mlruns"
+    exp = file_client(mlruns).create_experiment("steps")
+    with default_uris(mlruns):
+        dataset = mlflow.data.from_pandas(pd.DataFrame({"x": [1]}), name="d")
+        with mlflow.start_run(experiment_id=exp) as run:
+            mlflow.log_metric("loss", 0.5, step=0, timestamp=2000)
+            # The greatest step, logged with a dataset (5 fields), at an earlier timestamp.
+            mlflow.log_metric("loss", 0.25, step=9, timestamp=1000, dataset=dataset)
+    run_id = run.info.run_id
+    src = file_client(mlruns)
+    assert src.get_run(run_id).data.metrics["loss"] == 0.5  # the reader: both at step 0
+    db = tmp_path / "mlflow.db"
+    result = run_cli("--source", str(mlruns), "--target", f"sqlite:///{db}")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    dst = sql_client(db)
+    assert dst.get_run(run_id).data.metrics["loss"] == 0.25
+    assert sorted(m.step for m in dst.get_metric_history(run_id, "loss")) == [0, 9]
+    client_compare.compare_runs(src, dst)
+
+    conn = sqlite3.connect(db)
+    try:
+        conn.execute("UPDATE latest_metrics SET value = 0.5, step = 0, timestamp = 2000")
+        conn.commit()
+    finally:
+        conn.close()
+    with pytest.raises(AssertionError, match="latest metrics"):
+        client_compare.compare_runs(src, sql_client(db))
+    assert only(verify_in_process(mlruns, db)) == ("latest_metrics", run_id, "loss")
