@@ -151,13 +151,20 @@ REGISTERED_MODEL_FIELDS = Fields(
     kinds={"name": (T,), "creation_timestamp": (I, Z), "last_updated_timestamp": (I, Z), "description": (T, Z)},
 )
 # mlflow/protos/model_registry.proto: ModelVersionStatus
+# current_stage: every MLflow writes it ('None' for no stage). Without it, or null, MLflow's
+# FileStore reader shows the stage None, which its database cannot show: its SQL store reads
+# versions WHERE current_stage != 'Deleted_Internal', which a NULL never passes, so such a
+# version would vanish; and 'None' (what MLflow's own migrate-filestore writes) is not what the
+# reader shows.
 MODEL_VERSION_FIELDS = Fields(
-    required=("name", "version", "creation_timestamp"),
+    required=("name", "version", "creation_timestamp", "current_stage"),
     kinds={"name": (T,), "version": (I, T), "creation_timestamp": (I, Z), "last_updated_timestamp": (I, Z),
-           "description": (T, Z), "user_id": (T, Z), "current_stage": (T, Z), "source": (T, Z),
+           "description": (T, Z), "user_id": (T, Z), "current_stage": (T,), "source": (T, Z),
            "run_id": (T, Z), "status": (T,), "status_message": (T, Z), "run_link": (T, Z),
            "storage_location": (T, Z)},
     choices={"status": frozenset({"PENDING_REGISTRATION", "FAILED_REGISTRATION", "READY"})},
+    why={"current_stage": "MLflow writes a stage on every version, 'None' for none; a version without "
+                          "one is shown by MLflow's file reader, never by its database"},
 )
 
 # The FileStore keeps no ids for datasets and run inputs (the SQL store makes uuid4s). Ours are
@@ -916,7 +923,7 @@ def _extract_model_version(batch: RowBatch, path: str, name: str, target: ModelT
             meta.get("last_updated_timestamp"),
             meta.get("description"),
             meta.get("user_id"),
-            meta.get("current_stage", "None"),
+            meta["current_stage"],
             meta.get("source"),
             meta.get("run_id"),
             meta.get("status", "READY"),

@@ -140,17 +140,20 @@ class Fields:
     kinds: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # field -> the values MLflow's reader accepts there (an enum's names)
     choices: dict[str, frozenset] = field(default_factory=dict)
+    # field -> why it is required or of its kinds, where MLflow's FileStore reader alone would
+    # take the file (said with every problem of the field)
+    why: dict[str, str] = field(default_factory=dict)
 
     def check(self, meta: dict, path: str, where: str = "") -> None:
         """Every missing field and every value of the wrong kind, as SourceErrors."""
-        errors = [SourceError(path, f"required field '{where}{key}' is missing")
+        errors = [SourceError(path, f"required field '{where}{key}' is missing{self._why(key)}")
                   for key in self.required if key not in meta]
         wrong = set()
         for key, kinds in self.kinds.items():
             if key in meta and not any(_IS[k](meta[key]) for k in kinds):
                 wrong.add(key)
                 errors.append(SourceError(path, f"'{where}{key}' must be {' or '.join(kinds)}, found "
-                                          f"{_shown(meta[key])}"))
+                                          f"{_shown(meta[key])}{self._why(key)}"))
         for key, allowed in self.choices.items():
             value = meta.get(key)
             if key in meta and key not in wrong and value not in allowed:
@@ -158,6 +161,9 @@ class Fields:
                 errors.append(SourceError(path, f"'{where}{key}' is {value!r}, not one of {names}"))
         if errors:
             raise SourceErrors(errors)
+
+    def _why(self, key: str) -> str:
+        return f" ({self.why[key]})" if key in self.why else ""
 
 
 def _shown(value) -> str:

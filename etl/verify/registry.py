@@ -17,7 +17,9 @@ What MLflow's reader drops, defaults or derives, and how each is kept here:
   the ``aliases/`` folder instead (tags likewise from ``tags/``, for a version too), and so does
   the database; the mapping is not compared.
 - a model version's ``status`` missing from the file is ``READY``; every other missing field is
-  None (``current_stage`` too), as ``ModelVersion``/``FileModelVersion`` default them.
+  None (``current_stage`` too), as ``ModelVersion``/``FileModelVersion`` default them. A target's
+  NULL ``current_stage`` never matches: MLflow's SQL store reads versions ``WHERE current_stage !=
+  'Deleted_Internal'``, which NULL never passes, so it shows no such version at all.
 - ``storage_location`` exists only on the store's ``FileModelVersion``: compared as the file holds it.
 - ``model_id``: the reader looks the logged model up (its metrics and params); MLflow's SQL schema
   has no such column, so it is not compared; nor are ``deployment_job_*`` and ``workspace``.
@@ -60,6 +62,8 @@ VERSION_META_KEYS = frozenset({
 })
 VERSION_PREFIX = "version-"
 PROMPT_TAG = "mlflow.prompt.is_prompt"
+# What a target's NULL current_stage shows through MLflow (see above): a mismatch, whatever the file.
+HIDDEN_STAGE = "NULL (MLflow's database then shows no such version)"
 
 # mlflow.utils.validation's tag key rule (validate_param_and_metric_name) without the ':' that it
 # allows on POSIX only: a key outside it goes to MLflow's reader, which decides.
@@ -282,7 +286,7 @@ def _version_matches(path: str, folder: str, name: str, target: dict, as_name: s
         return None
     key = (as_name, str(version))
     row = target["versions"].get(key)
-    if row is None:
+    if row is None or row["current_stage"] is None:
         return None
     source = {f: meta.get(f) for f in VERSION_FIELDS}
     source["status"] = meta.get("status", "READY")  # ModelVersion's default
@@ -328,8 +332,13 @@ def _verify_model_with_mlflow(report, store, path, target, skipped, seen_models,
             report.mismatch("model_versions", id_, "presence", True, False)
             continue
         src = {f: getattr(mv, f) for f in VERSION_FIELDS}
-        _compare_fields(report, "model_versions", id_, VERSION_FIELDS, src, t_row)
+        _compare_fields(report, "model_versions", id_, VERSION_FIELDS, src, _as_shown(t_row))
         _compare_dict(report, "model_versions", id_, dict(mv.tags), target["version_tags"].get(key, {}))
+
+
+def _as_shown(row: dict) -> dict:
+    """A target's version row as MLflow shows it, where that differs from the row."""
+    return {**row, "current_stage": HIDDEN_STAGE} if row["current_stage"] is None else row
 
 
 def _alias_versions(model, offset: int = 0) -> dict[str, str]:
@@ -388,7 +397,7 @@ def _verify_merged_models(report, groups: dict[str, list[tuple[Claims, str]]], t
                     report.mismatch("model_versions", id_, "presence", True, False)
                     continue
                 _compare_fields(report, "model_versions", id_, VERSION_FIELDS,
-                                {f: getattr(mv, f) for f in VERSION_FIELDS}, t_row)
+                                {f: getattr(mv, f) for f in VERSION_FIELDS}, _as_shown(t_row))
                 _compare_dict(report, "model_versions", id_, dict(mv.tags), target["version_tags"].get(key, {}))
         if len(kinds) > 1:
             report.mismatch("registered_models", name, "merged a prompt with a registered model", True, None)

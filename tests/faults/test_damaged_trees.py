@@ -140,6 +140,11 @@ def damage(mlruns: Path) -> list[tuple[str, str]]:
     version = sorted(mlruns.glob("models/*/version-*/meta.yaml"))[0]
     _edit(version, status=True)
     expected.append((str(version), "'status' must be text, found boolean True"))
+    # A version without a stage: MLflow's file reader shows None, which its database cannot show.
+    staged = sorted(mlruns.glob("models/*/version-*/meta.yaml"))[-1]
+    assert staged.parent.parent != version.parent.parent
+    _edit(staged, current_stage=None)
+    expected.append((str(staged), "required field 'current_stage' is missing (MLflow writes a stage"))
 
     # Keys given twice, the second value no enum MLflow knows; an input tag that is a number.
     run_input = _dataset_input(t["with_inputs"][0])

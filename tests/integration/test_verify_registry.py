@@ -53,6 +53,9 @@ CORRUPTIONS = {
                     [("model_versions", "{m}/1", "note.first")]),
     "deleted version": ("UPDATE model_versions SET current_stage = 'None' WHERE name = :m AND version = 3",
                         [("model_versions", "{m}/3", "current_stage")]),
+    # MLflow's SQL store reads versions WHERE current_stage != 'Deleted_Internal': NULL hides it.
+    "stage null": ("UPDATE model_versions SET current_stage = NULL WHERE name = :m AND version = 1",
+                   [("model_versions", "{m}/1", "current_stage")]),
     "prompt tag": ("DELETE FROM registered_model_tags WHERE name = :m AND key = 'mlflow.prompt.is_prompt'",
                    [("registered_models", "{m}", "mlflow.prompt.is_prompt")]),
 }
