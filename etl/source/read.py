@@ -361,7 +361,9 @@ def parse_metric_lines(path: str, infinities: Counter | None = None) -> list[tup
 def metric_columns(path: str, infinities: Counter | None = None) -> tuple[list, list, list, list]:
     """A run metric file as columns: (timestamps, steps, db values, is_nan flags), in file order.
 
-    Lines are ``timestamp value [step [dataset_name dataset_digest]]``. The step of a 5-field
+    Lines are ``timestamp value [step [dataset_name dataset_digest]]``, split as MLflow's reader
+    splits them (``readlines`` of a codecs reader: ``str.splitlines``, which also ends a line at
+    a CR, a form feed, U+2028...). The step of a 5-field
     line is the third field: the file holds it, even though MLflow's FileStore reader reports 0.
     ``infinities`` counts the "+Inf"/"-Inf" values, which the database holds as +-FLOAT_MAX
     (a NaN keeps its is_nan flag, so it is not lost).
@@ -386,9 +388,7 @@ def _plain_metric_columns(text: str) -> tuple[list, list, list, list] | None:
     The tokens are those of the line-by-line reading (lines split on single spaces): leading
     and trailing whitespace of a line, which that reading strips first, is whitespace that
     int() and float() strip alike, and a line with other than two spaces goes line by line."""
-    lines = text.split("\n")
-    if lines[-1] == "":
-        lines.pop()
+    lines = text.splitlines()
     if not lines or set(map(str.count, lines, repeat(" "))) != {2}:
         return None
     tokens = " ".join(lines).split(" ")
@@ -403,10 +403,7 @@ def _plain_metric_columns(text: str) -> tuple[list, list, list, list] | None:
 
 def _metric_points(path: str, text: str, infinities: Counter | None) -> list[tuple[int, int, float, int]]:
     points = []
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    for number, line in enumerate(lines, 1):
+    for number, line in enumerate(text.splitlines(), 1):
         # MLflow strips each line before splitting on single spaces; do the same so exactly the
         # lines it accepts are accepted.
         parts = line.strip().split(" ")

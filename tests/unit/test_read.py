@@ -59,6 +59,34 @@ def test_malformed_metric_lines_name_file_and_line(tmp_path, content, line):
     assert path in str(info.value)
 
 
+def _mlflow_points(path) -> list | None:
+    """A run metric file's points (ts, step, value) as MLflow's reader reads them, None if it
+    cannot."""
+    from mlflow.store.tracking.file_store import FileStore
+    from mlflow.utils.file_utils import read_file_lines
+
+    try:
+        metrics = [FileStore._get_metric_from_line("r", "m", line, "0")
+                   for line in read_file_lines(os.path.dirname(path), os.path.basename(path))]
+    except Exception:  # noqa: BLE001 - MLflow's reader fails on it, whichever way
+        return None
+    return [(m.timestamp, m.step, m.value) for m in metrics] or None
+
+
+@pytest.mark.parametrize("end", ["\r", "\r\n", "\x0c", "\x0b", "\x1c", "\x85", "\u2028", "\u2029", " "])
+@pytest.mark.parametrize("shape", ["{0} 1.5 0{e}101 2.5 1{e}", "100 1.5 0{e}\n", "100 1.5 0\n{e}", "100 1.5{e}0\n"])
+def test_metric_lines_end_where_mlflow_s_reader_ends_them(tmp_path, end, shape):
+    """MLflow reads a metric file with a codecs reader's readlines, which is str.splitlines: a
+    CR, a form feed, U+2028... end a line as a newline does. Read the same way, a file gives the
+    points MLflow's reader gives, or is refused where MLflow's reader fails on it."""
+    path = write(tmp_path / "m", shape.format(100, e=end))
+    try:
+        ours = [(ts, step, value) for ts, step, value, _ in parse_metric_lines(path)]
+    except SourceError:
+        ours = None
+    assert ours == _mlflow_points(path)
+
+
 def test_text_values_are_exact_bytes(tmp_path):
     assert read_text(write(tmp_path / "v", "a\r\nb\n")) == "a\r\nb\n"
     assert read_text(write(tmp_path / "e", "")) == ""
@@ -129,9 +157,10 @@ def test_run_enums_are_mlflows_own():
 # What MLflow writes (every line "timestamp value step", finite values) is read a column at a
 # time; anything else line by line. Both readings must agree wherever the column one answers.
 PLAIN = ["1 2.5 3\n4 5 6\n", "1 2.5 3\r\n4 5 6\r\n", "\t1 2 3\n", "1 2 3", "1 -0.0 0\n",
-         "1 1_0 0\n", "1 2\x0c 3\n", "1700000000000 0.30000000000000004 9\n", "1 1e308 0\n"]  # fmt: skip
+         "1 1_0 0\n", "1700000000000 0.30000000000000004 9\n", "1 1e308 0\n"]  # fmt: skip
 NOT_PLAIN = ["1 nan 3\n", "1 inf 0\n", "1 1e308 0\n2 1e308 0\n", "1 2 3 a b\n", "1  2 3\n",
-             "1 2\n", "", "1 2 3\n\n", " 1 2 3\n", "1 2 3 \n", "1 x 3\n"]  # fmt: skip
+             "1 2\n", "", "1 2 3\n\n", " 1 2 3\n", "1 2 3 \n", "1 x 3\n",
+             "1 2\x0c 3\n"]  # a form feed ends a line, as in MLflow's reader  # fmt: skip
 
 
 @pytest.mark.parametrize("content", PLAIN)
