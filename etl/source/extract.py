@@ -66,6 +66,8 @@ SOURCE_TYPE = {1: "NOTEBOOK", 2: "JOB", 3: "PROJECT", 4: "LOCAL", 5: "UNKNOWN"}
 LIFECYCLE_STAGES = ("active", "deleted")
 RUN_NAME_TAG = "mlflow.runName"
 ALIAS = re.compile(r"[\w\-]+")
+# mlflow/utils/validation.py: _RUN_ID_REGEX, which every read of a run by id applies
+RUN_ID = re.compile(r"[a-zA-Z0-9][\w\-]{0,255}")
 VERSION_ALIAS = re.compile(r"[vV]\d+")
 # Folders MLflow creates with every run, and without which its reader finds no run.
 RUN_FOLDERS = ("metrics", "params", "artifacts")
@@ -439,6 +441,9 @@ def _extract_run(batch: RowBatch, exp_path: str, exp_id: str, name: str, target_
         raise SourceError(meta_path, "required field 'run_id' is missing")
     if run_id != name:
         raise SourceError(meta_path, f"run_id {run_id!r} disagrees with its folder name {name!r}")
+    if not RUN_ID.fullmatch(run_id):
+        raise SourceError(meta_path, f"run_id {run_id!r} is no run id MLflow's reader takes (a letter or "
+                          "digit, then up to 255 letters, digits, '_' or '-')")
     meta_exp = str(meta.get("experiment_id", ""))
     if meta_exp != exp_id:
         raise SourceError(

@@ -146,6 +146,13 @@ def damage(mlruns: Path) -> list[tuple[str, str]]:
     _edit(staged, current_stage=None)
     expected.append((str(staged), "required field 'current_stage' is missing (MLflow writes a stage"))
 
+    # A run folder renamed, its run_id with it, to an id MLflow's reader refuses to look up.
+    renamed = run()
+    odd = renamed.parent / "a:b"
+    renamed.rename(odd)
+    _edit(odd / "meta.yaml", run_id="a:b")
+    expected.append((str(odd / "meta.yaml"), "run_id 'a:b' is no run id MLflow's reader takes"))
+
     # Keys given twice, the second value no enum MLflow knows; an input tag that is a number.
     run_input = _dataset_input(t["with_inputs"][0])
     with open(run_input, "a") as f:
