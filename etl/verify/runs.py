@@ -457,7 +457,14 @@ def _verify_run(report, store, run_dir: str, run_id: str, meta: dict, target) ->
         report.mismatch("latest_metrics", run_id, key, None, target_latest[key])
     history = target["history"]
     for key in sorted(keys):
-        points = metric_history(store, info, key)
+        try:
+            points = metric_history(store, info, key)
+            if not points:  # as MLflow's reader says of it (FileStore._get_metric_from_file)
+                raise ValueError(f"Metric '{key}' is malformed. No data found.")
+        except Exception as e:  # noqa: BLE001 - any reader failure is reported, with its text
+            report.checked("metrics")
+            report.mismatch("metrics", f"{run_id}/{key}", "readable by MLflow", str(e)[:200], None)
+            continue
         report.count_unrepresentable("metrics", run_id, key, (p[2] for p in points))
         rows = sorted(history.get((run_id, key), []), key=lambda r: (r[1], r[0], r[2], r[3]))
         _verify_history(report, run_id, key, points, rows)

@@ -371,3 +371,14 @@ def test_a_five_field_line_with_the_greatest_step_is_the_latest_point(tmp_path):
     with pytest.raises(AssertionError, match="latest metrics"):
         client_compare.compare_runs(src, sql_client(db))
     assert only(verify_in_process(mlruns, db)) == ("latest_metrics", run_id, "loss")
+
+
+@pytest.mark.parametrize("content", ["", "5000 7.0 3\n\n", "5000 7.0 3\x0c\n"])
+def test_a_metric_file_mlflow_s_reader_cannot_read_is_a_mismatch(migrated, tmp_path, content):
+    """Verifying a target against a tree whose metric file MLflow's reader fails on (empty, an
+    empty line, a form feed ending a line) names that series; it is no internal error."""
+    mlruns, db, ids, _, _ = migrated
+    copy = tmp_path / "mlruns"
+    shutil.copytree(mlruns, copy)
+    (next(copy.glob(f"*/{ids['run']}")) / "metrics" / "dup").write_text(content)
+    assert only(verify_in_process(copy, db)) == ("metrics", f"{ids['run']}/dup", "readable by MLflow")
