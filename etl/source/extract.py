@@ -13,7 +13,7 @@ import re
 import uuid
 from collections import Counter
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from itertools import repeat
 from operator import neg
 
@@ -609,17 +609,33 @@ def _extract_dataset(batch: RowBatch, folder: str, name: str, dataset_uuid: str,
 
 # --- traces -----------------------------------------------------------------------------------
 
-_ISO = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?")
+# What protobuf's Timestamp.FromJsonString (MLflow's reader of these times) takes, as MLflow writes
+# it: a zone is required (without one protobuf takes the date's last '-' for the offset and
+# fails), at most 9 fractional digits, an offset as hours:minutes.
+_ISO = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(?:Z|([+-])(\d+):(\d+))")
+_EPOCH = datetime(1970, 1, 1)
+# google/protobuf/internal/well_known_types.py: _TIMESTAMP_SECONDS_MIN/MAX (0001-01-01 to 9999-12-31)
+_TIMESTAMP_SECONDS = (-62135596800, 253402300799)
 
 
-def iso_to_ms(text: str, path: str) -> int:
-    """A protobuf JSON timestamp as epoch ms, truncating sub-ms digits as protobuf does."""
-    match = _ISO.fullmatch(str(text))
+def iso_to_ms(text, path: str) -> int:
+    """A protobuf JSON timestamp as epoch ms, read as MLflow's reader reads it (sub-ms digits
+    truncated); anything it refuses is invalid input."""
+    match = _ISO.fullmatch(text) if isinstance(text, str) else None
     if match is None:
-        raise SourceError(path, f"timestamp {text!r} is not ISO 8601")
-    zone = match[3] or "Z"
-    seconds = datetime.fromisoformat(match[1] + ("+00:00" if zone == "Z" else zone)).timestamp()
-    return int(seconds) * 1000 + int((match[2] or "0")[:3].ljust(3, "0"))
+        raise SourceError(path, f"timestamp {text!r} is not an RFC 3339 time with a zone (as MLflow writes "
+                          "'2024-01-31T12:00:00.123Z')")
+    try:
+        naive = datetime(*map(int, match.group(1, 2, 3, 4, 5, 6)))
+    except ValueError as e:
+        raise SourceError(path, f"timestamp {text!r} is no date and time: {e}") from None
+    seconds = (naive - _EPOCH) // timedelta(seconds=1)
+    if match[8]:
+        offset = (int(match[9]) * 60 + int(match[10])) * 60
+        seconds += -offset if match[8] == "+" else offset
+    if not _TIMESTAMP_SECONDS[0] <= seconds <= _TIMESTAMP_SECONDS[1]:
+        raise SourceError(path, f"timestamp {text!r} is outside the years 1 to 9999 MLflow's reader takes")
+    return seconds * 1000 + int((match[7] or "0")[:3].ljust(3, "0"))
 
 
 def _extract_trace(batch: RowBatch, exp_path: str, exp_id: str, name: str, target_id: int) -> None:

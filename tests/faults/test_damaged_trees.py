@@ -132,9 +132,14 @@ def damage(mlruns: Path) -> list[tuple[str, str]]:
     expected += [(str(model), "required field 'experiment_id' is missing"),
                  (str(model), "'creation_timestamp' must be integer, found number 1.5")]
     traces = sorted((t["main"] / "traces").iterdir(), key=lambda p: -len(list((p / "assessments").iterdir())))
-    first, second = sorted((traces[0] / "assessments").iterdir())[:2]
+    first, second, third, fourth = sorted((traces[0] / "assessments").iterdir())[:4]
     _edit(first, last_update_time=None)
     expected.append((str(first), "required field 'last_update_time' is missing"))
+    # Times protobuf's reader refuses: no zone (it takes the date's '-' for one), no such day.
+    _edit(third, create_time="2024-01-01T00:00:00")
+    expected.append((str(third), "timestamp '2024-01-01T00:00:00' is not an RFC 3339 time with a zone"))
+    _edit(fourth, last_update_time="2024-02-30T00:00:00Z")
+    expected.append((str(fourth), "timestamp '2024-02-30T00:00:00Z' is no date and time: day is out of range"))
     _edit(second, valid="no")
     expected.append((str(second), "'valid' must be boolean, found text 'no'"))
     version = sorted(mlruns.glob("models/*/version-*/meta.yaml"))[0]
