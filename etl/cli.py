@@ -71,6 +71,12 @@ def _arm_stop_watchdog(code: int) -> None:
         for path in glob.glob(f"{_staging_glob}{os.getpid()}*"):
             with contextlib.suppress(OSError):
                 os.unlink(path)
+        # The unwinding that would have said how the run ended is what hung (a thread importing
+        # MLflow on a loaded machine took the whole grace): say it here, unbuffered.
+        if _stopped is not None:
+            word = "terminated" if code == 143 else "interrupted"
+            with contextlib.suppress(OSError):
+                os.write(2, f"{word}: {_stopped}\n".encode())
         os._exit(code)
 
     timer = threading.Timer(STOP_GRACE_SECONDS, fire)
@@ -79,6 +85,9 @@ def _arm_stop_watchdog(code: int) -> None:
 
 
 _staging_glob = ""
+# What a stopped run left as it was, in the running command's terms (UNTOUCHED); set by
+# _guarded, which installs the handlers, and None once said.
+_stopped: str | None = None
 
 
 def _on_sigterm(signum, frame):
@@ -273,7 +282,9 @@ UNTOUCHED = {"migrate": ("the target was not touched", "the staging file was rem
 
 def _guarded(report: dict, body) -> int:
     """Run body(); map every way a run can end to its exit status and an error line."""
+    global _stopped
     untouched, stopped = UNTOUCHED[report["command"]]
+    _stopped = stopped
     _install_stop_handlers()
     started = time.monotonic()
     try:
@@ -292,9 +303,11 @@ def _guarded(report: dict, body) -> int:
         click.echo(f"error: {redact(str(e))}", err=True)
         code = e.exit_code
     except Terminated:
+        _stopped = None
         click.echo(f"terminated: {stopped}", err=True)
         code = 143
     except KeyboardInterrupt:
+        _stopped = None
         click.echo(f"interrupted: {stopped}", err=True)
         code = 130
     except OSError as e:

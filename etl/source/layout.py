@@ -12,6 +12,7 @@ Path conventions follow MLflow's ``mlflow/store/tracking/file_store.py`` and
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from collections import Counter
@@ -216,12 +217,16 @@ def is_file(entry: os.DirEntry) -> bool:
 
 
 def _listing(folder: str) -> list[os.DirEntry]:
-    """The entries of a folder the layout expects; none when it is absent or a file in the
-    folder's place (the census names that)."""
+    """The entries of a folder the layout expects; none when it is absent, a file in the
+    folder's place or a symlink loop (the census names those)."""
     try:
         return list(os.scandir(folder))
     except (FileNotFoundError, NotADirectoryError):
         return []
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return []
+        raise
 
 
 def looks_like_mlruns(folder: Path) -> bool:

@@ -286,3 +286,19 @@ def test_a_report_path_that_cannot_be_written_is_refused_before_the_run(base, tm
     assert result.returncode == 2, result.stderr[-3000:]
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("folder", ["models", ".trash"])
+def test_a_layout_folder_that_links_to_itself_is_a_problem_named_before_the_load(base, tmp_path, folder):
+    """The registry's folder or the trash as a symlink to itself: the folder listing before the
+    load (for the progress total) met it first and ended in exit 4; the census names it."""
+    mlruns = tmp_path / "mlruns"
+    shutil.copytree(base, mlruns, symlinks=True)
+    loop = mlruns / folder
+    if loop.exists():
+        shutil.rmtree(loop)
+    os.symlink(folder, loop)
+    result = run_cli("--source", str(mlruns), "--target", f"sqlite:///{tmp_path}/mlflow.db")
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert _found(result.stderr.splitlines(), str(loop), "symlink loop"), result.stderr[-3000:]
+    assert not (tmp_path / "mlflow.db").exists()

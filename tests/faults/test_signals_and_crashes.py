@@ -113,6 +113,36 @@ def test_signal_stops_cleanly(tree, tmp_path, sig, code):
     wait_for_children_to_exit(proc.pid)
 
 
+# A run whose unwinding hangs after the signal: the stop grace cut to a second, the body
+# deaf to the interrupt, as a thread that holds the run up (MLflow being imported on a loaded
+# machine) makes it.
+HUNG_UNWINDING = """
+import sys, time
+import etl.cli as cli
+cli.STOP_GRACE_SECONDS = 1
+def body():
+    try:
+        print("running", flush=True)
+        time.sleep(60)
+    except KeyboardInterrupt:
+        time.sleep(60)
+sys.exit(cli._guarded({"command": sys.argv[1]}, body))
+"""
+
+
+@posix_only("SIGTERM and SIGINT sent to another process")
+@pytest.mark.parametrize("sig, code, said", [(signal.SIGTERM, 143, "terminated: the staging file was removed"),
+                                              (signal.SIGINT, 130, "interrupted: the staging file was removed")])
+def test_a_stop_whose_unwinding_hangs_still_says_how_the_run_ended(sig, code, said):
+    proc = subprocess.Popen([sys.executable, "-c", HUNG_UNWINDING, "migrate"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "running\n"
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert err.count(said) == 1, err
+
+
 @posix_only("a process group signalled with os.killpg")
 def test_ctrl_c_in_a_terminal_reaches_workers_too(tree, tmp_path):
     """A terminal's Ctrl-C goes to the whole process group, worker processes included."""
