@@ -4,7 +4,7 @@ Used by the property-based test (tests/faults/test_mutations.py, hypothesis draw
 and by a long campaign run by hand, which counts every outcome instead of stopping at the first
 failure:
 
-    .venv/bin/python -m tests.mutations --tree DIR/mlruns --cases 300 --seed 7 [--seed 8 ...]
+    .venv/bin/python -m tests.mutations --tree DIR/mlruns --cases 300 --seed 7 [--seed 8 ...] [--kind K ...]
 
 Every case copies the tree, applies one damage (``KINDS``), runs etl-migrate on it and checks:
 exit 0 or 3 and no traceback; on exit 3 the problems name the damaged path, the target does not
@@ -81,7 +81,11 @@ def walk(root: Path):
     stack = [str(root)]
     while stack:
         folder = stack.pop()
-        for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        try:
+            found = sorted(os.scandir(folder), key=lambda e: e.name)
+        except PermissionError:  # the permissions kind, met by a harness that is not root
+            continue
+        for entry in found:
             st = entry.stat(follow_symlinks=False)
             yield entry.path, st
             if stat.S_ISDIR(st.st_mode):
@@ -97,7 +101,11 @@ def entries(root: Path) -> tuple[list[str], list[str]]:
 
 
 def remove_tree(path: Path) -> None:
-    """shutil.rmtree recurses once per level too."""
+    """shutil.rmtree recurses once per level too. Permissions taken away (the permissions
+    kind) are given back first: a user who is not root removes nothing under a folder it
+    cannot enter."""
+    if os.path.lexists(path) and os.geteuid() != 0:
+        subprocess.run(["chmod", "-R", "u+rwx", "--", str(path)], check=False, stderr=subprocess.DEVNULL)
     subprocess.run(["rm", "-rf", "--", str(path)], check=True)
 
 
@@ -451,6 +459,15 @@ def metric_line(root: Path, rng: random.Random) -> Damage:
         "1 2 3", "1 nan 2", "1 inf 3", "1 -inf 3", "1 1e400 0", f"{2**64} 1 0", f"1 1 {2**63}",
         f"1 1 {-(2**63) - 1}", "1 1 1 1", "1  1 1", " 1 1 1 ", "1.5 1 1", "1 1 1.5", "", "x y z",
         "1 1 1 run extra", "1 0x10 1", "1 1_0 1", "١ 1 1", "1 1 ²", "1 NaN 1", "1 Infinity 1", "-1 -1 -1",
+        # blanks of other kinds, and too many
+        "1\t1\t1", "1 1\t1", "1 1 1\t", "\t1 1 1", "1 1 1\r", "1 1 1\x0c", "1\u00a01 1", "1 1  1", "1  1",
+        # NaN and infinity as other writers spell them, and the edges of a double
+        "1 nan 1", "1 NAN 1", "1 -nan 1", "1 +nan 1", "1 +inf 1", "1 INF 1", "1 infinity 1", "1 -Infinity 1",
+        "1 1e309 1", "1 -1e309 1", "1 1e-400 1", "1 4.9e-324 1", "1 1.7976931348623157e308 1", "1 -0 1",
+        "1 1. 1", "1 .5 1", "1 +1 1", "+1 1 1", "1 1 +1", "01 1 01", "1 ∞ 1", "1 1_000 1",
+        f"{2**63 - 1} 1 {2**63 - 1}", f"{-(2**63)} 1 {-(2**63)}",
+        # the fields of a logged model's lines (4 and 6) and of none
+        "1 1 1 run", "1 1 1 run ds digest", "1 1 1 run ds digest x", "1 1 1 a", "1 1 1 a b c",
     ])
     data = Path(path).read_bytes()
     Path(path).write_bytes(data + ("" if data.endswith(b"\n") or not data else "\n").encode()
@@ -483,11 +500,365 @@ def odd_key_name(root: Path, rng: random.Random) -> Damage:
     return Damage("odd_key_name", path)
 
 
+def empty_file(root: Path, rng: random.Random) -> Damage:
+    """A file of any kind left empty (a disk full mid-write, a copy cut short)."""
+    path = _pick(rng, [f for f in _regular(root) if os.path.getsize(f) > 0])
+    os.truncate(path, 0)
+    return Damage("empty_file", path)
+
+
+def line_ends(root: Path, rng: random.Random) -> Damage:
+    """Bytes that editors, other systems and copies leave: lone CRs, a BOM inside or at the
+    start, UTF-16, a NUL inside, trailing blanks, tabs, form feeds and Unicode line separators
+    (which Python's splitlines, used by MLflow's line reader, takes for line ends)."""
+    path = _pick(rng, [f for f in _regular(root) if "/artifacts/" not in f])
+    data = Path(path).read_bytes()
+    i = rng.randrange(len(data) + 1)
+    how = rng.choice(["cr", "crlf_last", "bom_inside", "utf16", "nul_inside", "trailing_blanks", "tab_indent",
+                      "form_feed", "line_separator", "next_line", "vertical_tab", "no_final_newline",
+                      "extra_final_newlines"])
+    if how == "cr":
+        data = data.replace(b"\n", b"\r")
+    elif how == "crlf_last":
+        data = data.rstrip(b"\n") + b"\r\n"
+    elif how == "bom_inside":
+        data = data[:i] + b"\xef\xbb\xbf" + data[i:]
+    elif how == "utf16":
+        try:
+            data = data.decode("utf-8").encode("utf-16")
+        except UnicodeDecodeError:
+            raise NotApplicable() from None
+    elif how == "nul_inside":
+        data = data[:i] + b"\x00" + data[i:]
+    elif how == "trailing_blanks":
+        data = data.replace(b"\n", rng.choice([b" \n", b"\t\n", b"  \n"]))
+    elif how == "tab_indent":
+        data = data.replace(b"\n  ", b"\n\t")
+    else:
+        sep = {"form_feed": b"\x0c", "line_separator": "\u2028".encode(), "next_line": "\x85".encode(),
+               "vertical_tab": b"\x0b", "no_final_newline": b"", "extra_final_newlines": b"\n\n"}[how]
+        if how == "no_final_newline":
+            data = data.rstrip(b"\n")
+        elif how == "extra_final_newlines":
+            data += sep
+        else:
+            data = data[:i] + sep + data[i:] if rng.random() < 0.5 else data.replace(b"\n", sep + b"\n", 1)
+    if data == Path(path).read_bytes():
+        raise NotApplicable()
+    Path(path).write_bytes(data)
+    return Damage("line_ends", path, how)
+
+
+def _laughs(levels: int) -> str:
+    """A YAML value of aliases nested ``levels`` deep, 10 wide: 10**levels strings once expanded."""
+    lines = ["lol0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    for n in range(1, levels + 1):
+        lines.append(f"lol{n}: &l{n} [{', '.join([f'*l{n - 1}'] * 10)}]")
+    return "\n".join(lines)
+
+
+def yaml_document(root: Path, rng: random.Random) -> Damage:
+    """A YAML file whose document is not the mapping MLflow writes, or is one written with YAML
+    features MLflow never uses: a list, a scalar, several documents, anchors and aliases (also
+    nested, the "billion laughs"), merge keys, Python tags, keys that are no strings."""
+    path = _pick(rng, [f for f in _regular(root) if _is_yaml(f)])
+    text = Path(path).read_text(errors="replace")
+    lines = text.rstrip("\n").split("\n")
+    top = [n for n, line in enumerate(lines) if line and not line[0].isspace() and ": " in line]
+    how = rng.choice(["list", "scalar", "number", "null", "documents", "document_end", "alias_value",
+                      "alias_mapping", "merge_key", "python_object", "python_name", "set", "omap",
+                      "int_key", "null_key", "bool_key", "complex_key", "laughs", "flow_mapping"])
+    if how == "list":
+        new = "".join(f"- {line}\n" for line in lines)
+    elif how in ("scalar", "number", "null"):
+        new = {"scalar": "just text\n", "number": "42\n", "null": "~\n"}[how]
+    elif how == "documents":
+        new = f"---\n{text}---\n{text}"
+    elif how == "document_end":
+        new = f"%YAML 1.1\n---\n{text}...\n"
+    elif how in ("alias_value", "alias_mapping"):
+        # One field's value anchored, another's replaced by the alias: still plain YAML.
+        if len(top) < 2:
+            raise NotApplicable()
+        a, b = rng.sample(top, 2)
+        key_a, value_a = lines[a].split(": ", 1)
+        key_b = lines[b].split(": ", 1)[0]
+        lines[a] = f"{key_a}: &anchor {value_a}"
+        lines[b] = f"{key_b}: *anchor"
+        if how == "alias_mapping":
+            lines.append("extra_mapping: &m {a: 1}\nother_mapping: *m")
+        new = "\n".join(lines) + "\n"
+    elif how == "merge_key":
+        new = text + ("" if text.endswith("\n") else "\n") + "<<: {injected: 1}\n"
+    elif how in ("python_object", "python_name", "set", "omap"):
+        if not top:
+            raise NotApplicable()
+        n = _pick(rng, top)
+        key = lines[n].split(": ", 1)[0]
+        lines[n] = key + ": " + {"python_object": "!!python/object/apply:os.system ['true']",
+                                 "python_name": "!!python/name:os.system", "set": "!!set {a, b}",
+                                 "omap": "!!omap [a: 1, b: 2]"}[how]
+        new = "\n".join(lines) + "\n"
+    elif how in ("int_key", "null_key", "bool_key", "complex_key"):
+        key = {"int_key": "1", "null_key": "null", "bool_key": "true", "complex_key": "? [a, b]\n"}[how]
+        new = text + ("" if text.endswith("\n") else "\n") + f"{key}: x\n"
+    elif how == "laughs":
+        new = text + ("" if text.endswith("\n") else "\n") + _laughs(rng.randint(3, 6)) + "\n"
+    else:  # the whole mapping in flow style, on one line
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise NotApplicable() from None
+        new = yaml.safe_dump(data, default_flow_style=True, width=10**9, allow_unicode=True)
+    Path(path).write_text(new)
+    return Damage("yaml_document", path, how)
+
+
+def _retyped(value, rng: random.Random):
+    """The same value as another type: numbers as strings and strings as numbers."""
+    if isinstance(value, bool):
+        return rng.choice([str(value).lower(), int(value), str(int(value))])
+    if isinstance(value, int):
+        return rng.choice([str(value), float(value), f"{value}.0", hex(value)])
+    if isinstance(value, float):
+        return rng.choice([str(value), int(value) if value == value and abs(value) < 1e18 else "nan"])
+    if value is None:
+        return rng.choice(["None", "null", "", "~", 0])
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            pass
+        try:
+            return float(value)
+        except ValueError:
+            pass
+        return rng.choice([0, 1.0, True, None, [value], {value: value}])
+    if isinstance(value, (list, dict)):
+        return rng.choice([str(value), len(value), None])
+    raise NotApplicable()
+
+
+def yaml_retype(root: Path, rng: random.Random) -> Damage:
+    """One field's value as another type (a number as a string, a string as a number, a
+    boolean as text...): what a hand edit or another tool's writer leaves."""
+    path, data, keys = _yaml_target(root, rng)
+    holder = data
+    for k in keys[:-1]:
+        holder = holder[k]
+    old = holder[keys[-1]]
+    new = _retyped(old, rng)
+    if type(new) is type(old) and new == old:
+        raise NotApplicable()
+    _set(data, keys, new)
+    Path(path).write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    return Damage("yaml_retype", path, f"{'.'.join(map(str, keys))}: {old!r:.40} -> {new!r:.40}")
+
+
+TIME_KEYS = ("creation_time", "last_update_time", "start_time", "end_time", "deleted_time", "creation_timestamp",
+             "last_updated_timestamp", "timestamp_ms", "execution_time_ms", "execution_duration_ms", "step")
+ISO_KEYS = ("request_time", "create_time", "last_update_time")
+TIMES = [-1, 0, -(2**63), 2**63 - 1, 2**53 + 1, 10**13, 253402300800000, -62135596800001, 1]
+ISO_TIMES = ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z", "1969-12-31T23:59:59Z", "2024-02-30T00:00:00Z",
+             "2024-01-01T00:00:00+14:00", "2024-01-01T00:00:00.1234567890Z", "2024-01-01 00:00:00",
+             "2024-01-01T00:00:00", "2024-01-01T24:00:00Z", "2024-01-01T00:00:60Z", "10000-01-01T00:00:00Z",
+             "2024-01-01T00:00:00.5-00:30", "2024-01-01t00:00:00z", "2024-01-01T00:00:00,5Z", "1e3"]
+
+
+def timestamps(root: Path, rng: random.Random) -> Damage:
+    """A time of a meta file (or a metric line's) negative, zero, at or beyond 64 bits, or an ISO
+    time at the edges of what protobuf reads (year 1 and 9999, a leap second, no zone...)."""
+    files = [f for f in _regular(root) if _is_yaml(f) or ("/metrics/" in f and "/artifacts/" not in f)]
+    path = _pick(rng, files)
+    if "/metrics/" in path and not path.endswith(".yaml"):
+        lines = Path(path).read_bytes().split(b"\n")
+        n = rng.randrange(len(lines))
+        parts = lines[n].split(b" ")
+        if len(parts) < 2:
+            raise NotApplicable()
+        field_ = rng.choice([0, 2] if len(parts) > 2 else [0])
+        parts[field_] = str(rng.choice(TIMES)).encode()
+        lines[n] = b" ".join(parts)
+        Path(path).write_bytes(b"\n".join(lines))
+        return Damage("timestamps", path, f"line {n + 1} field {field_}: {parts[field_]!r}")
+    data = yaml.safe_load(Path(path).read_text())
+    if not isinstance(data, dict):
+        raise NotApplicable()
+    holders = [(data, k) for k in data] + [(v, k) for v in data.values() if isinstance(v, dict) for k in v]
+    holder, key = _pick(rng, [(h, k) for h, k in holders if k in TIME_KEYS or k in ISO_KEYS])
+    iso = isinstance(holder[key], str)
+    holder[key] = rng.choice(ISO_TIMES) if iso else rng.choice(TIMES)
+    Path(path).write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    return Damage("timestamps", path, f"{key}: {holder[key]!r}")
+
+
+def permissions(root: Path, rng: random.Random) -> Damage:
+    """A file or folder without read (or search) permission. Root reads it anyway, as MLflow's
+    reader run by root does: the case then runs etl-migrate as a user without root's override
+    of file permissions (see ``_as_user``), so it meets the permission as a user would."""
+    files, folders = entries(root)
+    path = _pick(rng, [p for p in files + folders if not os.path.islink(p)])
+    mode = rng.choice([0o000, 0o200, 0o100] if os.path.isfile(path) else [0o000, 0o300, 0o500, 0o600])
+    os.chmod(path, mode)
+    # Root's reading of it is a case too: the hidden data must then be migrated as MLflow's
+    # reader (run by root) shows it.
+    who = "as a user" if rng.random() < 0.75 else "as root"
+    return Damage("permissions", path, f"{oct(mode)} {who}")
+
+
+def hard_link(root: Path, rng: random.Random) -> Damage:
+    """A file replaced by a hard link to another file of the tree (a copy tool's deduplication,
+    or a hand 'fix'): the same bytes under two names, no link to see."""
+    files = _regular(root)
+    path = _pick(rng, files)
+    other = _pick(rng, [f for f in files if f != path and os.path.basename(f) == os.path.basename(path)]
+                  or [f for f in files if f != path])
+    os.unlink(path)
+    os.link(other, path)
+    return Damage("hard_link", path, f"to {other}")
+
+
+ODD_NAMES = ["x" * 255, "é" * 127, "..", "...", "a..b", "new\nline", " lead", "trail ", "-", "a\\b", "%41",
+             "a:b", "0" * 40, "CON", "\t", "名前", "v1", "version-", "version-01", "version-1.0", "version--1",
+             "version-٣", ".hidden", "meta.yaml"]
+
+
+def odd_entity_name(root: Path, rng: random.Random) -> Damage:
+    """An entity folder renamed (an experiment, run, trace, logged model, registered model,
+    version, dataset, input): a leading zero, '..', a newline, 255 bytes... and sometimes the id
+    in its meta.yaml renamed with it, so the two agree."""
+    dirs = _entity_dirs(root)
+    kind = _pick(rng, [k for k in dirs if dirs[k] and k != "assessment"])
+    path = _pick(rng, dirs[kind])
+    old = os.path.basename(path)
+    new = rng.choice(ODD_NAMES + [f"0{old}", f"{old} ", old.upper(), f"{old}\n", old[:-1]])
+    if kind == "version" and rng.random() < 0.5:
+        new = rng.choice(["version-01", "version-1.0", "version--1", "version-٣", "version- 1", "version-0",
+                          f"version-{2**63}"])
+    target = os.path.join(os.path.dirname(path), new)
+    if new in (".", "..") or os.path.lexists(target):
+        raise NotApplicable()
+    os.rename(path, target)
+    meta = os.path.join(target, "meta.yaml")
+    id_key = {"experiment": "experiment_id", "run": "run_id", "model": "model_id", "registered_model": "name",
+              "version": "version"}.get(kind)
+    detail = f"{kind} {old!r} -> {new!r}"
+    if id_key and os.path.isfile(meta) and rng.random() < 0.5:
+        data = yaml.safe_load(Path(meta).read_text())
+        if isinstance(data, dict):
+            data[id_key] = new[len("version-"):] if kind == "version" else new
+            if kind == "run":
+                data.pop("run_uuid", None)
+            Path(meta).write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+            detail += f", {id_key} too"
+    return Damage("odd_entity_name", target, detail)
+
+
+def registry_refs(root: Path, rng: random.Random) -> Damage:
+    """The registry's references broken: an alias to a version that is missing or deleted, or
+    with odd text; versions whose registered model lost its meta.yaml; a version naming a run
+    that is not there; a registered model folder holding only versions."""
+    models = sorted(glob_(root, "models/*"))
+    model = _pick(rng, models)
+    versions = sorted(glob_(Path(model), "version-*"))
+    how = rng.choice(["alias_missing", "alias_text", "alias_deleted", "no_model_meta", "versions_only",
+                      "version_run_missing", "version_of_other_model"])
+    if how.startswith("alias"):
+        os.makedirs(os.path.join(model, "aliases"), exist_ok=True)
+        path = os.path.join(model, "aliases", rng.choice(["champion", "fresh", "Prod"]))
+        if how == "alias_missing":
+            text = str(rng.choice([99, 0, 10**20]))
+        elif how == "alias_text":
+            text = rng.choice([" 1", "1\n", "01", "-1", "1.0", "", "one", "+1", "١"])
+        else:
+            deleted = [v for v in versions if "Deleted_Internal" in Path(v, "meta.yaml").read_text(errors="replace")]
+            text = _pick(rng, deleted).rsplit("-", 1)[1]
+        Path(path).write_text(text)
+        return Damage("registry_refs", path, f"{how}: {text!r}")
+    if how == "no_model_meta":
+        path = os.path.join(model, "meta.yaml")
+        os.unlink(path)
+        return Damage("registry_refs", path, how)
+    if how == "versions_only":
+        for entry in os.listdir(model):
+            if not entry.startswith("version-"):
+                full = os.path.join(model, entry)
+                shutil.rmtree(full) if os.path.isdir(full) else os.unlink(full)
+        return Damage("registry_refs", os.path.join(model, "meta.yaml"), how)
+    version = _pick(rng, versions)
+    path = os.path.join(version, "meta.yaml")
+    data = yaml.safe_load(Path(path).read_text())
+    if how == "version_run_missing":
+        data["run_id"] = "0" * 32
+    else:
+        other = _pick(rng, [m for m in models if m != model])
+        data["name"] = os.path.basename(other)
+    Path(path).write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    return Damage("registry_refs", path, how)
+
+
+def glob_(root: Path, pattern: str) -> list[str]:
+    import glob
+
+    return glob.glob(str(root / pattern))
+
+
+def huge_value(root: Path, rng: random.Random) -> Damage:
+    """A value far beyond what MLflow writes: a tag or param of megabytes, a meta field of a
+    megabyte on one line, a metric file of 200,000 points, a key of 250+ characters."""
+    files = [f for f in _regular(root) if "/artifacts/" not in f]
+    how = rng.choice(["key_file", "yaml_field", "metric_points", "long_key"])
+    if how == "key_file":
+        path = _pick(rng, [f for f in files if _in_key_folder(f) and "/metrics/" not in f and "/aliases/" not in f])
+        Path(path).write_text(rng.choice(["v", "é", "\n"]) * rng.choice([8001, 2**20, 5 * 2**20]))
+    elif how == "yaml_field":
+        path, data, keys = _yaml_target(root, rng)
+        _set(data, keys, "x" * rng.choice([5000, 2**20]))
+        Path(path).write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=10**9))
+    elif how == "metric_points":
+        path = _pick(rng, [f for f in files if "/metrics/" in f])
+        data = Path(path).read_bytes()
+        lines = data.rstrip(b"\n").split(b"\n")
+        Path(path).write_bytes(b"\n".join(lines * (200_000 // max(len(lines), 1))) + b"\n")
+    else:
+        folder = _pick(rng, [d for d in entries(root)[1] if os.path.basename(d) in ("tags", "params", "metrics")])
+        path = os.path.join(folder, "k" * rng.choice([251, 255]))
+        Path(path).write_text("1 1 0\n" if folder.endswith("metrics") else "v")
+    return Damage("huge_value", path, how)
+
+
+def special_file(root: Path, rng: random.Random) -> Damage:
+    """A device or a socket where a file is, or beside the files (never opened: /dev/zero would
+    never end)."""
+    files, folders = entries(root)
+    if rng.random() < 0.5:
+        path = _pick(rng, [f for f in files if not os.path.islink(f)])
+        os.unlink(path)
+    else:
+        path = os.path.join(_pick(rng, folders), rng.choice(["dev", "meta.yaml", "sock"]))
+        if os.path.lexists(path):
+            raise NotApplicable()
+    how = rng.choice(["zero", "null", "socket"])
+    if how == "socket":
+        import socket
+
+        if len(os.fsencode(path)) > 100:  # sun_path is 108 bytes
+            raise NotApplicable()
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(path)
+        s.close()
+    else:
+        os.mknod(path, 0o644 | stat.S_IFCHR, os.makedev(1, 5 if how == "zero" else 3))
+    return Damage("special_file", path, how)
+
+
 KINDS = {f.__name__: f for f in (
     flip_byte, insert_bytes, remove_bytes, truncate, bad_utf8_content, nul_or_crlf, yaml_wrong_type,
     yaml_delete_key, yaml_duplicate_key, yaml_special, bad_utf8_name, key_folder_bad_name,
     file_to_folder, folder_to_file, self_symlink, symlink_cycle, symlink_out, fifo, deep_nesting,
     copy_entity, mismatch_id, delete_entry, add_stray, metric_line, huge_integer, odd_key_name,
+    empty_file, line_ends, yaml_document, yaml_retype, timestamps, permissions, hard_link,
+    odd_entity_name, registry_refs, huge_value, special_file,
 )}
 
 
@@ -570,14 +941,46 @@ def forked(func, *args, timeout: float = HANG_SECONDS, output: str | None = None
     return os.waitstatus_to_exitcode(status), result
 
 
-def _cli(args: list[str]) -> None:
+def _cli(args: list[str], as_user: bool = False) -> None:
     from etl.cli import main
 
+    if as_user:
+        _as_user()
     main.main(args, prog_name="etl-migrate")
 
 
-def run_cli_forked(args: list[str], output: str) -> tuple[int | None, str]:
-    code, result = forked(_cli, args, output=output)
+# linux/capability.h
+_CAP_VERSION_3, _CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH = 0x20080522, 1, 2
+
+
+def _as_user() -> None:
+    """This process meets file permissions as any user does: root (uid 0) drops the capabilities
+    that let it read, list and enter what its permissions deny (CAP_DAC_OVERRIDE,
+    CAP_DAC_READ_SEARCH). It stays root otherwise: the tree and the interpreter stay reachable."""
+    if os.geteuid() != 0:
+        return
+    import ctypes
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                    ("inheritable", ctypes.c_uint32)]
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    header, data = Header(_CAP_VERSION_3, 0), (Data * 2)()
+    if libc.capget(ctypes.byref(header), data) != 0:
+        raise OSError(ctypes.get_errno(), "capget")
+    for cap in (_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH):
+        data[0].effective &= ~(1 << cap)
+        data[0].permitted &= ~(1 << cap)
+    if libc.capset(ctypes.byref(header), data) != 0:
+        raise OSError(ctypes.get_errno(), "capset")
+
+
+def run_cli_forked(args: list[str], output: str, as_user: bool = False) -> tuple[int | None, str]:
+    code, result = forked(_cli, args, as_user, output=output)
     text = Path(output).read_text(errors="replace") if os.path.exists(output) else ""
     if isinstance(result, str):  # a traceback, or the hang
         text += "\n" + result
@@ -611,7 +1014,10 @@ def fingerprint(root: Path) -> dict:
             if stat.S_ISLNK(st.st_mode):
                 item.append(os.readlink(path))
             elif stat.S_ISREG(st.st_mode):
-                item.append(hashlib.sha256(Path(path).read_bytes()).hexdigest())
+                try:
+                    item.append(hashlib.sha256(Path(path).read_bytes()).hexdigest())
+                except PermissionError:  # as in walk
+                    item.append("unreadable")
             out[path] = tuple(item)
     return out
 
@@ -642,8 +1048,9 @@ def check_case(base: Path, kind: str, seed: int, work: Path, compare: bool = Tru
     out.mkdir()
     report = out / "report.json"
     db = out / "mlflow.db"
+    as_user = damage.detail.endswith("as a user")
     code, text = run_cli_forked(["--source", str(mlruns), "--target", f"sqlite:///{db}", "--report",
-                                 str(report), "--quiet", "--workers", "2"], str(work / "strict.txt"))
+                                 str(report), "--quiet", "--workers", "2"], str(work / "strict.txt"), as_user)
     outcome.code = code
     if code not in (0, 3):
         fail(f"exit {code}: {text[-1500:]}")
@@ -666,7 +1073,7 @@ def check_case(base: Path, kind: str, seed: int, work: Path, compare: bool = Tru
         skip.mkdir()
         skip_code, skip_text = run_cli_forked(
             ["--source", str(mlruns), "--target", f"sqlite:///{skip}/mlflow.db", "--skip-invalid",
-             "--report", str(skip / "report.json"), "--workers", "2"], str(work / "skip.txt"))
+             "--report", str(skip / "report.json"), "--workers", "2"], str(work / "skip.txt"), as_user)
         outcome.skip_code = skip_code
         if skip_code != 0 or "Traceback" in skip_text or "SKIPPED" not in skip_text:
             fail(f"--skip-invalid: exit {skip_code}: {skip_text[-1500:]}")
