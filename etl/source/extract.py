@@ -407,7 +407,9 @@ def _extract_experiment(batch: RowBatch, path: str, deleted: bool, target_id: in
             target_id,
             target.name if target is not None and target.name is not None else name,
             meta["artifact_location"],
-            meta["lifecycle_stage"],
+            # MLflow 1.x and 2.1 deleted an experiment by moving its folder to .trash/, leaving
+            # meta.yaml saying active: every listing of MLflow's reader goes by the folder.
+            "deleted" if deleted else meta["lifecycle_stage"],
             meta.get("creation_time"),
             meta.get("last_update_time"),
         ),

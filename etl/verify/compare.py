@@ -63,6 +63,14 @@ def _compare_dict(report, entity, id_, source: dict, target: dict) -> None:
 EXPERIMENT_FIELDS = ("name", "artifact_location", "lifecycle_stage", "creation_time", "last_update_time")
 
 
+def listed_stage(stage: str, path: str) -> str:
+    """An experiment's lifecycle stage as MLflow's listings show it (search_experiments by view
+    type, gc): by its folder. MLflow 1.x and 2.1 deleted an experiment by moving its folder to
+    .trash/ and left its meta.yaml saying active, which get_experiment alone still reports: the
+    experiment its user deleted stays deleted."""
+    return "deleted" if os.path.basename(os.path.dirname(os.path.normpath(path))) == ".trash" else stage
+
+
 def _read_each(report, entity: str, items, read, skipped: set[str]) -> dict:
     """{id: entity} for (id, path) items read with one of MLflow's readers.
 
@@ -199,6 +207,7 @@ def verify_experiments(
                 report.mismatch("experiments", exp_id, "presence", exp is not None, row is not None)
                 continue
             src = {f: getattr(exp, f) for f in EXPERIMENT_FIELDS}
+            src["lifecycle_stage"] = listed_stage(exp.lifecycle_stage, store._get_experiment_path(exp_id))
             if exp_id in names:
                 if not renamed_from(exp.name, names[exp_id]):
                     report.mismatch("experiments", exp_id, "name (renamed)", exp.name, names[exp_id])

@@ -22,7 +22,8 @@ import os
 from collections import defaultdict
 
 from etl.verify.claims import Claims
-from etl.verify.compare import DATASET_FIELDS, EXPERIMENT_FIELDS, _compare_dict, _connect, target_experiments
+from etl.verify.compare import (DATASET_FIELDS, EXPERIMENT_FIELDS, _compare_dict, _connect, listed_stage,
+                                target_experiments)
 from etl.verify.files import read_bytes, read_meta
 from etl.verify.report import VerificationReport
 
@@ -101,9 +102,11 @@ def _compare_group(report, target_id: str, read: list, row: dict, target_tags: d
     for _claims, _folder, name, exp, _path, _sets in read:
         if exp.name != row["name"]:
             report.mismatch("experiments", name, "name (merged)", exp.name, row["name"])
+    expected = {field: getattr(head[3], field) for field in EXPERIMENT_FIELDS}
+    expected["lifecycle_stage"] = listed_stage(head[3].lifecycle_stage, head[4])
     for field in EXPERIMENT_FIELDS:
-        if getattr(head[3], field) != row[field]:
-            report.mismatch("experiments", head[2], field, getattr(head[3], field), row[field])
+        if expected[field] != row[field]:
+            report.mismatch("experiments", head[2], field, expected[field], row[field])
     expected_tags: dict[str, str] = {}
     expected_sets: dict[tuple, tuple] = {}
     for r in [head] + [r for r in read if r is not head]:

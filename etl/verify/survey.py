@@ -16,7 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from etl.verify.claims import foreign, renamed_from
-from etl.verify.compare import EXPERIMENT_FIELDS, _connect, _source_ids, target_experiments
+from etl.verify.compare import EXPERIMENT_FIELDS, _connect, _source_ids, listed_stage, target_experiments
 from etl.verify.files import key_files, read_meta, same, same_values, subfolders
 from etl.verify.report import VerificationReport
 
@@ -171,6 +171,7 @@ def _experiment_matches(exp_dir: str, exp_id: str, row: dict, tags: dict[str, st
         if not isinstance(meta["name"], str) or not renamed_from(meta["name"], renamed):
             return False
         meta = {**meta, "name": renamed}
+    meta = {**meta, "lifecycle_stage": listed_stage(meta["lifecycle_stage"], exp_dir)}
     if any(meta.get(f) != row[f] for f in EXPERIMENT_FIELDS):
         return False
     files = key_files(os.path.join(exp_dir, "tags"))

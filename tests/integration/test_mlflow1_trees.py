@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from mlflow.entities import ViewType
 
 from tests import client_compare as cc
 from tests.conftest import era_tree, pg_client, run_cli, tree_fingerprint
@@ -102,15 +103,18 @@ def test_experiments_without_creation_time(tree, migrated):
     assert (e.creation_time, e.last_update_time) == (new[0]["creation_time"], new[0]["last_update_time"])
 
 
-def test_deleted_experiment_is_shown_active(tree, migrated):
+def test_deleted_experiment_stays_deleted(tree, migrated):
     """MLflow 1.x (and 2.1) left `lifecycle_stage: active` in a deleted experiment's meta.yaml
-    and went by the .trash folder; MLflow's current reader goes by the file (active), and so
-    does the database."""
+    and went by the .trash folder. MLflow's current reader lists it as deleted (search by view
+    type), though get_experiment reads the file: the database keeps it deleted, as its user left it."""
     trashed = {folder.name: meta for folder, meta in metas(tree, ".trash/*/meta.yaml").items()}
     assert [meta["lifecycle_stage"] for meta in trashed.values()] == ["active"]
     (exp_id,) = trashed
+    assert [e.experiment_id for e in migrated["src"].search_experiments(view_type=ViewType.DELETED_ONLY)] == [exp_id]
     assert migrated["src"].get_experiment(exp_id).lifecycle_stage == "active"
-    assert migrated["dst"].get_experiment(cc.mapped(migrated["id_map"], exp_id)).lifecycle_stage == "active"
+    dst_id = cc.mapped(migrated["id_map"], exp_id)
+    assert migrated["dst"].get_experiment(dst_id).lifecycle_stage == "deleted"
+    assert dst_id not in {e.experiment_id for e in migrated["dst"].search_experiments(view_type=ViewType.ACTIVE_ONLY)}
 
 
 def test_deleted_runs_with_and_without_deleted_time(tree, migrated):
