@@ -91,10 +91,11 @@ EXPERIMENT_FIELDS = Fields(
 RUN_FIELDS = Fields(
     required=("experiment_id", "start_time", "end_time", "user_id"),
     kinds={"run_id": (T,), "run_uuid": (T,), "experiment_id": (T, I), "run_name": (T, Z),
-           "source_type": (I, T), "source_name": (T, Z), "entry_point_name": (T, Z), "user_id": (T, Z),
-           "status": (I, T), "start_time": (I, Z), "end_time": (I, Z), "deleted_time": (I, Z),
+           "source_type": (I, T), "source_name": (T, Z), "entry_point_name": (T, Z), "user_id": (T,),
+           "status": (I, T), "start_time": (I,), "end_time": (I, Z), "deleted_time": (I, Z),
            "source_version": (T, Z), "lifecycle_stage": (T,), "artifact_uri": (T, Z)},
     choices={"lifecycle_stage": frozenset(LIFECYCLE_STAGES)},
+    why={key: "MLflow's reader cannot read a run without it (RunInfo: cannot be None)" for key in ("start_time", "user_id")},
 )
 # mlflow/protos/service.proto: InputVertexType, OutputVertexType
 INPUT_FIELDS = Fields(

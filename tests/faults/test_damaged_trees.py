@@ -158,6 +158,14 @@ def damage(mlruns: Path) -> list[tuple[str, str]]:
     _edit(odd / "meta.yaml", run_id="a:b")
     expected.append((str(odd / "meta.yaml"), "run_id 'a:b' is no run id MLflow's reader takes"))
 
+    # Null where MLflow's RunInfo refuses None (its reader fails on the run; exit 1 before).
+    for key in ("start_time", "user_id"):
+        meta = run() / "meta.yaml"
+        text = meta.read_text()
+        meta.write_text(text.replace(next(line for line in text.splitlines() if line.startswith(f"{key}:")),
+                                     f"{key}: ~"))
+        expected.append((str(meta), f"'{key}' must be integer" if key == "start_time" else f"'{key}' must be text"))
+
     # Keys given twice, the second value no enum MLflow knows; an input tag that is a number.
     run_input = _dataset_input(t["with_inputs"][0])
     with open(run_input, "a") as f:
