@@ -914,10 +914,13 @@ def _extract_registered_model(batch: RowBatch, path: str, target: ModelTarget | 
             # mlflow/utils/validation.py: _validate_model_alias_name and its reserved names
             raise SourceError(alias_path, f"{alias!r} is no alias name MLflow takes (letters, digits, "
                               "'_' and '-'; not 'latest' or 'v<number>')")
-        text = read_text(alias_path).strip()
+        text = read_text(alias_path)
         batch.read("registered_model_aliases")
-        if not is_number(text):
-            raise SourceError(alias_path, f"alias must hold a version number, found {text!r}")
+        # As MLflow writes it (str(version)): its reader looks the version up by the text as it
+        # is, so ' 1', '1\n' or '01' lead to no version folder, where the database would hold 1.
+        if not is_number(text) or text != str(int(text)):
+            raise SourceError(alias_path, f"alias must hold a version number as MLflow writes it (digits, no "
+                              f"blank, newline or leading zero), found {text!r}")
         if int(text) not in versions:
             raise SourceError(alias_path, f"alias points at version {text}, which does not exist")
         if alias not in target.skip_aliases:

@@ -151,6 +151,16 @@ def damage(mlruns: Path) -> list[tuple[str, str]]:
     _edit(staged, current_stage=None)
     expected.append((str(staged), "required field 'current_stage' is missing (MLflow writes a stage"))
 
+    # An alias's version number with a newline and with a blank: MLflow's reader looks for the
+    # folder 'version-1\n' (none), and the database would hold 1.
+    aliases = [a for a in sorted(mlruns.glob("models/*/aliases/*"))
+               if a.parent.parent not in (version.parent.parent, staged.parent.parent)][:2]
+    for alias, text in zip(aliases, ("{}\n", " {}")):
+        shown = text.format(alias.read_text())
+        alias.write_text(shown)
+        expected.append((str(alias), f"alias must hold a version number as MLflow writes it (digits, no blank, "
+                                     f"newline or leading zero), found {shown!r}"))
+
     # A run folder renamed, its run_id with it, to an id MLflow's reader refuses to look up.
     renamed = run()
     odd = renamed.parent / "a:b"
