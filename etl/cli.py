@@ -178,10 +178,12 @@ def _source_options(help_text: str):
                  "where their ids or names clash, the first source keeps its own.")
 @click.option("--target", default=defaults.DEFAULT_TARGET, show_default=True,
               help="The MLflow database to create or fill: sqlite:///path.db (a symlink is followed "
-              "to its file), or postgresql://user@host:5432/db (also postgresql+psycopg://; password "
+              "to its file), postgresql://user@host:5432/db (also postgresql+psycopg://; password "
               "from the URI, PGPASSWORD or ~/.pgpass; the schema is public or the one the URI's "
-              "options=-csearch_path=... names). It must not hold data (one MLflow just created "
-              "counts as empty).")
+              "options=-csearch_path=... names), or mysql://user@host:3306/db (also "
+              "mysql+pymysql://; MySQL or MariaDB, utf8mb4; password from the URI, MYSQL_PWD or "
+              "~/.my.cnf; staged in a database etl_migrate_staging_... of the same server). It must "
+              "not hold data (one MLflow just created counts as empty).")
 @click.option("--batch-size", default=defaults.DEFAULT_BATCH_SIZE, show_default=True,
               type=click.IntRange(1), help="Rows written per transaction.")
 @click.option("--queue-size", default=defaults.DEFAULT_QUEUE_SIZE, show_default=True,
@@ -204,24 +206,28 @@ def _source_options(help_text: str):
 @click.pass_context
 def main(ctx, sources, on_name_clash, target, batch_size, queue_size, verify, keep_failed, skip_invalid, dry_run,
          workers, report_path, verbose, quiet, log_format):
-    """Migrate an MLflow FileStore tree (mlruns/) into an MLflow database (SQLite or PostgreSQL).
+    """Migrate an MLflow FileStore tree (mlruns/) into an MLflow database (SQLite, PostgreSQL or
+    MySQL / MariaDB).
 
     The database is built in a staging area (SQLite: a file beside the target; PostgreSQL: a
-    schema of its own in the target database), verified against the source files (rendered into
-    their bytes, and through MLflow's own readers wherever those differ), and only then promoted. SQLite: linked into place, or copied into an existing
-    empty target (one a running mlflow server may have open) under its write lock. PostgreSQL:
-    MLflow's empty tables are replaced by the staged ones in one transaction. The target is
-    never half-written and never clobbered: if it gained data during the run, it is left alone
-    and the verified database is kept beside it. Artifacts and trace spans stay where they are;
-    their URIs are migrated. On PostgreSQL, experiments whose ids do not fit its 32-bit INTEGER
-    get new ids; the summary and the report list the mapping. Several --source trees go into
-    one database in one run: ids and names that clash are renumbered, renamed or merged, and
-    listed per source.
+    schema of its own in the target database; MySQL: a database of its own on the same server),
+    verified against the source files (rendered into their bytes, and through MLflow's own
+    readers wherever those differ), and only then promoted. SQLite: linked into place, or copied
+    into an existing empty target (one a running mlflow server may have open) under its write
+    lock. PostgreSQL: MLflow's empty tables are replaced by the staged ones in one transaction.
+    MySQL: by one RENAME TABLE. The target is never half-written and never clobbered: if it
+    gained data during the run, it is left alone and the verified database is kept beside it.
+    Artifacts and trace spans stay where they are; their URIs are migrated. On PostgreSQL and
+    MySQL, experiments whose ids do not fit their 32-bit INTEGER get new ids; the summary and the
+    report list the mapping. On MySQL, keys its collation holds as one (lr/LR, a/a ) are invalid
+    input. Several --source trees go into one database in one run: ids and names that clash are
+    renumbered, renamed or merged, and listed per source.
 
     \b
     Examples:
       etl-migrate --source ./mlruns --target sqlite:///mlflow.db --workers 8
       etl-migrate --source ./mlruns --target postgresql://mlflow@dbhost:5432/mlflow
+      etl-migrate --source ./mlruns --target mysql://mlflow@dbhost:3306/mlflow
       etl-migrate --source ~/proj-a/mlruns --source ~/proj-b/mlruns --target sqlite:///team.db
       etl-migrate --dry-run --source ./mlruns
       etl-migrate verify --source ./mlruns --target sqlite:///mlflow.db
@@ -246,7 +252,7 @@ def main(ctx, sources, on_name_clash, target, batch_size, queue_size, verify, ke
 @_source_options("The FileStore tree the database was made from; several, in the order the "
                  "migration was given them.")
 @click.option("--target", default=defaults.DEFAULT_TARGET, show_default=True,
-              help="URI of the database to check, sqlite:///... or postgresql://... (made by "
+              help="URI of the database to check, sqlite:///..., postgresql://... or mysql://... (made by "
               "etl-migrate or by `mlflow migrate-filestore`).")
 @_workers_option("Concurrent comparisons of the tree with the database (in at most one process per "
                  "CPU core; a tree of up to 100 run, trace and model folders is compared in this "

@@ -66,7 +66,7 @@ class NotPromoted(MigrationError):
 EXIT_CODES = {
     0: "success: migrated and verified (or verification skipped with --no-verify)",
     1: "verification failed: the database differs from the source; target untouched",
-    2: "usage or target error: bad option, target neither sqlite:/// nor postgresql://, folder "
+    2: "usage or target error: bad option, target neither sqlite:///, postgresql:// nor mysql://, folder "
     "missing or not writable, server unreachable, password rejected, missing privileges, target "
     "holds data or another MLflow version's schema (also when it gained data or stayed locked "
     "during the run: the migrated database is then kept beside it, named in the error), or "

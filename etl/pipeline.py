@@ -27,6 +27,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from etl.config import MigrationConfig
 from etl.errors import InvalidSourceError, TargetError, TargetHoldsData, VerificationFailed
+from etl.keys import KeyCheck
 from etl.observe import Progress, log, record
 from etl.rows import Census, Problem, RowBatch, RowCounter, Stray
 from etl.sink.target import open_target
@@ -195,9 +196,10 @@ async def migrate(config: MigrationConfig, progress: Progress | None = None) -> 
 
         started = time.monotonic()
         limits = await anyio.to_thread.run_sync(area.column_limits)
+        folding = await anyio.to_thread.run_sync(area.key_folding)
         writer = area.writer(config.batch_size)
         try:
-            stats = await load(merge, writer, config, progress, limits)
+            stats = await load(merge, writer, config, progress, limits, folding)
             if stats.problems and not config.skip_invalid:
                 # Strict: the whole tree was read so every problem is listed; nothing is kept.
                 raise InvalidSourceError(stats.problems, len(trees))
@@ -300,7 +302,8 @@ async def dry_run(config: MigrationConfig, progress: Progress | None = None) -> 
     merge = plan_for(trees, target, config.on_name_clash)
     started = time.monotonic()
     limits = await anyio.to_thread.run_sync(target.expected_limits)
-    stats = await load(merge, None, config, progress, limits)
+    folding = await anyio.to_thread.run_sync(target.expected_folding)
+    stats = await load(merge, None, config, progress, limits, folding)
     log_census(stats.census)
     return MigrationResult(trees, target.display, stats, {"load": time.monotonic() - started}, None,
                            merge, target.server_uri, target.server_packages, refused=refused)
@@ -397,27 +400,34 @@ def first_error(group: BaseExceptionGroup) -> BaseException:
     return group
 
 
-async def load(merge: MergePlan, writer, config: MigrationConfig, progress: Progress, limits: Limits) -> LoadStats:
+async def load(
+    merge: MergePlan, writer, config: MigrationConfig, progress: Progress, limits: Limits, folding=None,
+) -> LoadStats:
     """Discover, parse, check against the target's limits and (unless writer is None, for a dry
     run) write every source, one after the other; the workers write what each experiment and
-    registered model becomes (``merge``: their work units carry it)."""
+    registered model becomes (``merge``: their work units carry it). ``folding`` (the target's,
+    etl.keys): how it compares the text of keys, if not byte by byte."""
     stats = LoadStats([SourceStats(source.mlruns) for source in merge.sources], problems=list(merge.problems),
                       seen=Seen())
+    keys = KeyCheck(folding, stats.clashes) if folding is not None else None
     try:
         found = [await find_folders(source.mlruns, progress) for source in merge.sources]
         everything = sum(found, Counter())
         progress.phase("load", sum(everything.values()), counting(everything))
         for index, source in enumerate(merge.sources):
             tree = Tree.of(index, source, merge)
-            await _load(tree, writer, config, progress, limits, stats, sum(found[index].values()))
+            await _load(tree, writer, config, progress, limits, stats, sum(found[index].values()), keys)
     except BaseExceptionGroup as group:
         raise first_error(group) from None
+    finally:
+        if folding is not None:
+            folding.close()
     seen = stats.seen
     stats.problems.extend(_metrics_of_absent_runs(seen.model_metric_runs, seen.runs, stats.problems))
     return stats
 
 
-async def _load(tree: Tree, writer, config, progress, limits, stats: LoadStats, folders: int) -> None:
+async def _load(tree: Tree, writer, config, progress, limits, stats: LoadStats, folders: int, keys=None) -> None:
     """One source's part of the load (``folders``: its run, trace and model folders)."""
     here = stats.sources[tree.index]
     # A writer that takes rows in scratch files the producers write (etl.sink.sqlite.scratch)
@@ -436,7 +446,7 @@ async def _load(tree: Tree, writer, config, progress, limits, stats: LoadStats, 
         async with units_recv, rows_send:
             for _ in range(producers):
                 tg.start_soon(produce, units_recv.clone(), rows_send.clone(), parse, limits)
-        tg.start_soon(consume, rows_recv, writer, stats, progress, tree, limits, window)
+        tg.start_soon(consume, rows_recv, writer, stats, progress, tree, limits, window, keys)
     # What the census of the tree's own folders could not classify (a name that is no UTF-8, a
     # loop) is invalid input like a bad file; the units' census problems are theirs already.
     stats.problems.extend(replace(p, source=tree.index) for p in here.census.problems)
@@ -541,6 +551,7 @@ class Seen:
 async def consume(
     rows: MemoryObjectReceiveStream[tuple[int, RowBatch]], writer, stats: LoadStats,
     progress: Progress, tree: Tree, limits: Limits, window: anyio.Semaphore,
+    keys: KeyCheck | None = None,
 ) -> None:
     here, seen = stats.sources[tree.index], stats.seen
     # Ids another source holds too: its copy is migrated (a byte-identical folder), or none is.
@@ -564,6 +575,9 @@ async def consume(
             stats.problems.extend(_drop_id_clashes(batch, seen.ids, stats.clashes, tree))
             stats.problems.extend(_drop_assessment_clashes(
                 batch, seen.assessments, seen.ids["traces"], stats.clashes))
+            if keys is not None:
+                # Keys the target's collation holds as one (MySQL); may ask the server.
+                stats.problems.extend(await anyio.to_thread.run_sync(keys.check, batch, tree))
             seen.model_metric_runs.update(
                 (r[0], (tree, r[5]), r[1], r[6]) for r in batch.rows.get("logged_model_metrics", ()))
             if tree.several:

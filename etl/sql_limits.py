@@ -9,7 +9,7 @@ it came from, reported like any other invalid input, not a database error halfwa
 load. The target supplies the table: ``Limits`` maps (table, column) to a ``ColumnLimit``, read
 from the target's own schema (``etl.sink.sqlite.schema.sqlite_limits`` for SQLite: 64-bit integers, no
 lengths; a PostgreSQL target narrows the same table with ``dataclasses.replace``: VARCHAR
-lengths, 32-bit INTEGER columns, no NUL in text).
+lengths, 32-bit INTEGER columns, no NUL in text; a MySQL target adds TEXT's byte limits).
 ``check_rows`` runs in the producer processes: plain Python only.
 """
 
@@ -62,6 +62,8 @@ class ColumnLimit:
     nullable: bool = True
     int_range: tuple[int, int] | None = None
     max_length: int | None = None
+    # MySQL's TEXT types count UTF-8 bytes, not characters (TEXT: 65,535; MEDIUMTEXT: 16 MiB).
+    max_bytes: int | None = None
     nul_allowed: bool = True  # PostgreSQL text cannot hold "\x00"
     choices: frozenset | None = None  # CHECK (column IN (...))
 
@@ -90,6 +92,9 @@ class ColumnLimit:
         elif self.max_length is not None and len(value) > self.max_length:
             return (f"{column} is {len(value)} characters long; the target holds at most "
                     f"{self.max_length}")
+        elif self.max_bytes is not None and len(value.encode("utf-8", "surrogatepass")) > self.max_bytes:
+            return (f"{column} is {len(value.encode('utf-8', 'surrogatepass')):,} bytes long in UTF-8; "
+                    f"the target holds at most {self.max_bytes:,}")
         elif not self.nul_allowed and "\x00" in value:
             return f"{column} holds a NUL character, which the target cannot store"
         elif not _encodable(value):
@@ -169,7 +174,12 @@ def _passes_quickly(table: str, limit: ColumnLimit, get, rows: list) -> bool:
         return True
     # Typed tables hold None in nullable text columns (a logged-model metric without a dataset).
     texts = [v for v in map(get, rows) if v is not None]
-    if limit.max_length is not None and max(map(len, texts), default=0) > limit.max_length:
+    longest = max(map(len, texts), default=0)
+    if limit.max_length is not None and longest > limit.max_length:
+        return False
+    # A character is at most 4 bytes in UTF-8: only a long value needs encoding to be measured.
+    if limit.max_bytes is not None and longest * 4 > limit.max_bytes and any(
+            len(t.encode("utf-8", "surrogatepass")) > limit.max_bytes for t in texts):
         return False
     joined = "".join(texts)
     if not limit.nul_allowed and "\x00" in joined:

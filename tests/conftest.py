@@ -126,3 +126,31 @@ def pg_client(uri: str):
 
     uri = uri.replace("postgresql://", "postgresql+psycopg://", 1)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+@pytest.fixture(scope="session")
+def mysql_server():
+    """One real MariaDB server for the whole session (see tests/mysql_server.py)."""
+    from tests.mysql_server import binaries, start_server
+
+    if binaries() is None:
+        pytest.skip("no MariaDB server on this machine (/usr/sbin/mariadbd, mariadb-install-db); "
+                    "apt-get install mariadb-server to run the MySQL target tests")
+    server = start_server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mysql_uri(mysql_server) -> str:
+    """A new, empty database (utf8mb4, Debian's default collation) on the session's server, as a
+    mysql:// URI with its password."""
+    return mysql_server.create_database(f"etl_test_{next(_databases)}")
+
+
+def mysql_client(uri: str):
+    """MlflowClient on a MySQL database (PyMySQL, the driver MLflow documents and etl-migrate uses)."""
+    from mlflow import MlflowClient
+
+    uri = uri.replace("mysql://", "mysql+pymysql://", 1)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)

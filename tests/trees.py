@@ -140,3 +140,45 @@ def build_training_tree(mlruns: Path) -> dict:
         ids["runs"].append(run.info.run_id)
     ids["duplicated"] = (run.info.run_id, "accuracy")
     return ids
+
+
+def build_collation_tree(mlruns: Path) -> dict:
+    """Keys that differ only as MySQL's collations do not see (made through MLflow's client,
+    which takes them all: FileStore folders and files compare byte by byte).
+
+    Both MariaDB's utf8mb4_general_ci and MySQL 8's utf8mb4_0900_ai_ci hold as one: params
+    ``lr``/``LR`` of a run, experiments ``Churn``/``churn``, tags ``café``/``cafe``. Only PAD SPACE
+    collations (general_ci) hold tags ``a``/``a `` as one, and only general_ci two experiment
+    names that differ in an emoji (it weighs every character beyond the BMP alike)."""
+    client = file_client(mlruns)
+    ids: dict = {}
+    ids["Churn"] = client.create_experiment("Churn")
+    ids["churn"] = client.create_experiment("churn")
+    ids["emoji_a"] = client.create_experiment("emoji 😀")
+    ids["emoji_b"] = client.create_experiment("emoji 🎉")
+    plain = ids["plain"] = client.create_experiment("plain")
+
+    def run(exp, name):
+        r = client.create_run(exp, run_name=name)
+        client.set_terminated(r.info.run_id)
+        return r.info.run_id
+
+    ids["case_params"] = run(ids["Churn"], "case params")
+    client.log_param(ids["case_params"], "lr", "0.1")
+    client.log_param(ids["case_params"], "LR", "0.2")
+    ids["space_tags"] = run(plain, "space tags")
+    client.set_tag(ids["space_tags"], "a", "1")
+    client.set_tag(ids["space_tags"], "a ", "2")
+    ids["accent_tags"] = run(plain, "accent tags")
+    client.set_tag(ids["accent_tags"], "café", "1")
+    client.set_tag(ids["accent_tags"], "cafe", "2")
+    ids["clean"] = run(plain, "clean ✓")
+    client.log_param(ids["clean"], "lr", "0.3")
+    client.log_metric(ids["clean"], "loss", 0.5, timestamp=1, step=0)
+    # MLflow takes model version tags of up to 100,000 characters; MySQL's TEXT column holds
+    # 65,535 bytes, which 30,000 CJK characters (90,000 bytes in UTF-8) exceed.
+    client.create_registered_model("big prompt")
+    client.create_model_version("big prompt", "s3://bucket/big", tags={"template": "数" * 30_000})
+    client.create_registered_model("small prompt")
+    client.create_model_version("small prompt", "s3://bucket/small", tags={"template": "数" * 100})
+    return ids

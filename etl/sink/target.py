@@ -1,13 +1,17 @@
 """What a kind of target database provides, and the choice of one by URI scheme.
 
 The pipeline talks to a target only through these two shapes, so a new kind of database is one new
-package beside ``sqlite/`` and ``postgres/`` (each with the same rooms: schema.py, writer.py,
-staging.py), not an ``if`` in every function. This module imports none of them at module level:
+package beside ``sqlite/``, ``postgres/`` and ``mysql/`` (each with the same rooms: schema.py,
+writer.py, staging.py), not an ``if`` in every function. This module imports none of them at
+module level:
 
-``Target``: the database a ``--target`` URI names (a SQLite file, a PostgreSQL schema).
+``Target``: the database a ``--target`` URI names (a SQLite file, a PostgreSQL schema, a MySQL
+database).
     check_free()          refuse a target that holds data (before anything is created)
     expected_limits()     what its columns hold (etl.sql_limits), without staging anything:
                           for a dry run
+    expected_folding()    how it compares the text of keys (etl.keys), None where byte by
+                          byte: for a dry run
     staging(keep_failed)  a context manager: lock the target against other runs, remove what a
                           killed run left behind, yield a ``Staging``; on exit remove the
                           staging area unless it was promoted (or kept by --keep-failed)
@@ -20,6 +24,8 @@ staging.py), not an ``if`` in every function. This module imports none of them a
 ``Staging``: where rows go before promotion.
     create_schema()       MLflow's own empty schema, at its alembic head
     column_limits()       what the staged schema's columns hold (etl.sql_limits.Limits)
+    key_folding()         how the staged schema compares the text of keys (etl.keys): None
+                          where byte by byte (SQLite, PostgreSQL), else a KeyFolding
     writer(batch_size)    the single writer: write(batch) / finish() / abort() /
                           delete_entities(ids) / prune_orphans(); and optionally ``spill``:
                           what producers use to hand it rows in scratch files instead of
@@ -36,15 +42,19 @@ import functools
 import hashlib
 import importlib.metadata
 import importlib.util
+import json
 import os
 import re
+import tempfile
 from pathlib import Path
 
 from etl.errors import MigrationError, TargetError
+from etl.observe import log
 from etl.rows import COLUMNS
 
 SQLITE_SCHEMES = ("sqlite",)
 POSTGRES_SCHEMES = ("postgresql", "postgresql+psycopg", "postgres")
+MYSQL_SCHEMES = ("mysql", "mysql+pymysql")
 
 
 def scheme_of(uri: str) -> str:
@@ -62,9 +72,13 @@ def open_target(uri: str):
         from etl.sink.postgres.staging import PostgresTarget
 
         return PostgresTarget(uri)
+    if scheme in MYSQL_SCHEMES:
+        from etl.sink.mysql.staging import MysqlTarget
+
+        return MysqlTarget(uri)
     raise TargetError(
-        f"target {redact(uri)!r} is not a supported database URI; use sqlite:///path/to/mlflow.db "
-        "or postgresql://user@host:5432/database"
+        f"target {redact(uri)!r} is not a supported database URI; use sqlite:///path/to/mlflow.db, "
+        "postgresql://user@host:5432/database or mysql://user@host:3306/database"
     )
 
 
@@ -119,6 +133,34 @@ def cache_dir() -> Path:
         return Path(explicit)
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "etl-migrate"
+
+
+def read_cached(path: Path, fmt: int):
+    """What write_cached stored at path in format fmt, or None (no file, another format, damaged)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("format") != fmt or data.get("schema") != path.stem:
+        return None
+    return data.get("content")
+
+
+def write_cached(path: Path, fmt: int, content) -> None:
+    """Written whole or not at all; a cache that cannot be written only costs later runs time."""
+    data = {"format": fmt, "schema": path.stem, "content": content}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem[:20]}-", suffix=".json", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(data, f)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as e:
+        log.debug("schema recording not cached", script=str(path), error=str(e))
 
 
 def schema_key() -> str:
@@ -177,7 +219,8 @@ OPTIONAL_COLUMNS = {
 
 # Entity kind (as Problems and LoadStats.clashes name it) -> its table and key column.
 ENTITY_KEYS = (("experiments", "experiments", "experiment_id"), ("runs", "runs", "run_uuid"),
-               ("traces", "trace_info", "request_id"), ("logged_models", "logged_models", "model_id"))
+               ("traces", "trace_info", "request_id"), ("logged_models", "logged_models", "model_id"),
+               ("registered_models", "registered_models", "name"))
 MISSING_DATASET_INPUTS = (
     "SELECT i.input_uuid, r.run_uuid, r.experiment_id FROM inputs i JOIN runs r "
     "ON r.run_uuid = i.destination_id WHERE i.source_type = 'DATASET' AND i.destination_type = 'RUN' "
@@ -196,6 +239,44 @@ UNKEYED_ORPHANS = (
                "AND source_id NOT IN (SELECT run_uuid FROM runs))"),
     ("input_tags", "DELETE FROM input_tags WHERE input_uuid NOT IN (SELECT input_uuid FROM inputs)"),
 )
+
+
+def first_of_each_key(table: str, rows: list[tuple], key: tuple[int, ...]) -> list[tuple]:
+    """The first row of each primary key (``key``: where its columns sit in the rows), as MLflow's
+    SQL store (and SQLite's INSERT OR IGNORE) keeps it. For the writers whose bulk load cannot
+    skip a repeat (COPY, LOAD DATA); a work unit holds whole runs and whole logged models, so the
+    repeats of a key are all in one batch."""
+    if len(key) == len(COLUMNS[table]):
+        return list(dict.fromkeys(rows))
+    first: dict[tuple, tuple] = {}
+    for row in rows:
+        first.setdefault(tuple(row[i] for i in key), row)
+    return list(first.values())
+
+
+def dict_row_groups(table: str, rows: list[dict], staged: set[str]):
+    """Rows of a table whose rows are dicts (etl.rows.DICT_TABLES), as (columns, tuples) per set
+    of keys: a value for a column the staged table lacks is left out when OPTIONAL_COLUMNS says it
+    may be (an older MLflow's schema), else it is an error."""
+    groups: dict[tuple[str, ...], list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row), []).append(row)
+    for keys, group in groups.items():
+        unknown = [k for k in keys if k not in staged and k not in OPTIONAL_COLUMNS.get(table, ())]
+        if unknown:
+            raise MigrationError(f"the installed MLflow's {table!r} table has no column(s) {unknown}")
+        kept = tuple(k for k in keys if k in staged)
+        yield kept, [tuple(row[k] for k in kept) for row in group]
+
+
+def hold_for_test(variable: str) -> None:
+    """Tests only: while the environment names a file in ``variable`` and it does not exist, wait
+    (a test changes something, or kills the run, at a known point)."""
+    import time
+
+    flag = os.environ.get(variable)
+    while flag and not os.path.exists(flag):
+        time.sleep(0.05)
 
 
 def exclusive(method):

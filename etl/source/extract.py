@@ -341,6 +341,11 @@ def _located(folder: str, table: str, rows: list, index: int, version_offset: in
     return path, None
 
 
+def source_file(folder: str, table: str, row) -> str:
+    """The file of an entity's folder a row was read from."""
+    return _located(folder, table, [row], 0)[0]
+
+
 def input_file(run_path: str, input_uuid: str) -> str:
     """The meta.yaml of the run input or output whose stable id is input_uuid."""
     run_id = os.path.basename(run_path)

@@ -127,7 +127,7 @@ def key_values(conn, table: str, owner: str, key: str, value: str, ids: list[str
     """{owner id: {key: value}} of a key-value table (tags, params, metadata) for these owners."""
     out: dict[str, dict] = defaultdict(dict)
     marks = ",".join("?" * len(ids))
-    for id_, k, v in conn.execute(f"SELECT {owner}, {key}, {value} FROM {table} WHERE {owner} IN ({marks})", ids):
+    for id_, k, v in conn.execute(f'SELECT {owner}, "{key}", {value} FROM {table} WHERE {owner} IN ({marks})', ids):
         out[id_][k] = v
     return out
 
@@ -143,7 +143,7 @@ def target_experiments(conn, back: dict[str, str]) -> tuple[dict[str, dict], dic
         )
     }
     tags = defaultdict(dict)
-    for exp_id, key, value in conn.execute("SELECT experiment_id, key, value FROM experiment_tags"):
+    for exp_id, key, value in conn.execute('SELECT experiment_id, "key", value FROM experiment_tags'):
         tags[back.get(str(exp_id), str(exp_id))][key] = value
     return experiments, tags
 

@@ -180,7 +180,7 @@ def _target(staging: str) -> dict:
             )
         }
         tags, aliases, version_tags = defaultdict(dict), defaultdict(dict), defaultdict(dict)
-        for name, key, value in conn.execute("SELECT name, key, value FROM registered_model_tags"):
+        for name, key, value in conn.execute('SELECT name, "key", value FROM registered_model_tags'):
             tags[name][key] = value
         for name, alias, version in conn.execute("SELECT name, alias, version FROM registered_model_aliases"):
             aliases[name][alias] = str(version)
@@ -192,7 +192,7 @@ def _target(staging: str) -> dict:
                 "FROM model_versions"
             )
         }
-        for name, version, key, value in conn.execute("SELECT name, version, key, value FROM model_version_tags"):
+        for name, version, key, value in conn.execute('SELECT name, version, "key", value FROM model_version_tags'):
             version_tags[(name, str(version))][key] = value
     finally:
         conn.close()

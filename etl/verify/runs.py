@@ -112,18 +112,18 @@ def _target_runs(conn: sqlite3.Connection, run_ids: list[str]) -> dict:
         runs[row[0]]["experiment_id"] = str(row[2])
     params, tags = defaultdict(dict), defaultdict(dict)
     for run_id, key, value in conn.execute(
-        f"SELECT run_uuid, key, value FROM params WHERE run_uuid IN ({marks})", run_ids
+        f'SELECT run_uuid, "key", value FROM params WHERE run_uuid IN ({marks})', run_ids
     ):
         params[run_id][key] = value
     for run_id, key, value in conn.execute(
-        f"SELECT run_uuid, key, value FROM tags WHERE run_uuid IN ({marks})", run_ids
+        f'SELECT run_uuid, "key", value FROM tags WHERE run_uuid IN ({marks})', run_ids
     ):
         tags[run_id][key] = value
     # Unordered: the byte comparison works on sets, and only unsure runs need sorting.
     history = defaultdict(list)
     history_keys = defaultdict(set)
     for run_id, key, ts, step, value, is_nan in conn.execute(
-        f"SELECT run_uuid, key, timestamp, step, value, is_nan FROM metrics WHERE run_uuid IN ({marks})",
+        f'SELECT run_uuid, "key", timestamp, step, value, is_nan FROM metrics WHERE run_uuid IN ({marks})',
         run_ids,
     ):
         history[(run_id, key)].append((ts, step, value, is_nan))
@@ -131,7 +131,7 @@ def _target_runs(conn: sqlite3.Connection, run_ids: list[str]) -> dict:
         history_keys[run_id].add(key)
     latest = defaultdict(dict)
     for run_id, key, ts, step, value, is_nan in conn.execute(
-        f"SELECT run_uuid, key, timestamp, step, value, is_nan FROM latest_metrics "
+        f'SELECT run_uuid, "key", timestamp, step, value, is_nan FROM latest_metrics '
         f"WHERE run_uuid IN ({marks})",
         run_ids,
     ):

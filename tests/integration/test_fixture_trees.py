@@ -3,8 +3,9 @@
 Runs on each tree given with --fixtures-dir (made by scripts/generate_migration_fixtures.py
 under any MLflow version), or on a small tree the installed MLflow makes when none is given.
 Each test runs only when the tree holds that kind of entity: found by looking in the tree, not
-by guessing from a version number. Every tree goes into both targets, a SQLite file and a
-PostgreSQL database (compared through the run's experiment id map: PostgreSQL's ids are 32-bit).
+by guessing from a version number. Every tree goes into each target, a SQLite file, a PostgreSQL
+database and a MariaDB database (compared through the run's experiment id map: PostgreSQL's and
+MySQL's ids are 32-bit).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests import client_compare as cc
-from tests.conftest import generate_fixture_tree, pg_client, run_cli, tree_fingerprint
+from tests.conftest import generate_fixture_tree, mysql_client, pg_client, run_cli, tree_fingerprint
 from tests.trees import file_client, sql_client
 
 
@@ -33,7 +34,7 @@ def fixture_root(fixture_tree_dir, tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="session", params=["sqlite", "postgresql", "mysql"])
 def migrated(request, fixture_root, tmp_path_factory):
     work = tmp_path_factory.mktemp("migrated")
     mlruns = fixture_root / "mlruns"
@@ -42,7 +43,7 @@ def migrated(request, fixture_root, tmp_path_factory):
         db = work / "mlflow.db"
         target = f"sqlite:///{db}"
     else:
-        server = request.getfixturevalue("pg_server")
+        server = request.getfixturevalue("pg_server" if request.param == "postgresql" else "mysql_server")
         target = server.create_database(f"fixture_{work.name}".lower())
     report = work / "report.json"
     result = run_cli("--source", str(fixture_root), "--target", target, "--workers", "4",
@@ -56,7 +57,10 @@ def migrated(request, fixture_root, tmp_path_factory):
 @pytest.fixture(scope="session")
 def clients(migrated):
     target = migrated["target"]
-    dst = sql_client(Path(target[len("sqlite:///"):])) if target.startswith("sqlite") else pg_client(target)
+    if target.startswith("sqlite"):
+        dst = sql_client(Path(target[len("sqlite:///"):]))
+    else:
+        dst = mysql_client(target) if target.startswith("mysql") else pg_client(target)
     return file_client(migrated["mlruns"]), dst
 
 
@@ -93,7 +97,7 @@ def test_census_finds_nothing_but_filestore_data(migrated):
 
 
 def test_experiment_ids_kept_where_they_fit(migrated, id_map):
-    """SQLite holds every FileStore id; PostgreSQL renumbers exactly the ids over 32 bits."""
+    """SQLite holds every FileStore id; PostgreSQL and MySQL renumber exactly the ids over 32 bits."""
     ids = [int(p.parent.name) for pattern in ("*/meta.yaml", ".trash/*/meta.yaml")
            for p in migrated["mlruns"].glob(pattern) if p.parent.name.isdigit()]
     if migrated["target"].startswith("sqlite"):

@@ -97,11 +97,11 @@ def test_a_damaged_recording_is_replaced_by_the_migrations(pg_uri, recording_cac
     assert postgres_schema.create_schema(target, "etl_first_build") == "migrated"
     (path,) = recording_cache.glob("postgres-schema-*.json")
     data = json.loads(path.read_text())
-    data["statements"].insert(len(data["statements"]) // 2, ["CREATE TABLE runs (broken int)", None, False])
+    data["content"].insert(len(data["content"]) // 2, ["CREATE TABLE runs (broken int)", None, False])
     path.write_text(json.dumps(data))
     assert postgres_schema.create_schema(target, "etl_second_build") == "migrated"
     assert catalog(pg_uri, "etl_second_build") == catalog(pg_uri, "etl_first_build")
-    assert json.loads(path.read_text())["statements"] != data["statements"]
+    assert json.loads(path.read_text())["content"] != data["content"]
 
 
 def test_a_migrated_database_keeps_every_index_and_constraint(pg_uri, tmp_path):

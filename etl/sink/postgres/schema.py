@@ -19,16 +19,14 @@ the migrations run instead.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 
 from etl.observe import log
-from etl.sink.target import cache_dir, schema_key
+from etl.sink.target import cache_dir, read_cached, schema_key, write_cached
 
-# Bumped when the file's content changes meaning.
-FORMAT = 1
+# Bumped when the file's content changes meaning (2: the statements under "content").
+FORMAT = 2
 _PLAIN = (str, int, float, bool, type(None))
 # Half of what the migrations send is SQLAlchemy reflecting the catalog to decide what to do:
 # SELECTs that change nothing, and need not be sent again. A SELECT is left out only when every
@@ -53,7 +51,7 @@ def create_schema(target, staging: str) -> str:
 
     with target.connect(staging, autocommit=False) as conn:
         path = script_path(conn.info.server_version // 10000)
-        statements = load_script(path)
+        statements = read_cached(path, FORMAT)
         if statements is not None:
             try:
                 with conn.transaction():
@@ -65,7 +63,7 @@ def create_schema(target, staging: str) -> str:
                 path.unlink(missing_ok=True)
     statements = [s for s in migrate(target.url_for(staging)) if not _reads_only(s[0])]
     if replayable(statements, staging):
-        save_script(path, statements)
+        write_cached(path, FORMAT, statements)
     return "migrated"
 
 
@@ -131,30 +129,3 @@ def replay(conn, statements: list[list]) -> None:
                 cur.executemany(sql, params)
             else:
                 cur.execute(sql, params)
-
-
-def load_script(path: Path) -> list[list] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("schema") != path.stem:
-        return None
-    return data.get("statements")
-
-
-def save_script(path: Path, statements: list[list]) -> None:
-    """Written whole or not at all; a cache that cannot be written only costs later runs time."""
-    data = {"format": FORMAT, "schema": path.stem, "statements": statements}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".postgres-schema-", suffix=".json", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as e:
-        log.debug("schema recording not cached", script=str(path), error=str(e))

@@ -159,6 +159,11 @@ class PostgresTarget:
                 limits[key] = _postgres_limit(limits[key], key[1], _PG_NAMES.get(data_type, data_type), length)
         return limits
 
+    @staticmethod
+    def expected_folding() -> None:
+        """Keys compare byte by byte here (see etl.keys)."""
+        return None
+
     def staging(self, keep_failed: bool = False) -> PostgresStaging:
         return PostgresStaging(self, keep_failed)
 
@@ -416,6 +421,11 @@ class PostgresStaging:
                 if limit is not None:
                     limits[(table, column)] = _postgres_limit(limit, column, data_type, length)
         return limits
+
+    @staticmethod
+    def key_folding() -> None:
+        """Keys compare byte by byte here (see etl.keys)."""
+        return None
 
     def writer(self, batch_size: int) -> PostgresWriter:
         return PostgresWriter(self.target.connect_args(self.name), batch_size, self._foreign_keys)

@@ -13,9 +13,10 @@ from etl.sink.target import (
     ENTITY_KEYS,
     MISSING_DATASET_INPUTS,
     MISSING_RUN_MODEL_METRICS,
-    OPTIONAL_COLUMNS,
     UNKEYED_ORPHANS,
+    dict_row_groups,
     exclusive,
+    first_of_each_key,
     redact,
 )
 
@@ -116,19 +117,6 @@ class PostgresWriter:
             for row in rows:
                 copy.write_row(row)
 
-    def _unique(self, table: str, rows: list[tuple]) -> list[tuple]:
-        """The first row of each primary key, as the SQL store (and INSERT OR IGNORE) keeps it.
-
-        COPY cannot skip a repeat; a work unit holds whole runs and whole logged models, so the
-        repeats of a key are all in one batch."""
-        key = self._keys[table]
-        if len(key) == len(COLUMNS[table]):
-            return list(dict.fromkeys(rows))
-        first: dict[tuple, tuple] = {}
-        for row in rows:
-            first.setdefault(tuple(row[i] for i in key), row)
-        return list(first.values())
-
     @exclusive
     def write(self, batch: RowBatch) -> None:
         psycopg = _psycopg()
@@ -140,7 +128,8 @@ class PostgresWriter:
                 if table in DICT_TABLES:
                     self._write_dicts(table, rows)
                 else:
-                    self._copy(table, COLUMNS[table], self._unique(table, rows) if table in self._keys else rows)
+                    self._copy(table, COLUMNS[table], first_of_each_key(table, rows, self._keys[table])
+                               if table in self._keys else rows)
                 self._pending += len(rows)
         except psycopg.errors.UniqueViolation as e:
             # Every constraint of the target is checked as input first (etl.sql_limits, the clash
@@ -152,16 +141,8 @@ class PostgresWriter:
             self.commit()
 
     def _write_dicts(self, table: str, rows: list[dict]) -> None:
-        groups: dict[tuple[str, ...], list[dict]] = {}
-        for row in rows:
-            groups.setdefault(tuple(row), []).append(row)
-        staged = self._staged[table]
-        for keys, group in groups.items():
-            unknown = [k for k in keys if k not in staged and k not in OPTIONAL_COLUMNS.get(table, ())]
-            if unknown:
-                raise MigrationError(f"the installed MLflow's {table!r} table has no column(s) {unknown}")
-            kept = tuple(k for k in keys if k in staged)
-            self._copy(table, kept, (tuple(row[k] for k in kept) for row in group))
+        for columns, tuples in dict_row_groups(table, rows, self._staged[table]):
+            self._copy(table, columns, tuples)
 
     def commit(self) -> None:
         self.conn.commit()

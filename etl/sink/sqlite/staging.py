@@ -399,6 +399,11 @@ class SqliteTarget:
         """The limits of the schema a run would stage (for a dry run, which stages nothing)."""
         return schema_limits()
 
+    @staticmethod
+    def expected_folding() -> None:
+        """Keys compare byte by byte here (see etl.keys)."""
+        return None
+
     def staging(self, keep_failed: bool = False) -> SqliteStaging:
         return SqliteStaging(self, keep_failed)
 
@@ -442,6 +447,11 @@ class SqliteStaging:
 
     def column_limits(self):
         return sqlite_limits(self.area.staging)
+
+    @staticmethod
+    def key_folding() -> None:
+        """Keys compare byte by byte here (see etl.keys)."""
+        return None
 
     def writer(self, batch_size: int) -> StagingWriter:
         return StagingWriter(self.area.staging, batch_size, Spill(self.area.scratch_prefix()))
