@@ -1,4 +1,4 @@
-"""The single writer alone, into SQLite and into PostgreSQL: rows/s of write() + finish().
+"""The single writer alone, into SQLite, PostgreSQL and MySQL: rows/s of write() + finish().
 
     python bench/writer_speed.py --source TREE [--rounds 3] [--target URI ...]
 
@@ -10,10 +10,13 @@ time: CPU seconds of this process (the writer's Python and psycopg side) and, fo
 script starts, of all its processes (read from /proc on Linux): on a shared machine they show
 which side bounds the load even when wall times are noise.
 
-Without --target: a SQLite file in a temporary folder, and a new database on a PostgreSQL server
-this script starts (tests/pg_server.py, PostgreSQL's default durability) if one is installed.
-Targets alternate round by round, so drift of a shared machine touches both alike: compare the
-ratio, not the absolute rows/s.
+Without --target: a SQLite file in a temporary folder, a new database on a PostgreSQL server
+this script starts (tests/pg_server.py, PostgreSQL's default durability) if one is installed, and
+one on a MariaDB server it starts (tests/mysql_server.py, InnoDB's default durability) if one is
+installed, written four ways: LOAD DATA LOCAL INFILE or multi-row INSERTs, each with the foreign
+keys and secondary indexes taken off for the load and made again after it (the writer's default)
+or kept during it. Targets alternate round by round, so drift of a shared machine touches all
+alike: compare the ratios, not the absolute rows/s.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from etl.config import DEFAULT_BATCH_SIZE, RUNS_PER_UNIT
@@ -75,19 +79,57 @@ def server_cpu(server) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def time_writer(uri: str, batches: list, server=None) -> tuple[float, float, float]:
+def mariadb_cpu(server) -> float:
+    """CPU seconds of the MariaDB server this script started (one process). Linux /proc."""
+    if server is None:
+        return 0.0
+    try:
+        return sum(int(v) for v in _stat(server.proc.pid)[11:13]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+# MySQL's ways to write: etl.sink.mysql.writer.MysqlWriter's method and rebuild_indexes.
+MYSQL_WAYS = {
+    "MySQL LOAD DATA": ("load", True),
+    "MySQL INSERT": ("insert", True),
+    "MySQL LOAD DATA, indexes kept": ("load", False),
+    "MySQL INSERT, indexes kept": ("insert", False),
+}
+
+
+@dataclass
+class Case:
+    label: str
+    uri: str
+    server: object = None
+    cpu: object = server_cpu
+    way: str | None = None  # of MYSQL_WAYS; None: the target's own writer, as a run makes it
+
+
+def make_writer(area, way: str | None):
+    if way is None:
+        return area.writer(DEFAULT_BATCH_SIZE)
+    from etl.sink.mysql.writer import MysqlWriter
+
+    method, rebuild = MYSQL_WAYS[way]
+    return MysqlWriter(lambda **extra: area.target.connect(area.name, autocommit=False, **extra),
+                       DEFAULT_BATCH_SIZE, method=method, rebuild_indexes=rebuild)
+
+
+def time_writer(case: Case, batches: list) -> tuple[float, float, float]:
     """(wall, this process's CPU, the server's CPU) seconds of write() for every batch plus
-    finish(), into a new staging area of uri."""
-    target = open_target(uri)
+    finish(), into a new staging area of the case's target."""
+    target = open_target(case.uri)
     with target.staging() as area:
         area.create_schema()
-        writer = area.writer(DEFAULT_BATCH_SIZE)
-        server_before, cpu_before, started = server_cpu(server), time.process_time(), time.perf_counter()
+        writer = make_writer(area, case.way)
+        server_before, cpu_before, started = case.cpu(case.server), time.process_time(), time.perf_counter()
         for batch in batches:
             writer.write(batch)
         writer.finish()
         return (time.perf_counter() - started, time.process_time() - cpu_before,
-                server_cpu(server) - server_before)
+                case.cpu(case.server) - server_before)
 
 
 def main() -> None:
@@ -95,57 +137,63 @@ def main() -> None:
     p.add_argument("--source", required=True, type=Path)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--target", action="append", default=[],
-                   help="target URI (repeat); default: a SQLite file and a local PostgreSQL server")
+                   help="target URI (repeat); default: a SQLite file, a local PostgreSQL server and a "
+                        "local MariaDB server")
     args = p.parse_args()
     mlruns = resolve_mlruns(args.source)
-    server = None
-    targets = list(args.target)
+    servers = []
+    cases = [Case(uri.split(":", 1)[0], uri) for uri in args.target]
     with tempfile.TemporaryDirectory() as tmp:
-        if not targets:
-            targets.append(f"sqlite:///{tmp}/writer-speed.db")
+        if not cases:
+            cases.append(Case("SQLite", f"sqlite:///{tmp}/writer-speed.db"))
             sys.path.insert(0, str(REPO))
-            from tests.pg_server import bin_dir, start_server
+            from tests import mysql_server, pg_server
 
-            if bin_dir() is None:
-                print("no PostgreSQL server binaries installed: SQLite only")
+            if pg_server.bin_dir() is None:
+                print("no PostgreSQL server binaries installed: no PostgreSQL")
             else:
-                server = start_server(durable=True)
-                targets.append(server.create_database("writer_speed"))
-        labels = {uri: "PostgreSQL" if uri.startswith("postgres") else "SQLite" for uri in targets}
+                servers.append(pg_server.start_server(durable=True))
+                cases.append(Case("PostgreSQL", servers[-1].create_database("writer_speed"), servers[-1]))
+            if mysql_server.binaries() is None:
+                print("no MariaDB server binaries installed: no MySQL")
+            else:
+                servers.append(mysql_server.start_server(durable=True))
+                for way in MYSQL_WAYS:
+                    uri = servers[-1].create_database(f"writer_speed_{len(cases)}")
+                    cases.append(Case(way, uri, servers[-1], mariadb_cpu, way))
         # Parsed once per experiment id map (a target whose INTEGER cannot hold the tree's ids
         # gets its own), before anything is timed.
         batches: dict[str, list] = {}
         parsed: dict[tuple, list] = {}
-        for uri in targets:
-            id_map = experiment_id_map(mlruns, open_target(uri).max_experiment_id)
+        for case in cases:
+            id_map = experiment_id_map(mlruns, open_target(case.uri).max_experiment_id)
             key = tuple(sorted(id_map.items()))
             if key not in parsed:
                 started = time.perf_counter()
                 parsed[key] = read_tree(mlruns, id_map)
                 print(f"{len(parsed[key])} batches, {sum(b.count() for b in parsed[key]):,} rows, read and "
                       f"parsed in {time.perf_counter() - started:.1f} s")
-            batches[uri] = parsed[key]
-        rows = sum(b.count() for b in batches[targets[0]])
+            batches[case.label] = parsed[key]
+        rows = sum(b.count() for b in batches[cases[0].label])
         try:
-            measured: dict[str, list[tuple[float, float, float]]] = {uri: [] for uri in targets}
+            measured: dict[str, list[tuple[float, float, float]]] = {case.label: [] for case in cases}
             for _ in range(args.rounds):
-                for uri in targets:
-                    pg = server if uri.startswith("postgres") else None
-                    measured[uri].append(time_writer(uri, batches[uri], pg))
+                for case in cases:
+                    measured[case.label].append(time_writer(case, batches[case.label]))
         finally:
-            if server is not None:
+            for server in servers:
                 server.stop()
     medians = {}
-    for uri, results in measured.items():
+    for label, results in measured.items():
         times = [r[0] for r in results]
-        medians[uri] = statistics.median(times)
+        medians[label] = statistics.median(times)
         cpu, backend = statistics.median(r[1] for r in results), statistics.median(r[2] for r in results)
-        print(f"  {labels[uri]:<12}{rows / medians[uri]:>12,.0f} rows/s   median {medians[uri]:.2f} s "
+        print(f"  {label:<32}{rows / medians[label]:>12,.0f} rows/s   median {medians[label]:.2f} s "
               f"of {', '.join(f'{t:.2f}' for t in times)}; CPU s: writer {cpu:.2f}"
               + (f", server {backend:.2f}" if backend else ""))
-    if len(targets) == 2:
-        first, second = targets
-        print(f"  median seconds, {labels[second]} / {labels[first]}: {medians[second] / medians[first]:.2f}x")
+    first = cases[0].label
+    for case in cases[1:]:
+        print(f"  median seconds, {case.label} / {first}: {medians[case.label] / medians[first]:.2f}x")
 
 
 if __name__ == "__main__":
