@@ -719,10 +719,16 @@ def _drop_clashes(batch: RowBatch, seen: Seen, clashes: dict[str, set], tree: Tr
             clashing.add(run_id)
             clashes["runs"].add(run_id)
             first, first_exp = seen.runs[run_id]
-            problems.append(Problem(str(tree.folder(exp_id) / run_id), f"the run id appears in two "
-                                    f"experiments: {first.folder_id(first_exp)} and "
-                                    f"{tree.folder_id(exp_id)} (also {first.folder(first_exp) / run_id})",
-                                    None, "runs", run_id, tree.index))
+            if (first, first_exp) == (tree, exp_id):  # one experiment id in mlruns/ and .trash/ (as below)
+                folder_id = str(tree.folder_id(exp_id))
+                problems.append(Problem(str(tree.mlruns / TRASH / folder_id / run_id), "the run id is also "
+                                        f"{tree.mlruns / folder_id / run_id}: the experiment id appears twice",
+                                        None, "runs", run_id, tree.index))
+            else:
+                problems.append(Problem(str(tree.folder(exp_id) / run_id), f"the run id appears in two "
+                                        f"experiments: {first.folder_id(first_exp)} and "
+                                        f"{tree.folder_id(exp_id)} (also {first.folder(first_exp) / run_id})",
+                                        None, "runs", run_id, tree.index))
         seen.runs.setdefault(run_id, (tree, exp_id))
     if clashing:
         _remove(batch, "runs", clashing)
@@ -775,10 +781,17 @@ def _drop_id_clashes(batch: RowBatch, seen_ids: dict, clashes: dict[str, set], t
         for row in batch.rows.get(own_table, ()):
             entity_id, here = row[id_at], (tree, row[exp_at])
             first = seen_ids[kind].setdefault(entity_id, here)
-            if first != here:
+            if first is not here:  # each folder gives one row: an id seen before is another folder
                 clashing.add(entity_id)
                 clashes[kind].add(entity_id)
-                where = [str(t.folder(e) / folder / entity_id) for t, e in (here, first)]
+                if first == here:
+                    # One experiment id both in mlruns/ and .trash/ (a copy; _drop_clashes names
+                    # it): the deleted one comes second (etl.source.layout.experiment_dirs).
+                    folder_id = str(tree.folder_id(here[1]))
+                    where = [str(tree.mlruns / TRASH / folder_id / folder / entity_id),
+                             str(tree.mlruns / folder_id / folder / entity_id)]
+                else:
+                    where = [str(t.folder(e) / folder / entity_id) for t, e in (here, first)]
                 problems.append(Problem(where[0], f"the same id is also the folder {where[1]}; the target "
                                         "keys it across all experiments", None, kind, entity_id, tree.index))
         if clashing:

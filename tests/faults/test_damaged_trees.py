@@ -320,3 +320,36 @@ def test_a_layout_folder_that_links_to_itself_is_a_problem_named_before_the_load
     assert result.returncode == 3, result.stderr[-3000:]
     assert _found(result.stderr.splitlines(), str(loop), "symlink loop"), result.stderr[-3000:]
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_an_experiment_copied_into_the_trash_is_named_with_every_id_it_repeats(base, tmp_path):
+    """An experiment folder copied into .trash/ (its id both active and deleted): its runs,
+    traces and logged models repeat ids the target keys across the tree. Each is named by its
+    copy in .trash/ (the traces' ids ended in exit 4, a UNIQUE constraint the checks missed);
+    --skip-invalid leaves both copies out and migrates the rest."""
+    mlruns = tmp_path / "mlruns"
+    shutil.copytree(base, mlruns, symlinks=True)
+    main = _layout(mlruns)["main"]
+    copy = mlruns / ".trash" / main.name
+    shutil.copytree(main, copy, symlinks=True)
+    result = run_cli("--source", str(mlruns), "--target", f"sqlite:///{tmp_path}/mlflow.db")
+    assert result.returncode == 3, result.stderr[-3000:]
+    lines = result.stderr.splitlines()
+    assert _found(lines, str(copy), "the experiment id appears twice")
+    for kind, reason in (("traces", "the same id is also the folder"), ("models", "the same id is also the folder")):
+        for entity in (main / kind).iterdir():
+            assert _found(lines, str(copy / kind / entity.name), f"{reason} {entity}"), (kind, result.stderr[-3000:])
+    run = next(r.parent for r in sorted(main.glob("*/meta.yaml")))
+    assert _found(lines, str(copy / run.name), f"the run id is also {run}")
+    assert not (tmp_path / "mlflow.db").exists()
+
+    db = tmp_path / "skip" / "mlflow.db"
+    db.parent.mkdir()
+    result = run_cli("--source", str(mlruns), "--target", f"sqlite:///{db}", "--skip-invalid")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("SELECT COUNT(*) FROM experiments WHERE experiment_id = ?", (int(main.name),)).fetchone() == (0,)
+        assert conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] > 0
+    finally:
+        conn.close()
