@@ -321,15 +321,26 @@ def compare_logged_models(src, dst, id_map=None) -> int:
 # --- prompts --------------------------------------------------------------------------------------
 
 
-def compare_prompts(src, dst) -> int:
+def linked_prompts(client, exp_id: str) -> set[str]:
+    """The prompts linked to an experiment, as the UI's prompts tab of the experiment asks."""
+    return {p.name for p in client.search_prompts(filter_string=f"experiment_id = '{exp_id}'", max_results=1000)}
+
+
+def compare_prompts(src, dst, id_map=None) -> int:
     if not hasattr(src, "search_prompts"):
         return 0
     a = {p.name: p for p in src.search_prompts(max_results=1000)}
     b = {p.name: p for p in dst.search_prompts(max_results=1000)}
     assert set(a) == set(b), f"prompts differ: {set(a) ^ set(b)}"
+    for exp_id in experiments(src):
+        assert linked_prompts(src, exp_id) == linked_prompts(dst, mapped(id_map, exp_id)), f"prompts of experiment {exp_id}"
     versions = 0
     for name in a:
-        assert_mapping(f"prompt {name} tags", a[name].tags, b[name].tags)
+        tags = dict(a[name].tags)
+        if "_mlflow_experiment_ids" in tags and id_map:  # linked experiments, by their new ids
+            ids = [mapped(id_map, i) for i in tags["_mlflow_experiment_ids"].split(",") if i]
+            tags["_mlflow_experiment_ids"] = f",{','.join(ids)},"
+        assert_mapping(f"prompt {name} tags", tags, b[name].tags)
         version = 1
         while True:
             try:

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from itertools import repeat
 from operator import neg
 
+from etl.ids import LINKED_EXPERIMENTS_TAG, relinked
 from etl.rows import Problem, RowBatch, Stray, printable
 from etl.source.census import survey_entity
 from etl.source.layout import (
@@ -207,7 +208,7 @@ def extract(unit: WorkUnit, limits: Limits) -> RowBatch:
         if isinstance(unit, ExperimentUnit):
             args = (unit.path, unit.deleted, _target_id(unit.target, os.path.basename(unit.path)), unit.target)
         elif isinstance(unit, RegisteredModelUnit):
-            args, offset = (unit.path, unit.target), unit.target.version_offset if unit.target else 0
+            args, offset = (unit.path, unit.target, dict(unit.renumbered)), unit.target.version_offset if unit.target else 0
         else:
             place = next(runs) if runs is not None else unit
             args = (place.experiment_path, place.experiment_id, entity_id,
@@ -885,7 +886,8 @@ def _run_metrics(batch: RowBatch, folder: str, run_id: str) -> tuple[list, list]
     return rows, latest
 
 
-def _extract_registered_model(batch: RowBatch, path: str, target: ModelTarget | None) -> None:
+def _extract_registered_model(batch: RowBatch, path: str, target: ModelTarget | None,
+                              renumbered: dict[str, str]) -> None:
     meta = _meta(batch, path, "registered model", "registered_models", REGISTERED_MODEL_FIELDS)
     meta_path = os.path.join(path, META)
     name = meta["name"]
@@ -905,6 +907,8 @@ def _extract_registered_model(batch: RowBatch, path: str, target: ModelTarget | 
             ),
         )
     tags = _key_folder(batch, os.path.join(path, "tags"), "registered_model_tags")
+    if LINKED_EXPERIMENTS_TAG in tags:
+        tags[LINKED_EXPERIMENTS_TAG] = relinked(tags[LINKED_EXPERIMENTS_TAG], renumbered, target.linked_experiments)
     batch.extend("registered_model_tags", [(target.name, k, v) for k, v in tags.items() if k not in target.skip_tags])
 
     versions: set[int] = set()

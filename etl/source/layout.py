@@ -69,6 +69,9 @@ class ModelTarget:
     version_offset: int = 0
     skip_tags: frozenset[str] = frozenset()
     skip_aliases: frozenset[str] = frozenset()
+    # Target ids of the experiments the prompts merged into this one are linked to, where
+    # this one's linked-experiments tag is the one written (etl.ids.LINKED_EXPERIMENTS_TAG).
+    linked_experiments: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,8 @@ class LoggedModelsUnit:
 class RegisteredModelUnit:
     path: str
     target: ModelTarget | None = None
+    # Folder id -> target id of the tree's renumbered experiments (etl.ids.LINKED_EXPERIMENTS_TAG).
+    renumbered: tuple[tuple[str, str], ...] = ()
 
     @property
     def kind(self) -> str:
@@ -330,7 +335,8 @@ def tree_units(
     runs.sort(key=lambda run: run.name)
     units += [RunsUnit(tuple(runs[start : start + per_unit])) for start in range(0, len(runs), per_unit)]
     models = models or {}
-    return units + [RegisteredModelUnit(path, models.get(os.path.basename(path)))
+    renumbered = tuple((str(old), str(t.id)) for old, t in sorted(targets.items()) if t.id != old)
+    return units + [RegisteredModelUnit(path, models.get(os.path.basename(path)), renumbered)
                     for path in registered_model_dirs(mlruns)]
 
 

@@ -31,11 +31,12 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from etl.config import RULES
+from etl.ids import LINKED_EXPERIMENTS_TAG, linked_ids
 from etl.rows import Problem
 from etl.source.extract import own_dataset_id
 from etl.source.layout import (
@@ -438,6 +439,9 @@ def _merge_models(result: MergePlan, name: str, members: list[_Model]) -> None:
     aliases = _aliases(head.path)
     top = max(head.versions, default=0)
     joined, not_taken = [], []
+    # The prompt whose linked-experiments tag is written, and the target ids of the experiments
+    # the later ones are linked to: one merged prompt is linked to all of them.
+    holder, linked = (head if LINKED_EXPERIMENTS_TAG in tags else None), []
     for m in members[1:]:
         source = result.sources[m.source]
         if m.prompt != head.prompt:
@@ -448,7 +452,13 @@ def _merge_models(result: MergePlan, name: str, members: list[_Model]) -> None:
             source.models[name] = ModelTarget(name, left_out=True)
             continue
         own_tags, own_aliases = _tags(os.path.join(m.path, "tags")), _aliases(m.path)
-        for key in sorted(own_tags.keys() & tags.keys()):
+        if LINKED_EXPERIMENTS_TAG in own_tags:
+            if holder is None:
+                holder = m
+            else:
+                linked += [str(source.experiments[int(i)].id) if i.isdigit() and int(i) in source.experiments else i
+                           for i in linked_ids(own_tags[LINKED_EXPERIMENTS_TAG])]
+        for key in sorted(own_tags.keys() & tags.keys() - {LINKED_EXPERIMENTS_TAG}):
             if own_tags[key] != tags[key]:
                 not_taken.append({"source": str(source.mlruns), "key": key, "value": own_tags[key], "kept": tags[key]})
         for alias in sorted(own_aliases.keys() & aliases.keys()):
@@ -463,6 +473,9 @@ def _merge_models(result: MergePlan, name: str, members: list[_Model]) -> None:
         for alias, version in own_aliases.items():
             aliases.setdefault(alias, version + top)
         top += max(m.versions, default=0)
+    if linked:
+        models = result.sources[holder.source].models
+        models[name] = replace(models[name], linked_experiments=tuple(linked))
     result.merges.append({"kind": kind, "name": name,
                           "fields_from": {"source": str(result.sources[head.source].mlruns)},
                           "joined": joined, "not_taken": not_taken})

@@ -38,6 +38,7 @@ import posixpath
 import re
 from collections import defaultdict
 
+from etl.ids import LINKED_EXPERIMENTS_TAG, linked_ids, relinked
 from etl.verify.claims import Claims, renamed_from
 from etl.verify.compare import _compare_dict, _compare_fields, _connect, _read_each
 from etl.verify.files import key_files, parse_meta, read_bytes, same_values, subfolders
@@ -167,7 +168,8 @@ def _verify_source(report, claims: Claims, target: dict, shared: set[str], seen_
             folder = os.path.basename(path)
             as_name = claims.model_names.get(folder, folder)
             if as_name not in shared:
-                _verify_model_with_mlflow(report, store, path, target, skipped, seen_models, seen_versions, as_name)
+                _verify_model_with_mlflow(report, store, path, target, skipped, seen_models, seen_versions, as_name,
+                                          claims.experiment_ids)
 
 
 def _target(staging: str) -> dict:
@@ -299,7 +301,7 @@ def _version_matches(path: str, folder: str, name: str, target: dict, as_name: s
 
 
 def _verify_model_with_mlflow(report, store, path, target, skipped, seen_models, seen_versions,
-                              as_name: str | None = None) -> None:
+                              as_name: str | None = None, renumbered: dict[str, str] | None = None) -> None:
     folder = os.path.basename(path)
     model = _read_each(
         report, "registered_models", [(folder, path)], store._get_registered_model_from_path, skipped,
@@ -319,7 +321,8 @@ def _verify_model_with_mlflow(report, store, path, target, skipped, seen_models,
         _compare_fields(report, "registered_models", name, MODEL_FIELDS, src, row)
         # RegisteredModel.tags hides mlflow.prompt.is_prompt from users; the store keeps it, and
         # so must the database (it is what makes a registered model a prompt).
-        _compare_dict(report, "registered_models", name, dict(model._tags), target["tags"].get(name, {}))
+        _compare_dict(report, "registered_models", name, _relinked(dict(model._tags), renumbered or {}),
+                      target["tags"].get(name, {}))
         _compare_dict(report, "registered_models", name, _alias_versions(model), target["aliases"].get(name, {}))
     # Its versions too: rows the target keeps under the name are then not reported as extra.
     for mv in store._list_file_model_versions_under_path(path):
@@ -334,6 +337,13 @@ def _verify_model_with_mlflow(report, store, path, target, skipped, seen_models,
         src = {f: getattr(mv, f) for f in VERSION_FIELDS}
         _compare_fields(report, "model_versions", id_, VERSION_FIELDS, src, _as_shown(t_row))
         _compare_dict(report, "model_versions", id_, dict(mv.tags), target["version_tags"].get(key, {}))
+
+
+def _relinked(tags: dict[str, str], renumbered: dict[str, str], more: list[str] | None = None) -> dict[str, str]:
+    """A prompt's tags with its linked experiments by the ids the migration gave them."""
+    if LINKED_EXPERIMENTS_TAG in tags:
+        tags[LINKED_EXPERIMENTS_TAG] = relinked(tags[LINKED_EXPERIMENTS_TAG], renumbered, more or [])
+    return tags
 
 
 def _as_shown(row: dict) -> dict:
@@ -360,6 +370,9 @@ def _verify_merged_models(report, groups: dict[str, list[tuple[Claims, str]]], t
         seen_models.add(name)
         row = target["models"].get(name)
         tags, aliases, kinds = {}, {}, set()
+        # The first holder's linked experiments, then those of the others (one prompt, linked
+        # to every experiment any of them was), each by its source's renumbering.
+        holder, linked = None, []
         for n, (claims, folder) in enumerate(members):
             store = registry_store(claims.root)
             path = os.path.join(claims.root, "models", folder)
@@ -382,6 +395,11 @@ def _verify_merged_models(report, groups: dict[str, list[tuple[Claims, str]]], t
                                     {f: getattr(model, f) for f in MODEL_FIELDS}, row)
             for key, value in model._tags.items():
                 tags.setdefault(key, value)
+            if LINKED_EXPERIMENTS_TAG in model._tags:
+                if holder is None:
+                    holder = claims.experiment_ids
+                else:
+                    linked += [claims.experiment_ids.get(i, i) for i in linked_ids(model._tags[LINKED_EXPERIMENTS_TAG])]
             for alias, version in _alias_versions(model, offset).items():
                 aliases.setdefault(alias, version)
             for mv in versions:
@@ -402,5 +420,6 @@ def _verify_merged_models(report, groups: dict[str, list[tuple[Claims, str]]], t
         if len(kinds) > 1:
             report.mismatch("registered_models", name, "merged a prompt with a registered model", True, None)
         if row is not None:
-            _compare_dict(report, "registered_models", name, tags, target["tags"].get(name, {}))
+            _compare_dict(report, "registered_models", name, _relinked(tags, holder or {}, linked),
+                          target["tags"].get(name, {}))
             _compare_dict(report, "registered_models", name, aliases, target["aliases"].get(name, {}))

@@ -155,6 +155,6 @@ def test_logged_models(migrated, clients, id_map):
     assert cc.compare_logged_models(*clients, id_map) >= 1
 
 
-def test_prompts(migrated, clients):
+def test_prompts(migrated, clients, id_map):
     require(migrated, "models/*/tags/mlflow.prompt.is_prompt", "prompts")
-    assert cc.compare_prompts(*clients) >= 1
+    assert cc.compare_prompts(*clients, id_map) >= 1
