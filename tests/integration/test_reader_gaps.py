@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import sqlite3
 
@@ -22,7 +21,7 @@ from etl.verify.registry import verify_registry
 from etl.verify.report import VerificationReport
 from etl.verify.runs import verify_runs
 from tests.conftest import run_cli
-from tests.trees import file_client, sql_client
+from tests.trees import default_uris, file_client, sql_client
 
 HISTORY = [(s, round(1.0 / (s + 1), 6)) for s in range(5)]
 
@@ -31,12 +30,10 @@ def build_gap_tree(mlruns) -> dict:
     import mlflow
     from mlflow.entities import AssessmentSource, Expectation, Feedback
 
-    uri = mlruns.as_uri()
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
     client = file_client(mlruns)
     ids: dict = {}
-    try:
+    # default_uris restores the URIs and the active experiment this sets (process-wide).
+    with default_uris(mlruns):
         exp = client.create_experiment("gaps")
         # The active experiment is process-wide: another module's tree may have left its own.
         mlflow.set_experiment(experiment_id=exp)
@@ -99,9 +96,6 @@ def build_gap_tree(mlruns) -> dict:
         client.create_model_version("registered", f"models:/{model.model_id}", model_id=model.model_id)
         client.set_registered_model_alias("registered", "champion", "1")
         mlflow.genai.register_prompt(name="prompt", template="Answer {{q}}")
-    finally:
-        mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
-        mlflow.set_registry_uri(os.environ["MLFLOW_TRACKING_URI"])
     return ids
 
 
@@ -341,7 +335,6 @@ def test_a_five_field_line_with_the_greatest_step_is_the_latest_point(tmp_path):
     import pandas as pd
 
     from tests import client_compare
-    from tests.trees import default_uris
 
     mlruns = tmp_path / "mlruns"
     exp = file_client(mlruns).create_experiment("steps")
