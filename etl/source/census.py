@@ -24,9 +24,10 @@ from etl.source.layout import (
     TRASH,
     WorkUnit,
     is_dir,
+    is_experiment_id,
     is_file,
-    is_number,
     is_run_dir,
+    reader_experiment,
     tree_root,
     tree_units,
     unit_entities,
@@ -234,16 +235,28 @@ def survey_root(mlruns: Path, census: Census) -> None:
     for entry in _scan(root):
         if not _classifiable(census, entry, root):
             continue
-        if is_dir(entry) and is_number(entry.name):
+        if is_dir(entry) and is_experiment_id(entry.name):
             continue
         if entry.name in (TRASH, REGISTRY) and not is_dir(entry):
             census.problems.append(Problem(entry.path, FILE_FOR_FOLDER))
         elif entry.name == TRASH:
-            _strays(census, [e for e in _scan(entry.path) if not (is_dir(e) and is_number(e.name))], root)
+            rest = [e for e in _scan(entry.path) if not (is_dir(e) and is_experiment_id(e.name))]
+            _strays(census, [e for e in rest if not _odd_experiment(census, e)], root)
         elif entry.name == REGISTRY:
             _strays(census, [e for e in _scan(entry.path) if not is_dir(e)], root)
-        else:
+        elif not _odd_experiment(census, entry):
             stray(census, entry, root)
+
+
+def _odd_experiment(census: Census, entry: os.DirEntry) -> bool:
+    """An experiment MLflow's reader shows whose id no database holds: a problem, the experiment
+    (by its folder's name, as the verifier names it) left out."""
+    if not reader_experiment(entry):
+        return False
+    census.problems.append(Problem(entry.path, "an experiment folder (it holds a meta.yaml) whose name is no "
+                                   "experiment id the database can hold: MLflow writes integers, no leading zero",
+                                   None, "experiments", entry.name))
+    return True
 
 
 def census_tree(mlruns: Path) -> Census:

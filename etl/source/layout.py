@@ -234,6 +234,24 @@ def _listing(folder: str) -> list[os.DirEntry]:
         raise
 
 
+def is_experiment_id(name: str) -> bool:
+    """An experiment folder's name as FileStore writes it: an integer, no leading zero. The
+    database keeps the id as an integer, so '00' would come back as '0'."""
+    return is_number(name) and name == str(int(name))
+
+
+# mlflow/utils/validation.py: _EXPERIMENT_ID_REGEX, applied with re.match, whose '$' also takes
+# a final newline: the folders MLflow's reader lists as experiments when they hold a meta.yaml.
+_READER_EXPERIMENT_ID = re.compile(r"[a-zA-Z0-9][\w\-]{0,63}\n?")
+
+
+def reader_experiment(entry: os.DirEntry) -> bool:
+    """A folder MLflow's reader would read as an experiment that is no experiment id the
+    database can hold ('abc', '00', '1\n' with a meta.yaml): invalid input, not a stray."""
+    return (is_dir(entry) and not is_experiment_id(entry.name) and bool(_READER_EXPERIMENT_ID.fullmatch(entry.name))
+            and os.path.isfile(os.path.join(entry.path, META)))
+
+
 def looks_like_mlruns(folder: Path) -> bool:
     for entry in os.scandir(folder):
         if not is_dir(entry):
@@ -253,7 +271,7 @@ def experiment_dirs(mlruns: Path) -> list[tuple[str, bool]]:
 
 
 def _digit_dirs(folder: str) -> list[str]:
-    entries = [e for e in _listing(folder) if is_dir(e) and is_number(e.name)]
+    entries = [e for e in _listing(folder) if is_dir(e) and is_experiment_id(e.name)]
     return [e.path for e in sorted(entries, key=lambda e: int(e.name))]
 
 

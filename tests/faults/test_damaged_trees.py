@@ -353,3 +353,29 @@ def test_an_experiment_copied_into_the_trash_is_named_with_every_id_it_repeats(b
         assert conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] > 0
     finally:
         conn.close()
+
+
+def test_an_experiment_folder_mlflow_lists_under_an_id_no_database_holds_is_invalid_input(base, tmp_path):
+    """A leading zero ('0123', which the database would give back as '123'), or a final newline
+    (MLflow's id rule is a re.match ending in '$', which takes one): MLflow's reader shows the
+    experiment under that id, the database cannot. They ended in exit 1 (verification), the
+    folder counted a stray; now each is named, and --skip-invalid leaves it out."""
+    mlruns = tmp_path / "mlruns"
+    shutil.copytree(base, mlruns, symlinks=True)
+    t = _layout(mlruns)
+    renamed = []
+    for folder, new in ((t["plain"], f"0{t['plain'].name}"), (t["trash"], f"{t['trash'].name}\n")):
+        target = folder.parent / new
+        folder.rename(target)
+        _edit(target / "meta.yaml", experiment_id=new)
+        for run in target.glob("*/meta.yaml"):
+            _edit(run, experiment_id=new)
+        renamed.append(target)
+    result = run_cli("--source", str(mlruns), "--target", f"sqlite:///{tmp_path}/mlflow.db")
+    assert result.returncode == 3, result.stderr[-3000:]
+    for target in renamed:
+        assert f"- {target}: an experiment folder (it holds a meta.yaml) whose name is no experiment id" \
+            in result.stderr, result.stderr[-3000:]
+    assert not (tmp_path / "mlflow.db").exists()
+    result = run_cli("--source", str(mlruns), "--target", f"sqlite:///{tmp_path}/skip.db", "--skip-invalid")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
