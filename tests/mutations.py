@@ -754,8 +754,10 @@ def odd_entity_name(root: Path, rng: random.Random) -> Damage:
                 data.pop("run_uuid", None)
             Path(meta).write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
             detail += f", {id_key} too"
-    # Only ids too long to turn up in a reason by chance (run, dataset, trace and model ids).
-    return Damage("odd_entity_name", target, detail, referred=old if len(old) >= 16 else "")
+    # Only ids too long to turn up in a reason by chance (run, dataset, trace and model ids), and
+    # a version as an alias pointing at it says it ("alias points at version 2, which ...").
+    referred = old if len(old) >= 16 else f"at version {old[len('version-'):]}, " if kind == "version" else ""
+    return Damage("odd_entity_name", target, detail, referred=referred)
 
 
 def registry_refs(root: Path, rng: random.Random) -> Damage:
