@@ -3,15 +3,17 @@ release, server and database collation, what they built recorded, and re-created
 recording by later runs.
 
 MLflow's ~70 migrations send ~290 DDL statements to MySQL, and InnoDB makes each one a file
-operation (every ALTER rebuilds its table): ~15 s, and replaying their SQL costs the same. What they
-leave in an empty database is a pure function of the MLflow release (its migration files,
+operation (every ALTER rebuilds its table): 40-130 s measured on a busy 2-core machine, and
+replaying their SQL costs the same. What they leave in an empty database is, up to the order of
+a table's indexes, a pure function of the MLflow release (its migration files,
 ``etl.sink.target.schema_key``), the server (flavor and version: SQLAlchemy's dialect and the
 migrations' own checks follow them) and the database's default character set and collation (every
 table takes them). So the first build's result is recorded: SHOW CREATE TABLE of each table, SHOW
 CREATE TRIGGER of each trigger (without its DEFINER: MLflow's migration names none, so a trigger
 belongs to whoever creates it) and the rows the migrations wrote (the alembic stamp, the default
-workspace). Later runs create those tables directly (~2 s). tests/integration/test_mysql_target.py
-holds a re-created schema against one MLflow's migrations built, table by table.
+workspace). Later runs create those tables directly (8-21 s on that machine).
+tests/integration/test_mysql_target.py holds a re-created schema against one MLflow's migrations
+built, order-free (the migrations themselves create a table's indexes in no fixed order).
 """
 
 from __future__ import annotations
