@@ -24,15 +24,19 @@ from harness import (
     ETL_COLD,
     ETL_NO_VERIFY,
     ETL_PG,
+    ETL_MY,
+    ETL_MY_NO_VERIFY,
     ETL_PG_NO_VERIFY,
     ETL_WARM,
     MERGED,
+    MY_CONTENDERS,
     PG_CONTENDERS,
     REFERENCE_NAME,
     SHAPES,
     SIZES,
     SMALL_TREE,
     SQLITE_COPY,
+    MyDatabase,
     PgDatabase,
     SqliteFile,
     Tree,
@@ -41,6 +45,7 @@ from harness import (
     command,
     default_tree_cache,
     prepare_bytecode,
+    start_mysql_server,
     start_pg_server,
 )
 
@@ -64,8 +69,9 @@ GATE_MAX_SIZE_SLOPE = 1.0
 PHASE_ORDER = ("schema", "load", "verify", "promote")
 RATIOS = ((BUILTIN, ETL), (BUILTIN, ETL_NO_VERIFY), (REFERENCE_NAME, ETL_NO_VERIFY),
           (BUILTIN, ETL_PG), (BUILTIN, ETL_PG_NO_VERIFY))  # fmt: skip
-# The same command into PostgreSQL and into SQLite: > 1 means PostgreSQL took longer.
-TARGET_RATIOS = ((ETL_NO_VERIFY, ETL_PG_NO_VERIFY, ETL_NO_VERIFY), (ETL, ETL_PG, ETL))
+# The same command into PostgreSQL or MySQL and into SQLite: > 1 means the server took longer.
+TARGET_RATIOS = (("PostgreSQL", ETL_NO_VERIFY, ETL_PG_NO_VERIFY, ETL_NO_VERIFY), ("PostgreSQL", ETL, ETL_PG, ETL),
+                 ("MySQL", ETL_NO_VERIFY, ETL_MY_NO_VERIFY, ETL_NO_VERIFY), ("MySQL", ETL, ETL_MY, ETL))
 # Start-up on a small tree (issue 11 §3): the first run no slower than the built-in, later ones
 # at most half its time.
 START_RATIOS = ((ETL_COLD, BUILTIN, 1.0), (ETL_WARM, BUILTIN, 0.5))
@@ -118,6 +124,7 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "postgres: migrates into the session's PostgreSQL server")
+    config.addinivalue_line("markers", "mysql: migrates into the session's MariaDB server")
     config.stash[RESULTS] = {"throughput": {}, "start": {}, "workers": {}, "size": {}, "merge": {}}
 
 
@@ -174,6 +181,16 @@ def warm_cache(tmp_path_factory, bytecode) -> Path:
 
 
 @pytest.fixture(scope="session")
+def mysql_server():
+    """One MariaDB server for the session; each round migrates into a new database on it."""
+    server, reason = start_mysql_server()
+    if server is None:
+        pytest.skip(reason)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def pg_server():
     """One PostgreSQL server for the session; each round migrates into a new database on it."""
     server, reason = start_pg_server()
@@ -220,6 +237,8 @@ def measure(benchmark, tmp_path, bench_rounds, pytestconfig, request, bytecode, 
     results = pytestconfig.stash[RESULTS]
     # Started only by a session that benches PostgreSQL (skips the test when none is installed).
     server = request.getfixturevalue("pg_server") if request.node.get_closest_marker("postgres") else None
+    if request.node.get_closest_marker("mysql"):
+        server = request.getfixturevalue("mysql_server")
 
     def run(contender: str, tree: Tree, *, table: str, key, workers: int | None = None,
             rounds: int | None = None, cache_dir: Path | str | None = None) -> dict:  # fmt: skip
@@ -243,6 +262,8 @@ def measure(benchmark, tmp_path, bench_rounds, pytestconfig, request, bytecode, 
             report = workdir / "report.json"
             if contender in PG_CONTENDERS:
                 db = PgDatabase(server, f"bench_{os.getpid()}_{next(_databases)}")
+            elif contender in MY_CONTENDERS:
+                db = MyDatabase(server, f"bench_{os.getpid()}_{next(_databases)}")
             else:
                 db = SqliteFile(workdir / "target.db")
             cache = cache_dir
@@ -340,16 +361,16 @@ def summary_lines(config) -> list[str]:
             lines.append(f"{label}: {any_rec['runs_in_tree']:,} runs, {any_rec['files']:,} files, "
                          f"{any_rec['rows']:,} rows, {any_rec['rounds']} round(s)")  # fmt: skip
             lines.append(HEADER)
-            lines += [_fmt_row(c, recs[c]) for c in (*CONTENDERS, *PG_CONTENDERS) if c in recs]
+            lines += [_fmt_row(c, recs[c]) for c in (*CONTENDERS, *PG_CONTENDERS, *MY_CONTENDERS) if c in recs]
             if len({r["rows"] for r in recs.values() if r["rows"]}) > 1:
                 counts = ", ".join(f"{c} {r['rows']:,}" for c, r in recs.items())
                 lines.append(f"  WARNING: contenders wrote different row counts: {counts}")
             for num, den in RATIOS:
                 if num in recs and den in recs:
                     lines.append(f"  ratio {num + ' / ' + den + ':':<56}{_ratio(recs, num, den):>8}")
-            for command_name, num, den in TARGET_RATIOS:
+            for server_name, command_name, num, den in TARGET_RATIOS:
                 if num in recs and den in recs:
-                    label = f"PostgreSQL / SQLite, {command_name}:"
+                    label = f"{server_name} / SQLite, {command_name}:"
                     load = _ratio(recs, num, den, "load_seconds")
                     lines.append(f"  ratio {label:<56}{_ratio(recs, num, den):>8}   (load phase {load})")
             copy = recs.get(SQLITE_COPY, {})
@@ -359,7 +380,7 @@ def summary_lines(config) -> list[str]:
                 lines.append(f"  ratio {label:<56}{recs[ETL_NO_VERIFY]['rows_per_s'] / ceiling:>7.2f}x"
                              f"   ({ceiling:,.0f} rows/s: the copy statements alone)")  # fmt: skip
         lines.append("  (a ratio > 1 means etl-migrate took less time than the other contender; "
-                     "PostgreSQL / SQLite > 1 means the same command took longer into PostgreSQL)")  # fmt: skip
+                     "PostgreSQL or MySQL / SQLite > 1 means the same command took longer into that server)")  # fmt: skip
         lines += _slopes(results["throughput"])
     for label, recs in results["start"].items():
         any_rec = next(iter(recs.values()))

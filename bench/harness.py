@@ -58,6 +58,10 @@ CONTENDERS = (ETL, ETL_NO_VERIFY, BUILTIN, REFERENCE_NAME, SQLITE_COPY)
 ETL_PG = "etl-migrate, PostgreSQL"
 ETL_PG_NO_VERIFY = "etl-migrate --no-verify, PostgreSQL"
 PG_CONTENDERS = (ETL_PG, ETL_PG_NO_VERIFY)
+# And into a new database on a MariaDB server the session starts.
+ETL_MY = "etl-migrate, MySQL"
+ETL_MY_NO_VERIFY = "etl-migrate --no-verify, MySQL"
+MY_CONTENDERS = (ETL_MY, ETL_MY_NO_VERIFY)
 # The merge case (test_throughput.py::test_merge): two trees into one database, and each alone.
 MERGED = "both trees, one run"
 ALONE = ("first tree alone", "second tree alone")
@@ -196,11 +200,11 @@ def build_tree(cache: Path, shape: str, scale: float, seed: int = 0,
 
 def command(contender: str, tree: Tree, uri: str, report: Path, workers: int | None = None,
             source_db: Path | None = None):  # fmt: skip
-    if contender in (ETL, ETL_NO_VERIFY, ETL_COLD, ETL_WARM, *PG_CONTENDERS):
+    if contender in (ETL, ETL_NO_VERIFY, ETL_COLD, ETL_WARM, *PG_CONTENDERS, *MY_CONTENDERS):
         sources = [arg for mlruns in (tree.mlruns, *tree.more) for arg in ("--source", str(mlruns))]
         cmd = [sys.executable, "-m", "etl", *sources, "--target", uri,
                "--report", str(report), "--log-format", "json"]  # fmt: skip
-        if contender in (ETL_NO_VERIFY, ETL_PG_NO_VERIFY):
+        if contender in (ETL_NO_VERIFY, ETL_PG_NO_VERIFY, ETL_MY_NO_VERIFY):
             cmd.append("--no-verify")
         if workers is not None:
             cmd += ["--workers", str(workers)]
@@ -296,6 +300,34 @@ def start_pg_server():
     if bin_dir() is None:
         return None, ("no PostgreSQL server binaries (/usr/lib/postgresql/*/bin/initdb or initdb "
                       "on PATH): apt-get install postgresql to bench the PostgreSQL target")
+    return start_server(durable=True), None
+
+
+class MyDatabase:
+    """A new database on the session's MariaDB server (tests/mysql_server.py)."""
+
+    def __init__(self, server, name: str):
+        self.server = server
+        self.name = name
+        self.uri = server.create_database(name)
+
+    def count_rows(self) -> dict[str, int]:
+        tables = [r[0] for r in self.server.sql(f"SHOW FULL TABLES FROM `{self.name}` WHERE Table_type = 'BASE TABLE'")]
+        return written_rows({t: self.server.sql(f"SELECT COUNT(*) FROM `{self.name}`.`{t}`")[0][0] for t in tables})
+
+    def remove(self) -> None:
+        self.server.drop_database(self.name)
+
+
+def start_mysql_server():
+    """A MariaDB server for the session, with InnoDB's default durability (flush at commit, as
+    a user's server runs), or a skip reason when no server binaries are installed."""
+    sys.path.insert(0, str(REPO))
+    from tests.mysql_server import binaries, start_server
+
+    if binaries() is None:
+        return None, ("no MariaDB server binaries (/usr/sbin/mariadbd, mariadb-install-db): "
+                      "apt-get install mariadb-server to bench the MySQL target")
     return start_server(durable=True), None
 
 

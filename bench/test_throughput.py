@@ -16,6 +16,7 @@ from harness import (
     ETL_NO_VERIFY,
     ETL_WARM,
     MERGED,
+    MY_CONTENDERS,
     PG_CONTENDERS,
     SIZES,
     SQLITE_COPY,
@@ -24,9 +25,10 @@ from harness import (
 
 
 def _case(shape: str, factor: float, contender: str):
-    """Into PostgreSQL: a new database on the session's server (the case skips without one)."""
-    marks = [pytest.mark.postgres] if contender in PG_CONTENDERS else []
-    name = "sqlite-copy" if contender == SQLITE_COPY else contender.replace(" --", "-").replace(", PostgreSQL", "-postgres")
+    """Into PostgreSQL or MySQL: a new database on the session's server (the case skips without one)."""
+    marks = [pytest.mark.postgres] if contender in PG_CONTENDERS else [pytest.mark.mysql] if contender in MY_CONTENDERS else []
+    name = "sqlite-copy" if contender == SQLITE_COPY else \
+        contender.replace(" --", "-").replace(", PostgreSQL", "-postgres").replace(", MySQL", "-mysql")
     size = "" if factor == 1 else f"x{factor:g}-"
     return pytest.param(shape, factor, contender, marks=marks, id=f"{shape}-{size}{name}")
 
@@ -39,7 +41,7 @@ def pytest_generate_tests(metafunc):
     shapes = metafunc.config.getoption("--bench-shapes").split(",")
     factors = [float(f) for f in metafunc.config.getoption("--bench-factors").split(",")]
     cases = [_case(shape, factor, contender) for shape in shapes for factor in factors
-             for contender in (*CONTENDERS, *PG_CONTENDERS)]  # fmt: skip
+             for contender in (*CONTENDERS, *PG_CONTENDERS, *MY_CONTENDERS)]  # fmt: skip
     metafunc.parametrize(("shape", "factor", "contender"), cases)
 
 
