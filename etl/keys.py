@@ -14,8 +14,9 @@ the staged tables); this module finds the keys that compare equal:
   the entity cannot be migrated as the files hold it, like any value the target refuses; both
   files are named;
 - between entities (experiment names, registered model names, run, trace, logged model and
-  assessment ids, an experiment's datasets): the later one (the larger experiment id; otherwise
-  the key that sorts later) is left out with ``--skip-invalid``, and the problem names both.
+  assessment ids, an experiment's datasets): the later one (of several sources, the later
+  source's; in one, the larger experiment id, otherwise the key that sorts later) is left out
+  with ``--skip-invalid``, and the problem names both.
 
 A target that compares bytes (``folding`` None) costs nothing here.
 """

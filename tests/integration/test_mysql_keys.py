@@ -166,3 +166,39 @@ def test_dry_run_limits_are_those_of_a_staged_schema(mysql_uri, tmp_path, monkey
         for field in ("max_length", "max_bytes"):
             if getattr(limit, field) is not None:
                 assert getattr(stricter, field) <= getattr(limit, field), key
+
+
+def test_keys_of_two_sources_the_collation_holds_as_one(mysql_server, mysql_uri, tmp_path):
+    """Several --source trees: names that differ only in case are no clash to the merge rules
+    (their bytes differ) but are one key to the target. The problem names both trees' files; with
+    --skip-invalid the later source's experiment is left out, and a run tag clash within one run
+    of the later source is found as in one tree."""
+    first, second = tmp_path / "proj-a" / "mlruns", tmp_path / "proj-b" / "mlruns"
+    a, b = file_client(first), file_client(second)
+    churn_a = a.create_experiment("Churn")
+    a.set_terminated(a.create_run(churn_a, run_name="a's run").info.run_id)
+    churn_b = b.create_experiment("churn")
+    b.set_terminated(b.create_run(churn_b, run_name="b's run").info.run_id)
+    other = b.create_experiment("other")
+    run = b.create_run(other, run_name="case tags").info.run_id
+    b.set_tag(run, "Team", "x")
+    b.set_tag(run, "team", "y")
+    b.set_terminated(run)
+
+    result = run_cli("--source", str(first), "--source", str(second), "--target", mysql_uri)
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert problem_lines(result.stderr, f"{second / churn_b}/meta.yaml: experiment name 'churn' and 'Churn' "
+                                        f"({first / churn_a}/meta.yaml)", "the later one is left out")
+    assert problem_lines(result.stderr, f"{second / other / run}/tags/team: tag 'team' and 'Team'")
+
+    report = tmp_path / "report.json"
+    skipped = run_cli("--source", str(first), "--source", str(second), "--target", mysql_uri, "--skip-invalid",
+                      "--report", str(report))
+    assert skipped.returncode == 0, skipped.stderr[-3000:]
+    client = mysql_client(mysql_uri)
+    names = {e.name for e in client.search_experiments(view_type=3)}
+    assert "Churn" in names and "churn" not in names and "other" in names
+    assert [r.info.run_name for r in client.search_runs([client.get_experiment_by_name("Churn").experiment_id])] \
+        == ["a's run"]
+    assert {s["path"] for s in json.loads(report.read_text())["skipped"]} >= {
+        f"{second / churn_b}/meta.yaml", f"{second / other / run}/tags/team"}
