@@ -361,6 +361,12 @@ def _meta(batch: RowBatch, folder: str, what: str, table: str, fields: Fields | 
     """The folder's meta.yaml, every field ``fields`` asks for present and of its kind."""
     path = os.path.join(folder, META)
     if not os.path.lexists(path):
+        try:
+            os.scandir(folder).close()
+        except PermissionError as e:  # a folder this user may not enter: the meta.yaml may be there
+            raise SourceError(folder, f"cannot list folder: {e.strerror}") from None
+        except OSError:
+            pass
         raise SourceError(path, f"missing {META} in {what} folder")
     if os.path.isdir(path):
         raise SourceError(path, "a folder where MLflow writes a file")

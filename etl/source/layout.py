@@ -223,10 +223,10 @@ def is_file(entry: os.DirEntry) -> bool:
 
 def _listing(folder: str) -> list[os.DirEntry]:
     """The entries of a folder the layout expects; none when it is absent, a file in the
-    folder's place or a symlink loop (the census names those)."""
+    folder's place, a symlink loop or a folder this user may not read (the census names those)."""
     try:
         return list(os.scandir(folder))
-    except (FileNotFoundError, NotADirectoryError):
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
         return []
     except OSError as e:
         if e.errno == errno.ELOOP:

@@ -20,7 +20,7 @@ import yaml
 
 from tests import client_compare as cc
 from tests.conftest import generate_fixture_tree, posix_only, run_cli
-from tests.mutations import fingerprint, remove_tree
+from tests.mutations import fingerprint, prepare, remove_tree, run_cli_forked
 from tests.trees import file_client, sql_client
 
 pytestmark = posix_only("symlinks and named pipes")
@@ -379,3 +379,26 @@ def test_an_experiment_folder_mlflow_lists_under_an_id_no_database_holds_is_inva
     assert not (tmp_path / "mlflow.db").exists()
     result = run_cli("--source", str(mlruns), "--target", f"sqlite:///{tmp_path}/skip.db", "--skip-invalid")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def test_an_experiment_folder_the_user_may_not_enter_is_invalid_input(base, tmp_path):
+    """An experiment folder without read and search permission, met by a user (root reads it
+    anyway: the run drops root's override of permissions, as tests/mutations.py does): its
+    listing ended in exit 4 ('Permission denied'); now the folder is named, and --skip-invalid
+    migrates the rest."""
+    mlruns = tmp_path / "mlruns"
+    shutil.copytree(base, mlruns, symlinks=True)
+    prepare()  # the environment the harness's forked CLI runs in
+    hidden = _layout(mlruns)["plain"]
+    hidden.chmod(0)
+    try:
+        code, text = run_cli_forked(["--source", str(mlruns), "--target", f"sqlite:///{tmp_path}/mlflow.db"],
+                                    str(tmp_path / "strict.txt"), as_user=True)
+        assert code == 3, text[-3000:]
+        assert f"- {hidden}: cannot list folder: Permission denied" in text, text[-3000:]
+        assert not (tmp_path / "mlflow.db").exists()
+        code, text = run_cli_forked(["--source", str(mlruns), "--target", f"sqlite:///{tmp_path}/skip.db",
+                                     "--skip-invalid"], str(tmp_path / "skip.txt"), as_user=True)
+        assert code == 0 and "Status: SUCCESS" in text, text[-3000:]
+    finally:
+        hidden.chmod(0o755)
