@@ -4,9 +4,11 @@
 # ratio table and FAILS when a gated ratio measured in this session is over its limit (see "The CI
 # gate" in bench/README.md): etl-migrate --no-verify against the plain reference and the built-in,
 # the default run against --no-verify, and the load's rows/s on the smaller tree against the
-# larger. Limits: --gate-max-vs-reference, --gate-max-vs-builtin, --gate-max-verify,
-# --gate-max-size-slope, or the environment variables ETL_BENCH_GATE_MAX_VS_REFERENCE,
-# ETL_BENCH_GATE_MAX_VS_BUILTIN, ETL_BENCH_GATE_MAX_VERIFY, ETL_BENCH_GATE_MAX_SIZE_SLOPE;
+# larger, and CPU seconds per row on the larger tree against the smaller. Limits:
+# --gate-max-vs-reference, --gate-max-vs-builtin, --gate-max-verify, --gate-max-size-slope,
+# --gate-max-size-cpu-slope, or the environment variables ETL_BENCH_GATE_MAX_VS_REFERENCE,
+# ETL_BENCH_GATE_MAX_VS_BUILTIN, ETL_BENCH_GATE_MAX_VERIFY, ETL_BENCH_GATE_MAX_SIZE_SLOPE,
+# ETL_BENCH_GATE_MAX_SIZE_CPU_SLOPE;
 # ETL_BENCH_GATE=0 prints the gate without enforcing it.
 #   bench/run_ci.sh [extra pytest args, e.g. --benchmark-json=bench.json]
 set -uo pipefail
