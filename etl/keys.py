@@ -14,9 +14,9 @@ the staged tables); this module finds the keys that compare equal:
   the entity cannot be migrated as the files hold it, like any value the target refuses; both
   files are named;
 - between entities (experiment names, registered model names, run, trace, logged model and
-  assessment ids, an experiment's datasets): the later one (of several sources, the later
-  source's; in one, the larger experiment id, otherwise the key that sorts later) is left out
-  with ``--skip-invalid``, and the problem names both.
+  assessment ids, an experiment's datasets): the later one in the order the load reads them
+  (the sources in their order; in one, experiment folders by id, active before deleted, models
+  by name) is left out with ``--skip-invalid``, and the problem names both.
 
 A target that compares bytes (``folding`` None) costs nothing here.
 """
@@ -113,13 +113,11 @@ class KeyCheck:
     the consumer: it keeps what it has seen across batches, and asks the server to compare text
     that is not plain ASCII (``folding.folds``)."""
 
-    def __init__(self, folding, clashes: dict[str, set]):
+    def __init__(self, folding):
         self.folding = folding
         # etl.pipeline.Tree of the batch being checked: its rows hold the target's experiment
         # ids, problems name its folders.
         self.tree = None
-        # Entities left out whose rows were written by an earlier batch: deleted after the load.
-        self.clashes = clashes
         # table -> folded key -> (key, entity id, experiment id, row, tree): every key seen so
         # far, in every source.
         self.seen: dict[str, dict] = {table: {} for table in BETWEEN}
@@ -257,21 +255,16 @@ class KeyCheck:
                 other = seen.setdefault(folds[raw], here)
                 if other is here or other[0] == raw:
                     continue  # a key seen once; or the very same key, which other checks handle
-                # Kept: the earlier source's; in one source, the older experiment (the smaller
-                # id), of other keys the one sorting first.
-                order = (lambda e: (e[4].index, e[1], e[0])) if kind == "experiments" else \
-                    (lambda e: (e[4].index, e[0], str(e[1])))
-                keep, lose = sorted([other, here], key=order)
-                seen[folds[raw]] = keep
+                # Kept: the one met first, whose rows may be written already (a unique key
+                # would refuse the other's); the load meets the sources in their order, each
+                # one's experiments by folder id (active, then deleted), models by name.
+                keep, lose = other, here
                 problems.append(Problem(
                     self._entity_file(kind, table, lose),
                     f"{_NOUNS[table]} {lose[0]!r} and {keep[0]!r} ({self._entity_file(kind, table, keep)}) "
                     f"{self._same(collation)}; the later one is left out", None, kind,
                     str(lose[4].folder_id(lose[1]) if kind == "experiments" else lose[1]), lose[4].index))
-                if lose is here:
-                    dropped.add(entity)
-                else:  # written by an earlier batch: deleted after the load
-                    self.clashes.setdefault(kind, set()).add(lose[1])
+                dropped.add(entity)
             if dropped:
                 drop_entity(batch, kind, dropped)
         return problems

@@ -409,7 +409,7 @@ async def load(
     etl.keys): how it compares the text of keys, if not byte by byte."""
     stats = LoadStats([SourceStats(source.mlruns) for source in merge.sources], problems=list(merge.problems),
                       seen=Seen())
-    keys = KeyCheck(folding, stats.clashes) if folding is not None else None
+    keys = KeyCheck(folding) if folding is not None else None
     try:
         found = [await find_folders(source.mlruns, progress) for source in merge.sources]
         everything = sum(found, Counter())
