@@ -90,7 +90,11 @@ def damage(mlruns: Path) -> tuple[dict[str, str], dict[str, str], tuple[str, str
         expected[str(run_meta)] = f"runs.experiment_id {BIG_EXPERIMENT} {BEYOND}"
 
     # Two experiments with one name (a tree merged by hand): both named, both left out.
-    first, second = [p for p in experiments.values() if p not in (main, small)][:2]
+    # The second one holds assessments and run inputs, copied below; which experiment that is
+    # depends on the random ids the generator's MLflow gave the folders, not on their order.
+    rest = [p for p in experiments.values() if p not in (main, small)]
+    second = next(p for p in rest if any(p.glob("traces/*/assessments/*.yaml")) and any(p.glob("*/inputs/*")))
+    first = next(p for p in rest if p != second)
     name = yaml.safe_load((first / "meta.yaml").read_text())["name"]
     _edit_yaml(second / "meta.yaml", name=name)
     expected[str(first / "meta.yaml")] = f"experiment name {name!r} is also the name of {second / 'meta.yaml'}"
