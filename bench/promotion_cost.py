@@ -115,7 +115,7 @@ def main() -> None:
         "Connection.backup alone, all pages in one step": raw_backup(),
     }
     base = results["file copy + fsync (shutil.copyfile)"]
-    print(f"\n| how | seconds | MB/s | x file copy |\n| --- | ---: | ---: | ---: |")
+    print("\n| how | seconds | MB/s | x file copy |\n| --- | ---: | ---: | ---: |")
     for name, seconds in results.items():
         rate = size / 2**20 / seconds if seconds else float("inf")
         print(f"| {name} | {seconds:.3f} | {rate:,.0f} | {seconds / base:.2f} |")
