@@ -62,12 +62,14 @@ oldest() {
   # MLflow). Likewise the MySQL target's kill -9, collation and refusal tests (the server's
   # doing, whatever MLflow's version) and its core-tree test (the fixture trees go the same way);
   # its schema, live server and fixture-tree tests run here too (this MLflow's schema and trigger
-  # differ). (Keeps .ci/run within its time budget.)
+  # differ). The damage, crash, signal and promotion tests (tests/faults) and the terminal output
+  # test are our code's handling of bad input, bad days and terminals, whatever MLflow's
+  # version: the newest pass runs them. (Keeps .ci/run within its time budget.)
   # shellcheck disable=SC2046
-  "$python" -m pytest -p no:cacheprovider tests $(fixture_args) \
-    --ignore=tests/integration/test_postgres_target.py --ignore=tests/faults/test_postgres_crashes.py \
-    --ignore=tests/integration/test_several_sources.py --ignore=tests/faults/test_mysql_crashes.py \
-    --ignore=tests/integration/test_mysql_keys.py \
+  "$python" -m pytest -p no:cacheprovider tests $(fixture_args) --ignore=tests/faults \
+    --ignore=tests/integration/test_terminal_output.py \
+    --ignore=tests/integration/test_postgres_target.py \
+    --ignore=tests/integration/test_several_sources.py --ignore=tests/integration/test_mysql_keys.py \
     --deselect tests/integration/test_mysql_target.py::test_core_tree_into_mariadb \
     --deselect tests/integration/test_mysql_target.py::test_targets_refused_before_anything_is_made
   "$python" -m pytest -p no:cacheprovider tests/integration/test_several_sources.py \
