@@ -26,6 +26,7 @@ import json
 import os
 import pickle
 import random
+import re
 import shutil
 import signal
 import stat
@@ -996,6 +997,24 @@ def run_cli_forked(args: list[str], output: str, as_user: bool = False) -> tuple
     return code, text
 
 
+# mlflow.utils.validation._EXPERIMENT_ID_REGEX: the folder names MLflow's experiment listing takes.
+READER_EXPERIMENT_ID = re.compile(r"[a-zA-Z0-9][\w\-]{0,63}")
+
+
+def reader_gap(damage: Damage, root: Path) -> bool:
+    """A damage the user guide documents as migrated where MLflow's reader fails on the whole
+    run or tree ("What MLflow's reader and etl-migrate read differently"), so there is no
+    reader's view to compare with: a stray file in a run's inputs/ or outputs/ (the reader takes
+    every entry there for an input's folder), a folder in mlruns/ or .trash/ under a name
+    MLflow's experiment id rule refuses (its whole experiment listing fails on it). The census
+    names both."""
+    path = Path(damage.path)
+    if path.parent.name in ("inputs", "outputs") and not path.is_dir():
+        return True
+    return (path.parent in (root, root / ".trash") and path.is_dir()
+            and not READER_EXPERIMENT_ID.fullmatch(path.name))
+
+
 def _compare(mlruns: str, db: str) -> list[str]:
     from tests import client_compare as cc
     from tests.trees import file_client, sql_client
@@ -1093,7 +1112,7 @@ def check_case(base: Path, kind: str, seed: int, work: Path, compare: bool = Tru
     # Before the comparison: MLflow's registry reader, which it opens, creates a missing models/.
     if fingerprint(mlruns) != before:
         fail("the source tree changed")
-    if code == 0 and compare:
+    if code == 0 and compare and not reader_gap(damage, mlruns):
         ccode, diffs = forked(_compare, str(mlruns), str(db))
         if ccode != 0 or diffs:
             fail(f"exit 0 but the target differs from MLflow's reader: {diffs}")

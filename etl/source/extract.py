@@ -7,6 +7,7 @@ is bad, the whole entity is left out and a Problem naming the file is reported i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -526,9 +527,27 @@ def _collecting(errors: list, fallback, func, *args):
     return fallback
 
 
+# The names FileStore gives a run input's folder (a uuid4's hex) and a run output's (the logged
+# model's id): a file under such a name is that input or output, lost.
+INPUT_FOLDER = re.compile(r"[0-9a-f]{32}")
+OUTPUT_FOLDER = re.compile(r"m-[0-9a-f]{32}")
+
+
+def _no_entry_as_file(folder: str, name: re.Pattern, what: str) -> None:
+    """A file where FileStore writes a run input's (or output's) folder: MLflow's reader, which
+    reads every entry there as such a folder, cannot read the run. Other files there (a note) are
+    not FileStore data: the census names them, and the run migrates without them."""
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        for entry in os.scandir(folder):
+            if name.fullmatch(entry.name) and not is_dir(entry):
+                raise SourceError(entry.path, f"a file where FileStore writes a {what}'s folder; MLflow's "
+                                  "reader cannot read this run")
+
+
 def _run_inputs(batch: RowBatch, exp_path: str, exp_id: str, run_path: str, run_id: str,
                 target: ExperimentTarget | None) -> None:
     folder = os.path.join(run_path, "inputs")
+    _no_entry_as_file(folder, INPUT_FOLDER, "run input")
     # The target keys an input by what it links; two folders linking the same pair were copied.
     linked: dict[tuple, str] = {}
     for name in subdirs(folder):
@@ -562,6 +581,7 @@ def _run_inputs(batch: RowBatch, exp_path: str, exp_id: str, run_path: str, run_
 
 def _run_outputs(batch: RowBatch, run_path: str, run_id: str) -> None:
     folder = os.path.join(run_path, "outputs")
+    _no_entry_as_file(folder, OUTPUT_FOLDER, "run output")
     for model_id in subdirs(folder):
         meta = _meta(batch, os.path.join(folder, model_id), "run output", "inputs", OUTPUT_FIELDS)
         if meta["destination_id"] != model_id:

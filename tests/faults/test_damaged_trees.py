@@ -402,3 +402,31 @@ def test_an_experiment_folder_the_user_may_not_enter_is_invalid_input(base, tmp_
         assert code == 0 and "Status: SUCCESS" in text, text[-3000:]
     finally:
         hidden.chmod(0o755)
+
+
+def test_a_file_in_place_of_a_run_input_or_output_folder_is_invalid_input(base, tmp_path):
+    """A file under the name of an input's (or output's) folder is that input lost, and MLflow's
+    reader cannot read the run: invalid input naming it. A note beside them stays a stray."""
+    mlruns = tmp_path / "mlruns"
+    shutil.copytree(base, mlruns, symlinks=True)
+    output = sorted(mlruns.glob("*/*/outputs/m-*"))[0]
+    run_input = next(p for p in sorted(mlruns.glob("*/*/inputs/*")) if p.parent.parent != output.parent.parent)
+    for folder in (output, run_input):
+        shutil.rmtree(folder)
+        folder.write_text("")
+    (run_input.parent / "NOTES.txt").write_text("who logged this?\n")
+    result = run_cli("--source", str(mlruns), "--target", f"sqlite:///{tmp_path}/mlflow.db")
+    assert result.returncode == 3, result.stderr[-3000:]
+    lines = result.stderr.splitlines()
+    for path, what in ((output, "run output"), (run_input, "run input")):
+        assert _found(lines, str(path), f"a file where FileStore writes a {what}'s folder"), result.stderr[-3000:]
+    assert "NOTES.txt" not in result.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+    skipped = run_cli("--source", str(mlruns), "--target", f"sqlite:///{tmp_path}/mlflow.db", "--skip-invalid")
+    assert skipped.returncode == 0, skipped.stdout[-3000:] + skipped.stderr[-3000:]
+    conn = sqlite3.connect(tmp_path / "mlflow.db")
+    try:
+        left = {r for (r,) in conn.execute("SELECT run_uuid FROM runs")}
+    finally:
+        conn.close()
+    assert not {output.parent.parent.name, run_input.parent.parent.name} & left
