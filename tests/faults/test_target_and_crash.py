@@ -39,7 +39,7 @@ def leftovers(folder: Path) -> list[str]:
 @pytest.mark.parametrize(
     "target, message",
     [
-        ("mysql://localhost/db", "is not a supported database URI"),
+        ("mssql://localhost/db", "is not a supported database URI"),
         ("sqlite:///{tmp}/no/such/folder/mlflow.db", "does not exist"),
         ("sqlite:///:memory:", "must name a database file"),
     ],

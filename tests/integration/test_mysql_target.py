@@ -17,7 +17,7 @@ import pytest
 
 from tests.client_compare import compare_experiments, compare_registry, compare_runs
 from tests.conftest import mysql_client, posix_only, run_cli, tree_fingerprint
-from tests.mysql_server import PASSWORD
+from tests.mysql_server import CHARSET, COLLATION, PASSWORD
 from tests.trees import build_core_tree, file_client
 
 INT32_MAX = 2**31 - 1
@@ -188,7 +188,9 @@ def test_recorded_schema_is_the_one_mlflow_migrations_build(mysql_server):
     for name in ("etl_after_damage", "etl_by_replay"):
         mysql_server.create_database(name)
     schema.create_schema(target, "etl_first_build")
-    (path,) = cache_dir().glob("mysql-schema-*.json")
+    # This database's recording: the session's other tests record the schema under other
+    # collations too.
+    (path,) = cache_dir().glob(f"mysql-schema-*-{CHARSET}-{COLLATION}.json")
     data = json.loads(path.read_text())
     data["content"]["tables"].insert(1, "CREATE TABLE runs (broken int)")
     path.write_text(json.dumps(data))
