@@ -53,18 +53,24 @@ def experiments(client) -> dict:
             return out
 
 
+def listed_stages(client) -> dict[str, str]:
+    """experiment id -> its lifecycle stage as the reader's listings show it: what it lists as
+    deleted is deleted, whatever get_experiment says of it (a folder MLflow 1.x moved to .trash/
+    with a meta.yaml still saying active)."""
+    active = {e.experiment_id for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY, max_results=1000)}
+    return {i: e.lifecycle_stage if i in active else "deleted" for i, e in experiments(client).items()}
+
+
 def compare_experiments(src, dst, id_map=None) -> int:
     a, b = experiments(src), experiments(dst)
     assert {mapped(id_map, i) for i in a} == set(b), f"experiment ids differ: {set(a)} vs {set(b)}"
-    # What the reader lists as deleted is deleted, whatever get_experiment says of it (a folder
-    # MLflow 1.x moved to .trash/ with a meta.yaml still saying active).
-    active = {e.experiment_id for e in src.search_experiments(view_type=ViewType.ACTIVE_ONLY, max_results=1000)}
+    stages = listed_stages(src)
     for exp_id, e in a.items():
         other = b[mapped(id_map, exp_id)]
         assert_fields(f"experiment {exp_id}", e, other,
                       ["name", "artifact_location", "creation_time", "last_update_time"])
-        stage = e.lifecycle_stage if exp_id in active else "deleted"
-        assert other.lifecycle_stage == stage, f"experiment {exp_id} lifecycle_stage: {stage} vs {other.lifecycle_stage}"
+        assert other.lifecycle_stage == stages[exp_id], \
+            f"experiment {exp_id} lifecycle_stage: {stages[exp_id]} vs {other.lifecycle_stage}"
         assert_mapping(f"experiment {exp_id} tags", e.tags, other.tags)
     return len(a)
 

@@ -184,13 +184,15 @@ def compare_through_maps(trees: list[Path], report: dict, dst) -> dict:
         src, path = file_client(tree), str(tree)
         ids, renamed, joined = part["experiment_id_map"], part["experiments_renamed"], set(part["experiments_merged"])
         copies = {c["id"] for c in part["copies"]}
+        stages = cc.listed_stages(src)
         for exp_id, e in cc.experiments(src).items():
             t = target_experiments[ids.get(exp_id, exp_id)]
             counts["experiments"] += 1
             assert t.name == renamed.get(exp_id, e.name), f"{path} experiment {exp_id}: name"
             if exp_id not in joined:
                 cc.assert_fields(f"{path} experiment {exp_id}", e, t,
-                                 ["artifact_location", "lifecycle_stage", "creation_time", "last_update_time"])
+                                 ["artifact_location", "creation_time", "last_update_time"])
+                assert t.lifecycle_stage == stages[exp_id], f"{path} experiment {exp_id}: lifecycle_stage"
             for key, value in e.tags.items():
                 if (path, exp_id, key) not in not_taken:
                     assert t.tags.get(key) == value, f"{path} experiment {exp_id} tag {key!r}"
