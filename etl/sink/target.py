@@ -31,6 +31,8 @@ database).
                           what producers use to hand it rows in scratch files instead of
                           batches (SQLite: etl.sink.sqlite.scratch)
     locator               what the verifier connects to (etl.verify.connect), read-only
+    sync()                optional: write the staged database to disk ahead of promote(),
+                          while verification reads it (SQLite: the file's fsync)
     promote(verified)     make the staged database the target, atomically, after re-checking
                           under lock that the target still holds no data
     kept                  how to name the staging area when --keep-failed kept it

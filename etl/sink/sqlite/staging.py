@@ -456,5 +456,8 @@ class SqliteStaging:
     def writer(self, batch_size: int) -> StagingWriter:
         return StagingWriter(self.area.staging, batch_size, Spill(self.area.scratch_prefix()))
 
+    def sync(self) -> None:
+        fsync_path(self.area.staging)
+
     def promote(self, verified: bool = True) -> None:
         self.area.promote(verified)
