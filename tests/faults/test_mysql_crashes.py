@@ -68,9 +68,9 @@ def initialized(mysql_server, mysql_uri, mlflow_initialized) -> str:
     return mysql_uri
 
 
-def start(tree: Path, uri: str, *args: str) -> subprocess.Popen:
+def start(tree: Path, uri: str, *args: str, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "etl", "--source", str(tree), "--target", uri, "-q", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
 def wait_for(server, query: str, timeout: float = 180):
@@ -112,24 +112,32 @@ def loading(server, proc) -> str:
     return staging
 
 
-def test_kill_9_during_the_load_leaves_the_target_as_it_was(tree, mysql_server, mysql_uri):
+def test_kill_9_during_the_load_leaves_the_target_as_it_was(tree, mysql_server, mysql_uri, tmp_path):
     database = database_of(mysql_uri)
     before = snapshot(mysql_server, database)
     earlier = sessions(mysql_server)
-    proc = start(tree, mysql_uri, "--batch-size", "2000")
+    # The runs' temporary folder, where LOAD DATA's file of rows is: the next run removes the one
+    # the killed run could not (it holds param and tag values), and leaves no other.
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    (temp / "etl-migrate-load-1-live.csv").write_text("")  # a live process's (pid 1): not removed
+    env = {**os.environ, "TMPDIR": str(temp)}
+    proc = start(tree, mysql_uri, "--batch-size", "2000", env=env)
     staging = loading(mysql_server, proc)
     proc.kill()
     proc.wait()
+    assert sorted(int(p.name.split("-")[3]) for p in temp.glob("etl-migrate-load-*.csv")) == [1, proc.pid]
     wait_for_sessions_to_end(mysql_server, earlier)
     after = snapshot(mysql_server, database)
     assert after.pop("etl_databases") == [staging]  # the killed run's staging database; nothing else
     before.pop("etl_databases")
     assert after == before
 
-    again = run_cli("--source", str(tree), "--target", mysql_uri, "-q")
+    again = run_cli("--source", str(tree), "--target", mysql_uri, "-q", env=env)
     assert again.returncode == 0, again.stderr[-2000:]
     assert mysql_server.databases("etl_migrate_") == []
     assert mysql_server.sql(f"SELECT COUNT(*) FROM `{database}`.runs") == [(RUNS,)]
+    assert [p.name for p in temp.iterdir()] == ["etl-migrate-load-1-live.csv"]
 
 
 def test_kill_9_while_the_promotion_waits_leaves_the_target_as_it_was(tree, mysql_server, initialized):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import tempfile
 import threading
 from contextlib import suppress
@@ -44,6 +45,34 @@ from etl.sink.target import (
 STATEMENT_BYTES = 4 * 2**20
 SESSION_MODE = "STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION,ERROR_FOR_DIVISION_BY_ZERO"
 DUPLICATE_KEY = 1062
+
+# LOAD DATA's file: rows of the batch in flight (param and tag values among them), mode 0600 in
+# the temporary folder, removed by close(). A run killed with -9 cannot remove it: the file is
+# named with the run's process id, and a later run removes those of processes that are gone.
+LOAD_FILE_PREFIX = "etl-migrate-load-"
+LOAD_FILE = re.compile(re.escape(LOAD_FILE_PREFIX) + r"(\d+)-\w+\.csv")
+
+
+def remove_load_files_of_dead_runs() -> None:
+    if os.name != "posix":
+        return  # no signal 0 to ask whether a process lives (os.kill would end it on Windows)
+    folder = tempfile.gettempdir()
+    with suppress(OSError), os.scandir(folder) as entries:
+        for entry in entries:
+            found = LOAD_FILE.fullmatch(entry.name)
+            if found and not process_lives(int(found.group(1))):
+                with suppress(OSError):  # another run's clean-up got there first
+                    os.unlink(entry.path)
+
+
+def process_lives(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's (its file is not ours to remove), or no pid at all
+    return True
 
 
 class _Null(int):
@@ -101,7 +130,8 @@ class MysqlWriter:
         self._rebuild = rebuild_indexes
         self.foreign_keys, self._indexes = self._take_off(rebuild_indexes)
         self.conn.commit()
-        fd, self._file = tempfile.mkstemp(prefix="etl-migrate-load-", suffix=".csv")
+        remove_load_files_of_dead_runs()
+        fd, self._file = tempfile.mkstemp(prefix=f"{LOAD_FILE_PREFIX}{os.getpid()}-", suffix=".csv")
         os.close(fd)
         self._errors = (pymysql.Error,)
 
