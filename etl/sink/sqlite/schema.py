@@ -57,7 +57,7 @@ def template_path() -> Path:
     try:
         os.unlink(tmp)
         build_schema(Path(tmp))
-        _fsync(tmp)  # built without fsync: make it durable once, before it becomes the template
+        fsync_file(tmp)  # built without fsync: make it durable once, before it becomes the template
         # Two first runs at once both build; the rename makes whichever lands last win whole.
         os.replace(tmp, template)
     except BaseException:
@@ -66,8 +66,9 @@ def template_path() -> Path:
     return template
 
 
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
+def fsync_file(path) -> None:
+    # Writable: Windows' fsync (_commit, FlushFileBuffers) refuses a read-only descriptor.
+    fd = os.open(path, os.O_RDWR | getattr(os, "O_BINARY", 0))
     try:
         os.fsync(fd)
     finally:

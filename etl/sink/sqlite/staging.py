@@ -29,7 +29,7 @@ from filelock import FileLock, Timeout
 from etl.errors import NotPromoted, TargetError, TargetHoldsData, VerificationFailed
 from etl.observe import log
 from etl.rows import TABLES
-from etl.sink.sqlite.schema import create_schema, schema_limits, sqlite_limits
+from etl.sink.sqlite.schema import create_schema, fsync_file, schema_limits, sqlite_limits
 from etl.sink.sqlite.scratch import Spill
 from etl.sink.sqlite.writer import StagingWriter
 from etl.sink.target import (
@@ -142,19 +142,15 @@ def check_is_mlflow_database(path: Path) -> None:
         raise TargetError(f"target {path} is not an MLflow database (no {', '.join(sorted(missing))} table)")
 
 
-def fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def fsync_folder(folder: Path) -> None:
     """Make a new name in folder durable. Windows cannot open a folder as a file, and NTFS
     journals names itself."""
     if os.name != "nt":
-        fsync_path(folder)
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def read_header(fd: int) -> bytes:
@@ -239,7 +235,7 @@ class StagingArea:
 
     def promote(self, verified: bool = True) -> None:
         """Put the staged database at the target, or keep it beside an untouchable target."""
-        fsync_path(self.staging)
+        fsync_file(self.staging)
         created = False
         try:
             linked, created = self._link_as_target()
@@ -457,7 +453,7 @@ class SqliteStaging:
         return StagingWriter(self.area.staging, batch_size, Spill(self.area.scratch_prefix()))
 
     def sync(self) -> None:
-        fsync_path(self.area.staging)
+        fsync_file(self.area.staging)
 
     def promote(self, verified: bool = True) -> None:
         self.area.promote(verified)
