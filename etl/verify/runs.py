@@ -242,8 +242,10 @@ def _matches_files(report, exp_dir: str, experiment_id: str, run_id: str, target
         report.checked(entity)
     report.checked("metrics", len(metrics))
     for key, data in metrics.items():
-        # The lines matched the rows as a set: the lines beyond the rows repeat a point.
-        report.count_duplicates("metrics", run_id, key, len(file_lines(data)) - len(history[(run_id, key)]))
+        # The lines matched the rows as a set: the lines beyond the rows repeat a point. (As
+        # file_lines splits them, counted without decoding: the file matched, so it is UTF-8.)
+        lines = data.count(b"\n") + (not data.endswith(b"\n"))
+        report.count_duplicates("metrics", run_id, key, lines - len(history[(run_id, key)]))
         # The lines matched the rows rendered: only an +-Inf value is spelled with "inf".
         if b"inf" in data:
             report.count_unrepresentable("metrics", run_id, key, (
