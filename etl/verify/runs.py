@@ -23,6 +23,8 @@ import os
 import sqlite3
 from collections import defaultdict
 
+import orjson
+
 from etl.sql_limits import FLOAT_MAX
 from etl.verify.compare import (
     _compare_dict,
@@ -47,7 +49,7 @@ from etl.verify.report import VerificationReport
 
 RUN_NAME_TAG = "mlflow.runName"
 
-# Of a metric row (timestamp, step, value, is_nan): MLflow's SQL store's latest is the greatest.
+# Of a metric row as the table holds it (_sql_row): MLflow's SQL store's latest is the greatest.
 LATEST_ORDER = operator.itemgetter(1, 0, 2)
 
 RUN_FIELDS = (
@@ -169,16 +171,17 @@ def _target_runs(conn: sqlite3.Connection, run_ids: list[str]) -> dict:
 
 
 def _histories(conn, run_ids: list[str], marks: str) -> dict[tuple[str, str], list[tuple]]:
-    """(run, key) -> the series' rows (timestamp, step, value, is_nan) by step, then as written:
-    the order of a file logged step after step, which _history_matches tries first."""
+    """(run, key) -> the series' rows (timestamp, value, step) by step, then as written, a NaN's
+    value None: a line of the file logged step after step, which _history_matches tries first."""
     where = f"FROM metrics WHERE run_uuid IN ({marks})"
+    # MLflow's SQL store reads a row flagged NaN as NaN whatever its value column holds.
+    point = 'timestamp, CASE WHEN is_nan THEN NULL ELSE value END, step'
     if not isinstance(conn, sqlite3.Connection):
         history = defaultdict(list)
-        for row in conn.execute(
-            f'SELECT run_uuid, "key", timestamp, step, value, is_nan {where} ORDER BY run_uuid, "key", step',
-            run_ids,
+        for run_id, key, *row in conn.execute(
+            f'SELECT run_uuid, "key", {point} {where} ORDER BY run_uuid, "key", step', run_ids
         ):
-            history[row[:2]].append(row[2:])
+            history[(run_id, key)].append(tuple(row))
         return history
     # A Python object per value is most of the cost of 10 M rows: the rows come without their
     # run and key (two strings each), and each series is a slice of them, sized by a count off
@@ -188,9 +191,7 @@ def _histories(conn, run_ids: list[str], marks: str) -> dict[tuple[str, str], li
         series = conn.execute(
             f'SELECT run_uuid, "key", COUNT(*) {where} GROUP BY run_uuid, "key" ORDER BY run_uuid, "key"', run_ids
         ).fetchall()
-        rows = conn.execute(
-            f'SELECT timestamp, step, value, is_nan {where} ORDER BY run_uuid, "key", step', run_ids
-        ).fetchall()
+        rows = conn.execute(f'SELECT {point} {where} ORDER BY run_uuid, "key", step', run_ids).fetchall()
     finally:
         conn.execute("ROLLBACK")
     history, at = {}, 0
@@ -198,6 +199,12 @@ def _histories(conn, run_ids: list[str], marks: str) -> dict[tuple[str, str], li
         history[(run_id, key)] = rows[at : at + count]
         at += count
     return history
+
+
+def _sql_row(row: tuple) -> tuple:
+    """A row of _histories as MLflow's metrics table holds it: (timestamp, step, value, is_nan)."""
+    ts, value, step = row
+    return (ts, step, 0.0, 1) if value is None else (ts, step, value, 0)
 
 
 # --- 1. bytes -------------------------------------------------------------------------------------
@@ -391,10 +398,10 @@ def _run_name(meta: dict, tags: dict[str, bytes]):
     return name
 
 
-def _line(ts: int, step: int, value: float, is_nan) -> str:
+def _line(ts: int, value: float | None, step: int) -> str:
     """A metric row as FileStore._log_run_metric writes it (the SQL store's NaN and +-Inf
     turned back into what was logged)."""
-    if is_nan:
+    if value is None:
         return f"{ts} nan {step}"
     if value == FLOAT_MAX:
         return f"{ts} inf {step}"
@@ -407,20 +414,25 @@ def _history_matches(data: bytes, rows: list[tuple]) -> bool:
     """The file's lines, as a set (SQL keeps one row for repeated identical points), are the
     target's rows rendered, one line per row."""
     # Most often the file is the rows rendered in the order the load wrote them, line for line:
-    # one comparison of bytes. An Inf stored as the largest float renders as that float here,
-    # which a file holding "inf" does not match: the set comparison below takes it.
+    # one comparison of bytes, the rendering done by orjson in C ([[ts,value,step],...] made
+    # lines). Its floats are the shortest that read back as the same double, so a file equal to
+    # them holds the rows for float(), MLflow's reader, whatever way they are spelled; Python's
+    # spelling differs below 1e-4 (1e-05, orjson 0.00001): the Python rendering below takes those.
+    # An Inf stored as the largest float renders as that float, which a file holding "inf" does
+    # not match: the set comparison takes it.
+    if data == orjson.dumps(rows)[2:-2].replace(b"],[", b"\n").replace(b",", b" ").replace(b"null", b"nan") + b"\n":
+        return True
     if data == "".join([
-        f"{ts} {value!r} {step}\n" if not is_nan else f"{ts} nan {step}\n"
-        for ts, step, value, is_nan in rows
+        f"{ts} {value!r} {step}\n" if value is not None else f"{ts} nan {step}\n" for ts, value, step in rows
     ]).encode():
         return True
     lines = file_lines(data)
     if lines is None:
         return False
     rendered = {
-        f"{ts} {value!r} {step}" if not is_nan and -FLOAT_MAX < value < FLOAT_MAX
-        else _line(ts, step, value, is_nan)
-        for ts, step, value, is_nan in rows
+        f"{ts} {value!r} {step}" if value is not None and -FLOAT_MAX < value < FLOAT_MAX
+        else _line(ts, value, step)
+        for ts, value, step in rows
     }
     return len(rendered) == len(rows) and rendered == set(lines)
 
@@ -431,9 +443,9 @@ def _latest_of(rows: list[tuple]) -> tuple | None:
     file wins, and only MLflow's reader sees the file's order."""
     # The rows come by step (_histories): the candidates are the last step's.
     first = len(rows) - 1
-    while first and rows[first - 1][1] == rows[-1][1]:
+    while first and rows[first - 1][2] == rows[-1][2]:
         first -= 1
-    last_step = rows[first:]
+    last_step = [_sql_row(row) for row in rows[first:]]
     best = max(last_step, key=LATEST_ORDER)
     if best[2] == 0.0 and sum(1 for r in last_step if r[:3] == best[:3]) > 1:
         return None
@@ -511,7 +523,7 @@ def _verify_run(report, store, run_dir: str, run_id: str, meta: dict, target) ->
             report.mismatch("metrics", f"{run_id}/{key}", "readable by MLflow", str(e)[:200], None)
             continue
         report.count_unrepresentable("metrics", run_id, key, (p[2] for p in points))
-        rows = sorted(history.get((run_id, key), []), key=lambda r: (r[1], r[0], r[2], r[3]))
+        rows = sorted(map(_sql_row, history.get((run_id, key), [])), key=lambda r: (r[1], r[0], r[2], r[3]))
         _verify_history(report, run_id, key, points, rows)
         _verify_latest(report, run_id, key, points, target_latest.get(key))
     for key in sorted(target["history_keys"].get(run_id, set()) - keys):

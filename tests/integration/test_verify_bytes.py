@@ -21,6 +21,9 @@ from tests.conftest import run_cli
 from tests.trees import file_client
 
 
+SMALL = (1e-05, 3e-07, 0.0001, -2.5e-05, 1e-300, 5e-324)
+
+
 @pytest.fixture(scope="module")
 def migrated(tmp_path_factory):
     import mlflow
@@ -53,7 +56,9 @@ def migrated(tmp_path_factory):
     late = client.create_run(exp, run_name="r3").info.run_id
     client.log_batch(late, metrics=[Metric("down", s / 3, 2000 - s, s) for s in range(4, -1, -1)]
                      + [Metric("same_step", s / 7, 3000 + s, 0) for s in range(3)]
-                     + [Metric("nan", math.nan, 2, 5), Metric("nan", 0.0, 1, 5)])
+                     + [Metric("nan", math.nan, 2, 5), Metric("nan", 0.0, 1, 5)]
+                     # Spelled otherwise by Python's repr (1e-05) than by orjson (0.00001).
+                     + [Metric("small", v, 4000 + i, i) for i, v in enumerate(SMALL)])
     runs.append(late)
     # An older client wrote integer values as ints: "1000 3 0", where the target renders "3.0".
     with open(mlruns / exp / runs[2] / "metrics" / "epoch", "w") as f:
@@ -104,9 +109,32 @@ def test_int_written_metric_differs_in_bytes_and_passes_through_mlflow(migrated)
 
 
 def test_points_in_any_order_are_proven_by_bytes(migrated):
-    # Steps logged downwards, one step logged thrice, a NaN and then a 0.0 earlier at its step.
+    # Steps logged downwards, one step logged thrice, a NaN and then a 0.0 earlier at its step,
+    # values below 1e-4 (Python and orjson spell them differently).
     mlruns, db, exp, runs = migrated
     assert fast_path(mlruns, db, exp, runs[3])
+
+
+@pytest.mark.parametrize("change", [
+    "value = 0.33333333333333337 WHERE key = 'loss' AND step = 2",  # 1/3 and the next double up
+    "value = 1.0000000000000002e-05 WHERE key = 'small' AND step = 0",
+    "is_nan = 1 WHERE key = 'loss' AND step = 2",  # value kept: MLflow's SQL store reads NaN
+])
+def test_a_value_one_double_away_is_not_proven_by_bytes(migrated, tmp_path, change):
+    """The rendering proves only what reads back as the very same double: MLflow's reader (which
+    allows 1e-9 relative) takes the run."""
+    mlruns, clean, exp, runs = migrated
+    run = runs[0] if "loss" in change else runs[3]
+    db = tmp_path / "ulp.db"
+    shutil.copyfile(clean, db)
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute(f"UPDATE metrics SET {change} AND run_uuid = ?", (run,)).rowcount == 1
+        conn.commit()
+    finally:
+        conn.close()
+    assert fast_path(mlruns, clean, exp, run)
+    assert not fast_path(mlruns, db, exp, run)
 
 
 CORRUPTIONS = {
