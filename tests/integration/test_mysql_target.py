@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -184,7 +186,8 @@ def test_recorded_schema_is_the_one_mlflow_migrations_build(mysql_server):
     from etl.sink.mysql.staging import MysqlTarget
     from etl.sink.target import cache_dir
 
-    target = MysqlTarget(mysql_server.create_database("etl_first_build"))
+    uri = mysql_server.create_database("etl_first_build")
+    target = MysqlTarget(uri)
     for name in ("etl_after_damage", "etl_by_replay"):
         mysql_server.create_database(name)
     schema.create_schema(target, "etl_first_build")
@@ -196,7 +199,23 @@ def test_recorded_schema_is_the_one_mlflow_migrations_build(mysql_server):
     path.write_text(json.dumps(data))
     assert schema.create_schema(target, "etl_after_damage") == "migrated"
     assert "broken" not in path.read_text()
+    # A recording stamped at another head than the one it holds is not replayed either.
+    data = json.loads(path.read_text())
+    head, data["content"]["head"] = data["content"]["head"], "0000"
+    path.write_text(json.dumps(data))
+    mysql_server.create_database("etl_after_head")
+    assert schema.create_schema(target, "etl_after_head") == "migrated"
+    assert json.loads(path.read_text())["content"]["head"] == head
+    mysql_server.drop_database("etl_after_head")
     assert schema.create_schema(target, "etl_by_replay") == "replayed"
+    # A replay leaves MLflow out of the process (~190 MB for the rest of a run).
+    mysql_server.create_database("etl_replay_alone")
+    code = ("import sys; from etl.sink.mysql import schema; from etl.sink.mysql.staging import MysqlTarget; "
+            f"print(schema.create_schema(MysqlTarget({uri!r}), 'etl_replay_alone'), "
+            "'mlflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["replayed", "False"]
+    mysql_server.drop_database("etl_replay_alone")
 
     def built(database: str) -> dict:
         rows = snapshot(mysql_server, database)["rows"]
