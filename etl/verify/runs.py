@@ -417,24 +417,19 @@ def _history_matches(data: bytes, rows: list[tuple]) -> bool:
     # one comparison of bytes, the rendering done by orjson in C ([[ts,value,step],...] made
     # lines). Its floats are the shortest that read back as the same double, so a file equal to
     # them holds the rows for float(), MLflow's reader, whatever way they are spelled; Python's
-    # spelling differs below 1e-4 (1e-05, orjson 0.00001): the Python rendering below takes those.
-    # An Inf stored as the largest float renders as that float, which a file holding "inf" does
-    # not match: the set comparison takes it.
+    # spelling differs below 1e-4 (1e-05, orjson 0.00001): Python's rendering below takes those,
+    # and an Inf (stored as the largest float, which orjson renders as that float), in the file's
+    # order first, then as a set.
     if data == orjson.dumps(rows)[2:-2].replace(b"],[", b"\n").replace(b",", b" ").replace(b"null", b"nan") + b"\n":
         return True
-    if data == "".join([
-        f"{ts} {value!r} {step}\n" if value is not None else f"{ts} nan {step}\n" for ts, value, step in rows
-    ]).encode():
+    rendered = [_line(ts, value, step) for ts, value, step in rows]
+    if data == ("\n".join(rendered) + "\n").encode():
         return True
     lines = file_lines(data)
     if lines is None:
         return False
-    rendered = {
-        f"{ts} {value!r} {step}" if value is not None and -FLOAT_MAX < value < FLOAT_MAX
-        else _line(ts, value, step)
-        for ts, value, step in rows
-    }
-    return len(rendered) == len(rows) and rendered == set(lines)
+    unique = set(rendered)
+    return len(unique) == len(rows) and unique == set(lines)
 
 
 def _latest_of(rows: list[tuple]) -> tuple | None:
